@@ -1,0 +1,54 @@
+# Two set-up commands for a fresh machine: `make run` and `make test`.
+# Both install what is missing (scripts/install-deps.sh), build, then run.
+#
+#   make run                      simulate the seed 001 example and print it
+#   make test                     build and run the whole suite through ctest
+#   make test SANITIZE=address,undefined   the same under sanitizers
+#   make bench                    build and run the benchmarks (Release)
+#   make format / make lint       clang-format the tree / check it
+JOBS ?= $(shell nproc)
+SANITIZE ?=
+BUILD_TYPE ?= RelWithDebInfo
+ifeq ($(SANITIZE),)
+BUILD_DIR ?= build
+else
+BUILD_DIR ?= build-san
+BUILD_TYPE = Debug
+endif
+
+SOURCES = $(shell find include src tests bench -name '*.h' -o -name '*.cc' 2>/dev/null)
+
+.PHONY: all deps configure build run test bench format lint clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+configure: deps
+	@cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) \
+	  -DQM_SANITIZE="$(SANITIZE)" >/dev/null
+
+build: configure
+	@cmake --build $(BUILD_DIR) -j $(JOBS)
+
+run: build
+	@$(BUILD_DIR)/qm simulate scenarios/seed001_concurrency.yaml
+
+test: build
+	@cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
+
+bench: deps
+	@cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
+	@cmake --build build-bench -j $(JOBS) --target qm_bench qm
+	@build-bench/bench/qm_bench --benchmark_repetitions=5 \
+	  --benchmark_report_aggregates_only=true
+
+format: deps
+	@clang-format -i $(SOURCES)
+
+lint: deps
+	@clang-format --dry-run --Werror $(SOURCES)
+
+clean:
+	@rm -rf build build-san build-bench

@@ -1,0 +1,164 @@
+// Engine benchmarks (figures go to the README, not into timed tests).
+//
+//   make bench   (Release build; medians of 5 repetitions)
+#include <benchmark/benchmark.h>
+
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "qm/engine.h"
+
+namespace qm {
+namespace {
+
+constexpr int kTypes = 50;
+constexpr int kProducts = 20;
+
+class LastGrant : public EventSink {
+ public:
+  void OnEvent(const Event& e) override {
+    if (e.type == EventType::kGranted) last = e.allocation_id;
+  }
+  std::string last;
+};
+
+AllocationRequest Request(int type, int product, int workflow,
+                          const char* priority = "normal") {
+  AllocationRequest r;
+  r.workflow_id = "wf" + std::to_string(workflow);
+  r.requester = "bench";
+  r.product = "p" + std::to_string(product);
+  r.agent_type = "t" + std::to_string(type);
+  r.priority = priority;
+  r.resources = {{"agents", 1}, {"cpu_cores", 0.5}, {"memory_gb", 1}};
+  r.ttl = std::chrono::hours(5);
+  return r;
+}
+
+Config BigConfig(int64_t capped_limit, int64_t open_limit) {
+  Config c = Config::Defaults();
+  for (ResourceSpec& r : c.resources) r.capacity = 1e7;
+  for (int t = 0; t < kTypes; ++t) {
+    c.per_type_limits["t" + std::to_string(t)] =
+        t < kTypes / 2 ? capped_limit : open_limit;
+  }
+  c.scheduling.history_limit = 10000;
+  return c;
+}
+
+// allocate + release of a 3-resource request (agents, cpu, memory) with
+// 10,000 active leases and 10,000 queued requests over 50 agent types and
+// 20 products. Types t0-t24 are full with requests queued behind them;
+// the cycle uses types t25-t49, which have room.
+void BM_AllocateReleaseCycle(benchmark::State& state) {
+  ManualClock clock(Time(Duration(1769436000000LL)));
+  auto engine = std::move(Engine::Create(BigConfig(200, 400), &clock)).value();
+  int n = 0;
+  for (int t = 0; t < kTypes; ++t) {
+    for (int i = 0; i < 200; ++i, ++n) {
+      engine->Allocate(Request(t, n % kProducts, n % 1000));
+    }
+  }
+  for (int i = 0; i < 10000; ++i, ++n) {
+    auto r = engine->Allocate(Request(i % (kTypes / 2), n % kProducts, n % 1000));
+    if (r->allocation.status != AllocStatus::kQueued) {
+      state.SkipWithError("set-up: expected a queued request");
+      return;
+    }
+  }
+  const Snapshot s = engine->GetSnapshot();
+  if (s.active != 10000 || s.queued != 10000) {
+    state.SkipWithError("set-up: wrong active/queued counts");
+    return;
+  }
+  int i = 0;
+  for (auto _ : state) {
+    auto r = engine->Allocate(
+        Request(kTypes / 2 + i % (kTypes / 2), i % kProducts, i % 1000));
+    auto rel = engine->Release(r->allocation.id);
+    benchmark::DoNotOptimize(rel);
+    ++i;
+  }
+  if (!engine->CheckInvariants().ok()) state.SkipWithError("invariants");
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_AllocateReleaseCycle)->Unit(benchmark::kMicrosecond);
+
+// One slot frees with 100,000 queued requests (4 levels x 20 products x 50
+// types, every type full): the release, the dispatch pass that picks the best
+// queued request that fits and grants it, and one new request queued behind
+// (to keep the queue at 100,000).
+void BM_QueueSelectionOneSlotFrees(benchmark::State& state) {
+  ManualClock clock(Time(Duration(1769436000000LL)));
+  LastGrant sink;
+  auto engine =
+      std::move(Engine::Create(BigConfig(20, 20), &clock, &sink)).value();
+  std::vector<std::string> active;
+  int n = 0;
+  for (int t = 0; t < kTypes; ++t) {
+    for (int i = 0; i < 20; ++i, ++n) {
+      active.push_back(
+          engine->Allocate(Request(t, n % kProducts, n % 1000))->allocation.id);
+    }
+  }
+  static const char* kLevels[] = {"low", "normal", "high", "normal"};
+  for (int i = 0; i < 100000; ++i, ++n) {
+    clock.Advance(std::chrono::milliseconds(7));
+    engine->Allocate(Request(i % kTypes, (i / kTypes) % kProducts, n % 1000,
+                             kLevels[i % 4]));
+  }
+  if (engine->GetSnapshot().queued != 100000) {
+    state.SkipWithError("set-up: expected 100,000 queued");
+    return;
+  }
+  size_t next = 0;
+  int i = 0;
+  for (auto _ : state) {
+    const std::string victim = active[next];
+    engine->Release(victim);
+    active[next] = sink.last;  // the request that took the freed slot
+    next = (next + 7) % active.size();
+    engine->Allocate(Request(i % kTypes, i % kProducts, i % 1000));
+    ++i;
+  }
+  if (engine->GetSnapshot().queued != 100000) {
+    state.SkipWithError("queue length drifted");
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_QueueSelectionOneSlotFrees)->Unit(benchmark::kMicrosecond);
+
+long RssKiB() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  }
+  return 0;
+}
+
+// Resident memory of 100,000 active + 100,000 queued allocations.
+void BM_Memory100kActive100kQueued(benchmark::State& state) {
+  for (auto _ : state) {
+    const long before = RssKiB();
+    ManualClock clock(Time(Duration(1769436000000LL)));
+    Config c = BigConfig(2000, 2000);
+    auto engine = std::move(Engine::Create(c, &clock)).value();
+    for (int i = 0; i < 200000; ++i) {
+      engine->Allocate(Request(i % kTypes, i % kProducts, i % 20000));
+    }
+    const Snapshot s = engine->GetSnapshot();
+    if (s.active != 100000 || s.queued != 100000) {
+      state.SkipWithError("set-up: expected 100k active + 100k queued");
+    }
+    state.counters["rss_delta_MB"] = (RssKiB() - before) / 1024.0;
+    state.counters["rss_total_MB"] = RssKiB() / 1024.0;
+  }
+}
+BENCHMARK(BM_Memory100kActive100kQueued)
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(1);
+
+}  // namespace
+}  // namespace qm

@@ -1,0 +1,182 @@
+// The effective configuration: plain data with every option documented next
+// to its default. Loaded from YAML by qm::LoadConfig (config_loader.h); the
+// engine takes it by value. Sections marked "parsed only" are validated now
+// and acted on by later work (budgets, model selection, circuit breaker...).
+#ifndef QM_CONFIG_H_
+#define QM_CONFIG_H_
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "qm/clock.h"
+
+namespace qm {
+
+// Priority levels, lowest first; the numeric value is the level's rank.
+enum class Level { kLow = 0, kNormal = 1, kHigh = 2, kCritical = 3 };
+inline constexpr int kNumLevels = 4;
+// "low", "normal", "high", "critical".
+const char* LevelName(Level level);
+// Accepts the four names and "medium" (an alias of "normal").
+bool LevelFromName(const std::string& name, Level* level);
+
+// A counted resource with a capacity. Amounts are stored as fixed point
+// (thousandths) by the engine; `fractional` says whether requests may ask for
+// non-whole amounts (cpu_cores, memory_gb, storage_gb are fractional by
+// default; everything else counts whole units).
+struct ResourceSpec {
+  std::string name;
+  double capacity = 0;
+  bool fractional = false;
+};
+
+struct PriorityLevelConfig {
+  // Weight of the level in the priority factor of the queue score.
+  double weight = 0.5;
+  // Minutes after which a queued request of this level counts as starved
+  // (alert) and its wait factor reaches 1. 0 = the factor is 1 at once.
+  double max_wait_minutes = 60;
+  // Whether a request of this level that cannot fit preempts running
+  // preemptible work of strictly lower levels.
+  bool preempt_lower = false;
+};
+
+// Weights of the four queue-score factors (seed 001, plus fair share).
+struct ScoreWeights {
+  double priority = 0.5;
+  double wait = 0.3;
+  double blocking = 0.2;
+  double fair_share = 0.2;
+};
+
+struct ProductConfig {
+  // Default priority of this product's requests when they name none.
+  std::optional<Level> priority;
+  // Max agents running at once for the product; unset = no product limit.
+  std::optional<int64_t> max_concurrent_agents;
+  // Parsed only (budgets): tokens per day for this product.
+  std::optional<int64_t> token_budget_daily;
+  // Relative fair-share weight against the other products (default 1).
+  double share = 1.0;
+};
+
+// Per-workflow ceilings (seed 000 resource_policies.allocation_limits), summed
+// over the workflow's active allocations. Unset = no limit.
+struct AllocationLimits {
+  std::optional<double> max_cpu_per_workflow = 6;
+  std::optional<double> max_memory_per_workflow = 12;
+  std::optional<int64_t> max_agents_per_workflow = 15;
+  // Longest an allocation may run from its grant, renewals included.
+  Duration max_duration = std::chrono::hours(6);
+};
+
+// Seed 000 auto_release.
+struct AutoReleaseConfig {
+  bool on_completion = true;
+  // When false a lease whose TTL ran out only raises an event; it keeps its
+  // resources until released.
+  bool on_timeout = true;
+  bool on_failure = true;
+  // Time between the `lease_expiring` notice and the forced release.
+  Duration grace_period = std::chrono::minutes(5);
+};
+
+struct SchedulingConfig {
+  ScoreWeights weights;
+  // Size of a request's task graph when it names no total_tasks.
+  int64_t default_total_tasks = 10;
+  // Half-life of the decayed usage behind the fair-share factor.
+  Duration fair_share_half_life = std::chrono::hours(1);
+  // Notice given to a preempted allocation before its forced release.
+  Duration preemption_grace = std::chrono::seconds(30);
+  // Lease length when a request names no ttl; renew extends by it again.
+  Duration default_ttl = std::chrono::minutes(30);
+  // When true, requests must name an agent type listed in
+  // max_concurrent.per_type (or agent_types); others are refused.
+  bool restrict_agent_types = false;
+  // How many finished (released/expired/preempted/failed/cancelled)
+  // allocations the engine keeps for lookups and idempotent retries.
+  int64_t history_limit = 10000;
+};
+
+// ---- Parsed only: later issues give these behaviour. ----
+
+struct TokenBudgetsConfig {
+  std::map<std::string, int64_t> per_type;  // agent type -> tokens per task
+  double multiplier = 1.5;
+};
+
+struct DailyLimitsConfig {
+  std::optional<int64_t> max_tokens_total;
+  std::optional<double> max_cost_usd;
+  std::vector<double> alert_at_percent = {80};
+};
+
+struct ModelRule {
+  std::string condition;  // e.g. "task.priority == critical", "default"
+  std::string model;
+};
+
+struct CircuitBreakerConfig {
+  std::vector<std::string> trip_conditions;
+  std::string action = "pause_all";  // pause_all | pause_new_low_priority
+  std::string notify = "ceo";
+  bool allow_override = true;
+};
+
+struct ManualOverrideConfig {
+  bool pause_all_agents = false;
+  std::map<std::string, Level> priority_override;  // product -> level
+};
+
+struct OptimizationTargets {
+  double efficiency_threshold = 80.0;
+  Duration response_time_target = std::chrono::seconds(1);
+  double utilization_target = 75.0;
+  double conflict_tolerance = 0.1;
+};
+
+struct MonitoringIntervals {
+  Duration resource_check = std::chrono::seconds(30);
+  Duration performance_sample = std::chrono::minutes(5);
+  Duration capacity_analysis = std::chrono::hours(1);
+  Duration trend_analysis = std::chrono::hours(24);
+};
+
+struct Config {
+  // Counted resources. Defaults: agents 5 (seed 001 max_concurrent.total),
+  // workflows 5, cpu_cores 8, memory_gb 16, storage_gb 500, tool.bash 12,
+  // tool.file_ops 8, tool.search 4, tool.web 2 (seed 000). `agents` always
+  // exists; max_concurrent.total sets its capacity.
+  std::vector<ResourceSpec> resources;
+  // max_concurrent.per_type: agents of one type running at once.
+  std::map<std::string, int64_t> per_type_limits;
+  // Levels indexed by Level. Defaults (seed 001): critical 1.0/0 min/preempt,
+  // high 0.75/15, normal 0.5/60, low 0.25/240.
+  std::array<PriorityLevelConfig, kNumLevels> levels;
+  SchedulingConfig scheduling;
+  std::map<std::string, ProductConfig> products;
+  AllocationLimits allocation_limits;
+  AutoReleaseConfig auto_release;
+
+  TokenBudgetsConfig token_budgets;
+  DailyLimitsConfig daily_limits;
+  std::vector<ModelRule> model_rules;
+  CircuitBreakerConfig circuit_breaker;
+  ManualOverrideConfig manual_override;
+  OptimizationTargets optimization_targets;
+  MonitoringIntervals monitoring_intervals;
+
+  // The defaults above, with the resource list filled in.
+  static Config Defaults();
+  // Looks up a resource by name; nullptr when absent.
+  const ResourceSpec* FindResource(const std::string& name) const;
+};
+
+}  // namespace qm
+
+#endif  // QM_CONFIG_H_

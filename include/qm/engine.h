@@ -1,0 +1,115 @@
+// The admission engine: the single source of truth for who may run.
+//
+// It holds counted resources and limits (global capacity, per agent type,
+// per product, per workflow), active leases and the queue, and decides every
+// grant, queueing, preemption, expiry and release. It performs no I/O and
+// never reads the wall clock: time comes from the injected Clock, and every
+// state change is reported, in order, to the EventSink.
+//
+// Thread safety: none. An Engine is owned by one thread (the server and the
+// store serialise access around it).
+//
+// Errors: bad input is INVALID_REQUEST naming the field and changes nothing;
+// a request larger than a limit can ever allow is RESOURCE_EXHAUSTED; an
+// unknown allocation id is NOT_FOUND; an operation not valid in the
+// allocation's current state is CONFLICT.
+#ifndef QM_ENGINE_H_
+#define QM_ENGINE_H_
+
+#include <functional>
+#include <memory>
+#include <string_view>
+#include <vector>
+
+#include "qm/clock.h"
+#include "qm/config.h"
+#include "qm/status.h"
+#include "qm/types.h"
+
+namespace qm {
+
+// Receives every event synchronously, in sequence order, from inside the
+// engine call that caused it. Must not call back into the engine.
+class EventSink {
+ public:
+  virtual ~EventSink() = default;
+  virtual void OnEvent(const Event& event) = 0;
+};
+
+class EngineImpl;
+
+class Engine {
+ public:
+  // `clock` and `sink` (may be null) must outlive the engine. Fails with
+  // INVALID_REQUEST when the config is inconsistent.
+  static StatusOr<std::unique_ptr<Engine>> Create(Config config, Clock* clock,
+                                                  EventSink* sink = nullptr);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Grants the request now, queues it (with reason_queued and
+  // expected_start), or refuses it. Preempts lower-priority work when the
+  // request's level allows it.
+  StatusOr<AllocateResult> Allocate(const AllocationRequest& request);
+
+  // Validates every request first (any invalid one refuses the whole batch,
+  // naming its index). With all_or_nothing, either every request is granted
+  // now or none is (UNAVAILABLE naming the first that does not fit);
+  // without, each is allocated as by Allocate, in order.
+  StatusOr<std::vector<AllocateResult>> AllocateBatch(
+      const std::vector<AllocationRequest>& requests, bool all_or_nothing);
+
+  // Ends an active or preempted allocation with the holder's usage report
+  // (outcome failure -> status failed). Frees its resources and starts
+  // queued work that now fits.
+  StatusOr<AllocationInfo> Release(std::string_view id,
+                                   const UsageReport& usage = {});
+
+  // Heartbeat: extends the lease by `ttl` (default: the request's ttl) from
+  // now, never past the allocation's max_duration.
+  StatusOr<AllocationInfo> Renew(std::string_view id,
+                                 std::optional<Duration> ttl = std::nullopt);
+
+  // Grows or shrinks an active allocation to `resources` (the new totals;
+  // resources not named keep their amount). Shrinking always succeeds;
+  // growing succeeds only if it fits now without jumping queued requests
+  // that wait for the same resources (UNAVAILABLE otherwise).
+  StatusOr<AllocationInfo> Reallocate(std::string_view id,
+                                      const ResourceAmounts& resources);
+
+  // Withdraws a queued request.
+  StatusOr<AllocationInfo> Cancel(std::string_view id);
+
+  // Looks up any allocation still known (active, queued, or recent history).
+  StatusOr<AllocationInfo> Get(std::string_view id) const;
+
+  // Totals, availability and utilization per resource, agent type, product.
+  Snapshot GetSnapshot() const;
+
+  // The queue, best score first, with each factor.
+  std::vector<QueueEntry> Queue() const;
+
+  // Processes everything due at clock->Now(): lease expiries, forced
+  // releases after a grace period, starvation alerts. Every public
+  // operation does this first; call it periodically when idle.
+  void Tick();
+
+  // The earliest future time Tick() has something to do, if any.
+  std::optional<Time> NextDeadline() const;
+
+  const Config& config() const;
+
+  // Verifies the internal invariants (capacity never exceeded at any level;
+  // every active allocation counted exactly once; queue and lease indexes
+  // consistent). INTERNAL naming the first violation. For tests; O(n).
+  Status CheckInvariants() const;
+
+ private:
+  explicit Engine(std::unique_ptr<EngineImpl> impl);
+  std::unique_ptr<EngineImpl> impl_;
+};
+
+}  // namespace qm
+
+#endif  // QM_ENGINE_H_

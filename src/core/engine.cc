@@ -1,0 +1,1533 @@
+// The admission engine. See engine_impl.h for the data structures and
+// docs/architecture.md for the model.
+#include "qm/engine.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/engine_impl.h"
+#include "core/text.h"
+
+namespace qm {
+namespace {
+
+constexpr double kMsPerMinute = 60000.0;
+// Scores drift with time; a queue that nothing else wakes is re-examined this
+// often so a request that overtook another in score can start.
+constexpr Duration kRescoreInterval = std::chrono::seconds(60);
+// Upper bound of holders examined for one expected_start estimate.
+constexpr size_t kMaxEstimateSteps = 4096;
+
+Milli ToMilli(double v) { return static_cast<Milli>(std::llround(v * 1000)); }
+double FromMilli(Milli m) { return static_cast<double>(m) / 1000.0; }
+double Minutes(Duration d) { return d.count() / kMsPerMinute; }
+
+Milli AmountOn(const Demand& d, uint32_t counter) {
+  for (const auto& [c, m] : d) {
+    if (c == counter) return m;
+  }
+  return 0;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- set-up
+
+EngineImpl::EngineImpl(Config config, Clock* clock, EventSink* sink)
+    : config_(std::move(config)), clock_(clock), sink_(sink) {}
+
+Status EngineImpl::Init() {
+  now_ = clock_->Now();
+  epoch_time_ = now_;
+  last_pass_ = now_;
+  if (!config_.FindResource("agents")) {
+    config_.resources.insert(config_.resources.begin(),
+                             ResourceSpec{"agents", 5, false});
+  }
+  for (const ResourceSpec& r : config_.resources) {
+    if (r.name.empty() || resource_index_.count(r.name)) {
+      return InvalidRequest("resources: duplicate or empty resource name \"" +
+                            r.name + "\"");
+    }
+    if (!std::isfinite(r.capacity) || r.capacity < 0 || r.capacity > 1e12) {
+      return InvalidRequest("resources." + r.name +
+                            ": capacity must be a finite number >= 0");
+    }
+    const uint32_t idx = static_cast<uint32_t>(resource_specs_.size());
+    resource_specs_.push_back(r);
+    resource_index_[r.name] = idx;
+    resource_counter_.push_back(
+        NewCounter(Counter::Kind::kResource, r.name, ToMilli(r.capacity)));
+    if (r.name == "agents") agents_resource_ = idx;
+  }
+  for (const auto& [type, limit] : config_.per_type_limits) {
+    if (limit < 0) {
+      return InvalidRequest("max_concurrent.per_type." + type +
+                            " must not be negative");
+    }
+    InternType(type);
+  }
+  for (const auto& [name, product] : config_.products) InternProduct(name);
+  return Status::Ok();
+}
+
+uint32_t EngineImpl::NewCounter(Counter::Kind kind, std::string name,
+                                Milli limit) {
+  uint32_t idx;
+  if (!free_counters_.empty()) {
+    idx = free_counters_.back();
+    free_counters_.pop_back();
+    counters_[idx] = Counter{};
+  } else {
+    idx = static_cast<uint32_t>(counters_.size());
+    counters_.emplace_back();
+  }
+  Counter& c = counters_[idx];
+  c.kind = kind;
+  c.name = std::move(name);
+  c.limit = limit;
+  return idx;
+}
+
+Milli EngineImpl::TypeLimit(const std::string& type) const {
+  auto it = config_.per_type_limits.find(type);
+  return it == config_.per_type_limits.end() ? kUnlimited
+                                             : it->second * 1000;
+}
+
+Milli EngineImpl::ProductLimit(const std::string& product) const {
+  auto it = config_.products.find(product);
+  if (it == config_.products.end() || !it->second.max_concurrent_agents) {
+    return kUnlimited;
+  }
+  return *it->second.max_concurrent_agents * 1000;
+}
+
+uint32_t EngineImpl::InternType(const std::string& name) {
+  auto it = type_index_.find(name);
+  if (it != type_index_.end()) return it->second;
+  const uint32_t idx = static_cast<uint32_t>(types_.size());
+  TypeState t;
+  t.name = name;
+  t.counter = NewCounter(Counter::Kind::kAgentType, name, TypeLimit(name));
+  types_.push_back(std::move(t));
+  type_index_[name] = idx;
+  return idx;
+}
+
+uint32_t EngineImpl::InternProduct(const std::string& name) {
+  auto it = product_index_.find(name);
+  if (it != product_index_.end()) return it->second;
+  const uint32_t idx = static_cast<uint32_t>(products_.size());
+  ProductState p;
+  p.name = name;
+  p.decayed_at = now_;
+  auto cfg = config_.products.find(name);
+  if (cfg != config_.products.end()) p.share = cfg->second.share;
+  p.counter = NewCounter(Counter::Kind::kProduct, name, ProductLimit(name));
+  products_.push_back(std::move(p));
+  product_index_[name] = idx;
+  return idx;
+}
+
+Workflow& EngineImpl::AcquireWorkflow(const std::string& id) {
+  auto [it, inserted] = workflows_.try_emplace(id);
+  Workflow& wf = it->second;
+  if (inserted) {
+    const AllocationLimits& al = config_.allocation_limits;
+    if (al.max_agents_per_workflow) {
+      wf.agents = NewCounter(Counter::Kind::kWorkflow, id + "/agents",
+                             *al.max_agents_per_workflow * 1000);
+    }
+    if (al.max_cpu_per_workflow && resource_index_.count("cpu_cores")) {
+      wf.cpu = NewCounter(Counter::Kind::kWorkflow, id + "/cpu_cores",
+                          ToMilli(*al.max_cpu_per_workflow));
+    }
+    if (al.max_memory_per_workflow && resource_index_.count("memory_gb")) {
+      wf.memory = NewCounter(Counter::Kind::kWorkflow, id + "/memory_gb",
+                             ToMilli(*al.max_memory_per_workflow));
+    }
+  }
+  ++wf.refs;
+  return wf;
+}
+
+void EngineImpl::ReleaseWorkflowRef(const std::string& id) {
+  auto it = workflows_.find(id);
+  if (it == workflows_.end()) return;
+  if (--it->second.refs > 0) return;
+  for (uint32_t c : {it->second.agents, it->second.cpu, it->second.memory}) {
+    if (c == UINT32_MAX) continue;
+    counters_[c].in_use = false;
+    counters_[c].holders.clear();
+    free_counters_.push_back(c);
+  }
+  workflows_.erase(it);
+}
+
+Demand EngineImpl::BuildDemand(const ParsedRequest& p, uint32_t product,
+                               uint32_t type, const Workflow* wf) const {
+  Demand d;
+  d.reserve(p.resources.size() + 4);
+  Milli cpu = 0, mem = 0;
+  for (const auto& [idx, m] : p.resources) {
+    d.emplace_back(resource_counter_[idx], m);
+    const std::string& name = resource_specs_[idx].name;
+    if (name == "cpu_cores") cpu = m;
+    if (name == "memory_gb") mem = m;
+  }
+  if (p.agents > 0) {
+    d.emplace_back(types_[type].counter, p.agents);
+    d.emplace_back(products_[product].counter, p.agents);
+    if (wf && wf->agents != UINT32_MAX) d.emplace_back(wf->agents, p.agents);
+  }
+  if (wf && cpu > 0 && wf->cpu != UINT32_MAX) d.emplace_back(wf->cpu, cpu);
+  if (wf && mem > 0 && wf->memory != UINT32_MAX) {
+    d.emplace_back(wf->memory, mem);
+  }
+  return d;
+}
+
+// ---------------------------------------------------------------- time
+
+void EngineImpl::StartOp() {
+  in_op_ = true;
+  ProcessTimersUpTo(clock_->Now());
+}
+
+void EngineImpl::EndOp() {
+  ProcessTimersUpTo(now_);
+  in_op_ = false;
+}
+
+void EngineImpl::Tick() {
+  StartOp();
+  EndOp();
+}
+
+void EngineImpl::Schedule(Time at, uint64_t id, Timer::Kind kind,
+                          uint64_t gen) {
+  timers_.push(Timer{at, ++timer_seq_, id, kind, gen});
+}
+
+void EngineImpl::ProcessTimersUpTo(Time t) {
+  while (!timers_.empty() && timers_.top().at <= t) {
+    const Timer timer = timers_.top();
+    timers_.pop();
+    if (timer.at > now_) now_ = timer.at;
+    HandleTimer(timer);
+  }
+  if (t > now_) now_ = t;
+  if (queued_count_ > 0 && now_ - last_pass_ >= kRescoreInterval) Dispatch();
+}
+
+std::optional<Time> EngineImpl::NextDeadline() const {
+  std::optional<Time> next;
+  if (!timers_.empty()) next = timers_.top().at;
+  if (queued_count_ > 0) {
+    const Time rescore = last_pass_ + kRescoreInterval;
+    if (!next || rescore < *next) next = rescore;
+  }
+  return next;
+}
+
+void EngineImpl::HandleTimer(const Timer& t) {
+  auto it = allocs_.find(t.id);
+  if (it == allocs_.end()) return;
+  Alloc& a = it->second;
+  switch (t.kind) {
+    case Timer::Kind::kLeaseExpiry: {
+      if (a.status != AllocStatus::kActive || a.expires_at != t.at ||
+          a.expiring) {
+        return;
+      }
+      a.expiring = true;
+      if (!config_.auto_release.on_timeout) {
+        Emit(EventType::kLeaseExpiring, a,
+             "lease expired; auto_release.on_timeout is off, so it keeps its "
+             "resources until released");
+        return;
+      }
+      const Time force = t.at + config_.auto_release.grace_period;
+      Emit(EventType::kLeaseExpiring, a,
+           "lease expired without a heartbeat; released at " +
+               FormatTime(force) + " unless renewed");
+      Schedule(force, a.id, Timer::Kind::kForceExpire,
+               static_cast<uint64_t>(a.expires_at.time_since_epoch().count()));
+      return;
+    }
+    case Timer::Kind::kForceExpire:
+      if (a.status != AllocStatus::kActive || !a.expiring ||
+          static_cast<uint64_t>(a.expires_at.time_since_epoch().count()) !=
+              t.gen) {
+        return;
+      }
+      ForceRelease(a, AllocStatus::kExpired, EventType::kExpired,
+                   "lease expired at " + FormatTime(a.expires_at) +
+                       " and the grace period ended");
+      return;
+    case Timer::Kind::kPreemptDeadline:
+      if (a.status != AllocStatus::kPreempted || !a.holding ||
+          a.preempt_deadline != t.at) {
+        return;
+      }
+      ForceRelease(a, AllocStatus::kPreempted, EventType::kPreempted,
+                   "forced release: the preemption grace period ended");
+      return;
+    case Timer::Kind::kStarvation: {
+      if (a.status != AllocStatus::kQueued || a.queue_gen != t.gen ||
+          a.starvation_alerted) {
+        return;
+      }
+      a.starvation_alerted = true;
+      const double max_wait = LevelWait(a.req.level);
+      Emit(EventType::kStarvation, a,
+           std::string(LevelName(a.req.level)) + " request waited " +
+               FormatDuration(now_ - a.queued_at) + ", over its level's max "
+               "wait of " + FormatAmount(max_wait) + " min: " +
+               ReasonText(a));
+      return;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- scoring
+
+double EngineImpl::LevelWait(Level l) const {
+  return config_.levels[static_cast<int>(l)].max_wait_minutes;
+}
+
+double EngineImpl::StaticKey(const Alloc& a) const {
+  const ScoreWeights& w = config_.scheduling.weights;
+  const double lw = config_.levels[static_cast<int>(a.req.level)].weight;
+  const double bf =
+      static_cast<double>(a.req.blocks) / static_cast<double>(a.req.total_tasks);
+  const double m = LevelWait(a.req.level);
+  double key = w.priority * lw + w.blocking * bf;
+  if (m <= 0) {
+    key += w.wait;
+  } else {
+    key -= w.wait * Minutes(a.queued_at - epoch_time_) / m;
+  }
+  return key;
+}
+
+double EngineImpl::Score(const Alloc& a, Time now, const std::vector<double>& fs,
+                         QueueEntry* parts) const {
+  const ScoreWeights& w = config_.scheduling.weights;
+  const double lw = config_.levels[static_cast<int>(a.req.level)].weight;
+  const double m = LevelWait(a.req.level);
+  const double waited = std::max(0.0, Minutes(now - a.queued_at));
+  const double wf = m <= 0 ? 1.0 : waited / m;
+  const double bf =
+      static_cast<double>(a.req.blocks) / static_cast<double>(a.req.total_tasks);
+  const double f = a.product < fs.size() ? fs[a.product] : 0.0;
+  if (parts) {
+    parts->priority_factor = lw;
+    parts->wait_factor = wf;
+    parts->blocking_factor = bf;
+    parts->fair_share_factor = f;
+  }
+  return w.priority * lw + w.wait * wf + w.blocking * bf + w.fair_share * f;
+}
+
+double EngineImpl::DecayedUsage(const ProductState& p, Time now) const {
+  const double h = Minutes(config_.scheduling.fair_share_half_life);
+  const double dt = Minutes(now - p.decayed_at);
+  const double running = FromMilli(p.running_agents);
+  if (h <= 0) return running * dt + p.decayed;  // no decay
+  if (dt <= 0) return p.decayed;
+  const double decay = std::exp2(-dt / h);
+  return p.decayed * decay + running * (h / std::log(2.0)) * (1 - decay);
+}
+
+double EngineImpl::FairShareUsage(const ProductState& p, Time now) const {
+  const double committed = p.committed_end_sum -
+                           FromMilli(p.running_agents) *
+                               Minutes(now - epoch_time_);
+  return DecayedUsage(p, now) + std::max(0.0, committed);
+}
+
+void EngineImpl::CountRunning(Alloc& a, int sign) {
+  ProductState& p = products_[a.product];
+  AccrueUsage(p, now_);
+  p.running_agents += sign * a.req.agents;
+  p.committed_end_sum += sign * FromMilli(a.req.agents) *
+                         Minutes(a.expected_end - epoch_time_);
+}
+
+void EngineImpl::AccrueUsage(ProductState& p, Time now) {
+  p.decayed = DecayedUsage(p, now);
+  p.decayed_at = now;
+}
+
+std::vector<double> EngineImpl::FairShareTerms(Time now) const {
+  std::vector<double> fs(products_.size(), 0.0);
+  double share_sum = 0, usage_sum = 0;
+  int active = 0;
+  std::vector<double> usage(products_.size(), 0.0);
+  for (size_t i = 0; i < products_.size(); ++i) {
+    const ProductState& p = products_[i];
+    if (p.running_agents == 0 && p.queued == 0) continue;
+    ++active;
+    share_sum += p.share;
+    usage[i] = FairShareUsage(p, now);
+    usage_sum += usage[i];
+  }
+  if (active < 2 || share_sum <= 0) return fs;
+  for (size_t i = 0; i < products_.size(); ++i) {
+    const ProductState& p = products_[i];
+    if (p.running_agents == 0 && p.queued == 0) continue;
+    const double s = p.share / share_sum;
+    const double u = usage_sum > 0 ? usage[i] / usage_sum : s;
+    fs[i] = s - u;
+  }
+  return fs;
+}
+
+// ---------------------------------------------------------------- queue
+
+void EngineImpl::Enqueue(Alloc& a) {
+  const bool uses_agents = a.req.agents > 0;
+  const uint64_t lane_key = (static_cast<uint64_t>(a.req.level) << 62) |
+                            (static_cast<uint64_t>(uses_agents) << 61) |
+                            (static_cast<uint64_t>(a.product) << 30) | a.type;
+  auto [lit, lane_new] =
+      lane_index_.try_emplace(lane_key, static_cast<uint32_t>(lanes_.size()));
+  if (lane_new) {
+    auto [bit, band_new] = band_index_.try_emplace(
+        {static_cast<int>(a.req.level), a.product},
+        static_cast<uint32_t>(bands_.size()));
+    if (band_new) {
+      Band b;
+      b.level = a.req.level;
+      b.product = a.product;
+      bands_.push_back(std::move(b));
+    }
+    Lane lane;
+    lane.band = bit->second;
+    lanes_.push_back(std::move(lane));
+  }
+  const uint32_t li = lit->second;
+  Lane& lane = lanes_[li];
+  Band& band = bands_[lane.band];
+  a.lane = li;
+  a.qkey = QKey{StaticKey(a), a.queued_at.time_since_epoch().count(), a.id};
+  const bool was_empty = lane.members.empty();
+  std::optional<QKey> old_head;
+  if (!was_empty) old_head = *lane.members.begin();
+  lane.members.insert(a.qkey);
+  if (was_empty || !QKeyBefore()(*old_head, a.qkey)) {
+    if (old_head) band.lanes.erase({*old_head, li});
+    band.lanes.insert({*lane.members.begin(), li});
+  }
+  active_bands_.insert(lane.band);
+  a.status = AllocStatus::kQueued;
+  ++a.queue_gen;
+  ++queued_count_;
+  if (!uses_agents) ++queued_without_agents_;
+  ++products_[a.product].queued;
+  ++types_[a.type].queued;
+  if (!a.starvation_alerted) {
+    const double m = LevelWait(a.req.level);
+    Schedule(a.queued_at + Duration(static_cast<int64_t>(
+                               std::ceil(std::max(0.0, m) * kMsPerMinute))),
+             a.id, Timer::Kind::kStarvation, a.queue_gen);
+  }
+}
+
+void EngineImpl::Dequeue(Alloc& a) {
+  Lane& lane = lanes_[a.lane];
+  Band& band = bands_[lane.band];
+  const bool was_head = lane.members.begin()->id == a.id;
+  if (was_head) band.lanes.erase({a.qkey, a.lane});
+  lane.members.erase(a.qkey);
+  if (was_head && !lane.members.empty()) {
+    band.lanes.insert({*lane.members.begin(), a.lane});
+  }
+  if (band.lanes.empty()) active_bands_.erase(lane.band);
+  --queued_count_;
+  if (a.req.agents == 0) --queued_without_agents_;
+  --products_[a.product].queued;
+  --types_[a.type].queued;
+  a.wait = WaitReason{};
+}
+
+// ---------------------------------------------------------------- admission
+
+bool EngineImpl::Fits(const Demand& d) const {
+  for (const auto& [c, m] : d) {
+    const Counter& k = counters_[c];
+    if (k.used + m > k.limit) return false;
+  }
+  return true;
+}
+
+bool EngineImpl::TouchesBlocked(const Demand& d) const {
+  for (const auto& [c, m] : d) {
+    if (counters_[c].blocked_epoch == pass_epoch_) return true;
+  }
+  return false;
+}
+
+void EngineImpl::ApplyCounters(Alloc& a, int sign) {
+  for (const auto& [c, m] : a.demand) counters_[c].used += sign * m;
+}
+
+void EngineImpl::Grant(Alloc& a, std::optional<double> score) {
+  a.status = AllocStatus::kActive;
+  a.holding = true;
+  a.expiring = false;
+  a.granted_at = now_;
+  a.fencing = ++fencing_;
+  a.expires_at = std::min(now_ + a.req.ttl, now_ + a.req.max_duration);
+  a.expected_end =
+      a.req.estimated_minutes
+          ? now_ + Duration(static_cast<int64_t>(*a.req.estimated_minutes *
+                                                 kMsPerMinute))
+          : a.expires_at;
+  for (const auto& [c, m] : a.demand) {
+    counters_[c].holders.insert({a.expected_end, a.id});
+  }
+  CountRunning(a, +1);
+  ++active_count_;
+  Schedule(a.expires_at, a.id, Timer::Kind::kLeaseExpiry);
+  Emit(EventType::kGranted, a, {}, score);
+}
+
+void EngineImpl::StopHolding(Alloc& a) {
+  if (!a.holding) return;
+  ApplyCounters(a, -1);
+  const bool preempted = a.status == AllocStatus::kPreempted;
+  for (const auto& [c, m] : a.demand) {
+    counters_[c].holders.erase({a.expected_end, a.id});
+    if (preempted) counters_[c].releasing -= m;
+  }
+  CountRunning(a, -1);
+  a.holding = false;
+  if (preempted) {
+    --preempting_count_;
+  } else {
+    --active_count_;
+  }
+}
+
+void EngineImpl::MaybeDispatchAfterFree(const Demand& freed) {
+  if (queued_count_ == 0) return;
+  for (const auto& [c, m] : freed) {
+    if (counters_[c].blocked_epoch == pass_epoch_) {
+      Dispatch();
+      return;
+    }
+  }
+}
+
+AllocationInfo EngineImpl::Finish(Alloc& a, AllocStatus status,
+                                  EventType event, std::string reason) {
+  StopHolding(a);
+  a.status = status;
+  a.ended_at = now_;
+  a.end_reason = reason;
+  Emit(event, a, std::move(reason));
+  ReleaseWorkflowRef(a.req.workflow_id);
+  const Demand freed = a.demand;
+  AllocationInfo info = Info(a);
+  Retire(a);  // may erase `a`
+  MaybeDispatchAfterFree(freed);
+  return info;
+}
+
+AllocationInfo EngineImpl::ForceRelease(Alloc& a, AllocStatus status,
+                                        EventType event, std::string reason) {
+  if (status == AllocStatus::kPreempted && a.req.requeue_on_preempt) {
+    StopHolding(a);
+    a.status = AllocStatus::kPreempted;
+    Emit(event, a, reason);
+    a.end_reason = std::move(reason);
+    Enqueue(a);  // keeps the original queued_at
+    SetQueuedReasonNoPass(a);
+    Emit(EventType::kRequeued, a,
+         "re-queued after preemption, keeping its queue time " +
+             FormatTime(a.queued_at));
+    MaybeDispatchAfterFree(a.demand);
+    return Info(a);
+  }
+  return Finish(a, status, event, std::move(reason));
+}
+
+void EngineImpl::Retire(Alloc& a) {
+  history_.push_back(a.id);
+  const size_t limit =
+      static_cast<size_t>(std::max<int64_t>(0, config_.scheduling.history_limit));
+  while (history_.size() > limit) {
+    const uint64_t old = history_.front();
+    history_.pop_front();
+    auto it = allocs_.find(old);
+    if (it == allocs_.end()) continue;
+    if (!it->second.req.idempotency_key.empty()) {
+      idempotency_.erase(it->second.req.idempotency_key);
+    }
+    allocs_.erase(it);
+  }
+}
+
+WaitReason EngineImpl::Diagnose(const Demand& d, uint64_t self) const {
+  WaitReason behind;
+  for (const auto& [c, m] : d) {
+    const Counter& k = counters_[c];
+    if (k.used + m > k.limit) return {WaitReason::Kind::kNoFit, c, m, 0};
+    if (behind.kind == WaitReason::Kind::kNone && queued_count_ > 0 &&
+        k.blocked_epoch == pass_epoch_ && k.blocked_by != self) {
+      behind = {WaitReason::Kind::kBehind, c, m, k.blocked_by};
+    }
+  }
+  return behind;
+}
+
+void EngineImpl::SetQueuedReasonNoPass(Alloc& a) {
+  a.wait = Diagnose(a.demand, a.id);
+  for (const auto& [c, m] : a.demand) {
+    Counter& k = counters_[c];
+    if (k.used + m > k.limit && k.blocked_epoch != pass_epoch_) {
+      k.blocked_epoch = pass_epoch_;
+      k.blocked_by = a.id;
+    }
+  }
+}
+
+// One dispatch pass: visits queued requests best score first (a lazy merge
+// over bands; within a band, lanes by their best request; within a lane,
+// requests in order) and starts every one that fits and does not need a
+// counter some better-scored request is waiting for. See
+// docs/architecture.md, "Dispatch".
+void EngineImpl::Dispatch() {
+  if (queued_count_ == 0) return;
+  ++pass_epoch_;
+  last_pass_ = now_;
+  const std::vector<double> fs = FairShareTerms(now_);
+  using MemberIt = std::set<QKey, QKeyBefore>::const_iterator;
+  using BandIt = std::set<std::pair<QKey, uint32_t>, LaneHeadBefore>::const_iterator;
+  struct Cursor {
+    int tier;
+    double score;
+    uint32_t lane;
+    MemberIt it;
+    bool head;
+    BandIt band_it;
+  };
+  // Max-heap order: higher tier, then higher score, then the earlier key.
+  auto less = [](const Cursor& x, const Cursor& y) {
+    if (x.tier != y.tier) return x.tier < y.tier;
+    if (x.score != y.score) return x.score < y.score;
+    return QKeyBefore()(*y.it, *x.it);
+  };
+  std::vector<Cursor> heap;
+  heap.reserve(active_bands_.size() * 2);
+  auto push = [&](uint32_t lane, MemberIt it, bool head, BandIt band_it) {
+    const Alloc& a = allocs_.at(it->id);
+    heap.push_back(Cursor{NoWaitLevel(a.req.level) ? 1 : 0,
+                          Score(a, now_, fs), lane, it, head, band_it});
+    std::push_heap(heap.begin(), heap.end(), less);
+  };
+  for (uint32_t b : active_bands_) {
+    const Band& band = bands_[b];
+    const BandIt first = band.lanes.begin();
+    push(first->second, lanes_[first->second].members.begin(), true, first);
+  }
+  const uint32_t agents_counter = resource_counter_[agents_resource_];
+  std::vector<std::pair<uint64_t, double>> granted;
+  std::vector<uint32_t> nofit;
+  while (!heap.empty()) {
+    if (counters_[agents_counter].blocked_epoch == pass_epoch_ &&
+        queued_without_agents_ == 0) {
+      break;  // everything left needs an agent some better request awaits
+    }
+    std::pop_heap(heap.begin(), heap.end(), less);
+    const Cursor cur = heap.back();
+    heap.pop_back();
+    const Lane& lane = lanes_[cur.lane];
+    if (cur.head) {
+      const BandIt next = std::next(cur.band_it);
+      if (next != bands_[lane.band].lanes.end()) {
+        push(next->second, lanes_[next->second].members.begin(), true, next);
+      }
+    }
+    Alloc& a = allocs_.at(cur.it->id);
+    uint32_t behind = UINT32_MAX;
+    nofit.clear();
+    for (const auto& [c, m] : a.demand) {
+      const Counter& k = counters_[c];
+      if (k.blocked_epoch == pass_epoch_) {
+        if (behind == UINT32_MAX) behind = c;
+      } else if (k.used + m > k.limit) {
+        nofit.push_back(c);
+      }
+    }
+    auto lane_shared = [&](uint32_t c) {
+      return a.req.agents > 0 &&
+             (c == agents_counter || c == types_[a.type].counter ||
+              c == products_[a.product].counter);
+    };
+    bool skip_lane = false;
+    if (behind != UINT32_MAX) {
+      a.wait = {WaitReason::Kind::kBehind, behind, AmountOn(a.demand, behind),
+                counters_[behind].blocked_by};
+      skip_lane = lane_shared(behind);
+    } else if (!nofit.empty()) {
+      const bool can_preempt =
+          config_.levels[static_cast<int>(a.req.level)].preempt_lower;
+      if (!(can_preempt && TryPreempt(a, nofit))) {
+        a.wait = {WaitReason::Kind::kNoFit, nofit[0],
+                  AmountOn(a.demand, nofit[0]), 0};
+      }
+      for (uint32_t c : nofit) skip_lane |= lane_shared(c);
+    } else {
+      ApplyCounters(a, +1);
+      granted.emplace_back(a.id, cur.score);
+    }
+    for (uint32_t c : nofit) {
+      counters_[c].blocked_epoch = pass_epoch_;
+      counters_[c].blocked_by = a.id;
+    }
+    if (!skip_lane) {
+      const MemberIt next = std::next(cur.it);
+      if (next != lane.members.end()) push(cur.lane, next, false, cur.band_it);
+    }
+  }
+  for (const auto& [id, score] : granted) {
+    Alloc& a = allocs_.at(id);
+    Dequeue(a);
+    Grant(a, score);
+  }
+}
+
+// Chooses victims among running preemptible allocations of strictly lower
+// levels (lowest level first, then lowest priority value, then most recently
+// granted) until every short counter would have room, and sends them a
+// preemption notice. Takes nobody when that cannot make the request fit.
+bool EngineImpl::TryPreempt(Alloc& a, const std::vector<uint32_t>& short_counters) {
+  std::vector<std::pair<uint32_t, Milli>> shortfall;
+  for (uint32_t c : short_counters) {
+    const Counter& k = counters_[c];
+    const Milli s = k.used + AmountOn(a.demand, c) - k.limit - k.releasing;
+    if (s > 0) shortfall.emplace_back(c, s);
+  }
+  if (shortfall.empty()) {
+    a.wait = {WaitReason::Kind::kPreempting, short_counters[0],
+              AmountOn(a.demand, short_counters[0]), 0};
+    return true;  // earlier victims' releases will make room
+  }
+  // Candidates: holders of the short counters.
+  std::vector<const Alloc*> candidates;
+  std::set<uint64_t> seen;
+  for (const auto& [c, s] : shortfall) {
+    for (const auto& [end, id] : counters_[c].holders) {
+      const Alloc& v = allocs_.at(id);
+      if (v.status != AllocStatus::kActive || !v.req.preemptible ||
+          v.req.level >= a.req.level || !seen.insert(id).second) {
+        continue;
+      }
+      candidates.push_back(&v);
+    }
+  }
+  std::sort(candidates.begin(), candidates.end(),
+            [](const Alloc* x, const Alloc* y) {
+              if (x->req.level != y->req.level) return x->req.level < y->req.level;
+              if (x->req.priority_value != y->req.priority_value) {
+                return x->req.priority_value < y->req.priority_value;
+              }
+              if (x->granted_at != y->granted_at) {
+                return x->granted_at > y->granted_at;
+              }
+              return x->id > y->id;
+            });
+  std::vector<const Alloc*> victims;
+  for (const Alloc* v : candidates) {
+    bool helps = false;
+    for (auto& [c, s] : shortfall) {
+      if (s <= 0) continue;
+      const Milli m = AmountOn(v->demand, c);
+      if (m > 0) helps = true;
+    }
+    if (!helps) continue;
+    victims.push_back(v);
+    bool done = true;
+    for (auto& [c, s] : shortfall) {
+      s -= AmountOn(v->demand, c);
+      if (s > 0) done = false;
+    }
+    if (done) break;
+  }
+  for (const auto& [c, s] : shortfall) {
+    if (s > 0) return false;
+  }
+  const Duration grace = config_.scheduling.preemption_grace;
+  for (const Alloc* cv : victims) {
+    Alloc& v = allocs_.at(cv->id);
+    v.status = AllocStatus::kPreempted;
+    v.preempt_deadline = now_ + grace;
+    for (const auto& [c, m] : v.demand) counters_[c].releasing += m;
+    --active_count_;
+    ++preempting_count_;
+    Emit(EventType::kPreemptionNotice, v,
+         "preempted by " + IdText(a.id) + " (" + LevelName(a.req.level) +
+             "); release by " + FormatTime(v.preempt_deadline));
+    Schedule(v.preempt_deadline, v.id, Timer::Kind::kPreemptDeadline);
+  }
+  a.wait = {WaitReason::Kind::kPreempting, short_counters[0],
+            AmountOn(a.demand, short_counters[0]), 0};
+  return true;
+}
+
+// ---------------------------------------------------------------- operations
+
+StatusOr<AllocateResult> EngineImpl::Allocate(const AllocationRequest& r) {
+  auto batch = AllocateBatch({r}, false);
+  if (!batch.ok()) {
+    // Single requests name their fields without the batch index.
+    Status s = batch.status();
+    return s;
+  }
+  return std::move(batch->front());
+}
+
+StatusOr<std::vector<AllocateResult>> EngineImpl::AllocateBatch(
+    const std::vector<AllocationRequest>& requests, bool all_or_nothing) {
+  StartOp();
+  struct OpGuard {
+    EngineImpl* e;
+    ~OpGuard() { e->EndOp(); }
+  } guard{this};
+  const bool single = requests.size() == 1 && !all_or_nothing;
+  if (requests.empty()) return InvalidRequest("requests must not be empty");
+  if (requests.size() > 10000) {
+    return InvalidRequest("requests holds " + std::to_string(requests.size()) +
+                          " items; the limit is 10000");
+  }
+  // Validate everything before changing anything.
+  std::vector<ParsedRequest> parsed;
+  std::vector<std::optional<uint64_t>> replay(requests.size());
+  parsed.reserve(requests.size());
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const std::string prefix =
+        single ? "" : "requests[" + std::to_string(i) + "].";
+    auto p = Validate(requests[i], prefix);
+    if (!p.ok()) return p.status();
+    if (!p->idempotency_key.empty()) {
+      auto it = idempotency_.find(p->idempotency_key);
+      if (it != idempotency_.end()) {
+        const ParsedRequest& old = allocs_.at(it->second).req;
+        if (old.workflow_id != p->workflow_id || old.product != p->product ||
+            old.agent_type != p->agent_type || old.level != p->level ||
+            old.resources != p->resources) {
+          return Conflict(prefix + "idempotency_key \"" +
+                          Truncate(p->idempotency_key, 64) +
+                          "\" was already used by " + IdText(it->second) +
+                          " for a different request");
+        }
+        replay[i] = it->second;
+      }
+      for (size_t j = 0; j < i; ++j) {
+        if (parsed[j].idempotency_key == p->idempotency_key) {
+          return InvalidRequest(prefix + "idempotency_key repeats requests[" +
+                                std::to_string(j) + "]");
+        }
+      }
+    }
+    if (!replay[i]) QM_RETURN_IF_ERROR(CheckCanEverFit(*p));
+    parsed.push_back(std::move(*p));
+  }
+  if (all_or_nothing) {
+    // Tentatively take every new request's demand; undo it all afterwards.
+    // The batch is granted only if each fits on top of the ones before it
+    // and none needs a counter a queued request is waiting for.
+    std::vector<Demand> taken;
+    std::vector<std::string> workflows;
+    std::string why;
+    size_t failed = 0;
+    for (size_t i = 0; i < parsed.size() && why.empty(); ++i) {
+      if (replay[i]) continue;
+      const ParsedRequest& p = parsed[i];
+      const uint32_t product = InternProduct(p.product);
+      const uint32_t type = InternType(p.agent_type);
+      workflows.push_back(p.workflow_id);
+      Demand d = BuildDemand(p, product, type, &AcquireWorkflow(p.workflow_id));
+      const WaitReason w = Diagnose(d, 0);
+      if (w.kind != WaitReason::Kind::kNone) {
+        why = ReasonText(w);
+        failed = i;
+      } else {
+        for (const auto& [c, m] : d) counters_[c].used += m;
+        taken.push_back(std::move(d));
+      }
+    }
+    for (const Demand& d : taken) {
+      for (const auto& [c, m] : d) counters_[c].used -= m;
+    }
+    for (const std::string& wf : workflows) ReleaseWorkflowRef(wf);
+    if (!why.empty()) {
+      return Unavailable("batch does not fit now as a whole; nothing was "
+                         "granted: requests[" +
+                         std::to_string(failed) + "] (" +
+                         parsed[failed].agent_type + "): " + why);
+    }
+  }
+  std::vector<AllocateResult> results;
+  results.reserve(parsed.size());
+  for (size_t i = 0; i < parsed.size(); ++i) {
+    if (replay[i]) {
+      results.push_back({Info(allocs_.at(*replay[i])), true});
+      continue;
+    }
+    ParsedRequest& p = parsed[i];
+    const uint64_t id = next_id_++;
+    Alloc& a = allocs_[id];
+    a.id = id;
+    a.product = InternProduct(p.product);
+    a.type = InternType(p.agent_type);
+    Workflow& wf = AcquireWorkflow(p.workflow_id);
+    a.demand = BuildDemand(p, a.product, a.type, &wf);
+    a.req = std::move(p);
+    a.queued_at = now_;
+    if (!a.req.idempotency_key.empty()) idempotency_[a.req.idempotency_key] = id;
+    const bool fits = Fits(a.demand);
+    if (fits && (queued_count_ == 0 || !TouchesBlocked(a.demand))) {
+      ApplyCounters(a, +1);
+      Grant(a, std::nullopt);
+    } else {
+      Enqueue(a);
+      SetQueuedReasonNoPass(a);
+      if (fits ||
+          config_.levels[static_cast<int>(a.req.level)].preempt_lower) {
+        Dispatch();
+      }
+      if (a.status == AllocStatus::kQueued) {
+        Emit(EventType::kQueued, a, ReasonText(a),
+             Score(a, now_, FairShareTerms(now_)));
+      }
+    }
+    results.push_back({Info(a), false});
+  }
+  return results;
+}
+
+StatusOr<Alloc*> EngineImpl::Find(std::string_view id) {
+  auto r = static_cast<const EngineImpl*>(this)->Find(id);
+  if (!r.ok()) return r.status();
+  return const_cast<Alloc*>(*r);
+}
+
+StatusOr<const Alloc*> EngineImpl::Find(std::string_view id) const {
+  static constexpr std::string_view kPrefix = "alloc_";
+  uint64_t n = 0;
+  bool ok = id.size() > kPrefix.size() && id.size() <= kPrefix.size() + 19 &&
+            id.substr(0, kPrefix.size()) == kPrefix;
+  if (ok) {
+    for (char c : id.substr(kPrefix.size())) {
+      if (c < '0' || c > '9') {
+        ok = false;
+        break;
+      }
+      n = n * 10 + static_cast<uint64_t>(c - '0');
+    }
+  }
+  if (!ok) {
+    return InvalidRequest("allocation_id must look like alloc_<number>, got \"" +
+                          Truncate(std::string(id), 64) + "\"");
+  }
+  auto it = allocs_.find(n);
+  if (it == allocs_.end()) {
+    return NotFound("no allocation " + std::string(id) +
+                    (n < next_id_ ? " (it ended and left the history)" : ""));
+  }
+  return &it->second;
+}
+
+std::string EngineImpl::IdText(uint64_t id) {
+  return "alloc_" + std::to_string(id);
+}
+
+StatusOr<AllocationInfo> EngineImpl::Release(std::string_view id,
+                                             const UsageReport& usage) {
+  StartOp();
+  struct OpGuard {
+    EngineImpl* e;
+    ~OpGuard() { e->EndOp(); }
+  } guard{this};
+  auto found = Find(id);
+  if (!found.ok()) return found.status();
+  Alloc& a = **found;
+  if (usage.tokens && *usage.tokens < 0) {
+    return InvalidRequest("usage.tokens must not be negative");
+  }
+  if (usage.cost_usd &&
+      (!std::isfinite(*usage.cost_usd) || *usage.cost_usd < 0)) {
+    return InvalidRequest("usage.cost_usd must be a finite number >= 0");
+  }
+  switch (a.status) {
+    case AllocStatus::kQueued:
+      return Conflict(IdText(a.id) + " is queued, not running; cancel it "
+                      "instead");
+    case AllocStatus::kReleased:
+    case AllocStatus::kFailed:
+      return Info(a);  // a retried release: nothing more to do
+    case AllocStatus::kExpired:
+      return Conflict(IdText(a.id) + " already expired at " +
+                      FormatTime(a.ended_at) +
+                      "; its resources were reclaimed")
+          .WithDetails(a.end_reason);
+    case AllocStatus::kCancelled:
+      return Conflict(IdText(a.id) + " was cancelled");
+    case AllocStatus::kReserved:
+      return Conflict(IdText(a.id) + " is a reservation");
+    case AllocStatus::kPreempted:
+      if (!a.holding) {
+        return Conflict(IdText(a.id) + " was preempted; its resources were "
+                        "taken back")
+            .WithDetails(a.end_reason);
+      }
+      a.usage = usage;
+      return ForceRelease(a, AllocStatus::kPreempted, EventType::kPreempted,
+                          "released by the holder after the preemption notice");
+    case AllocStatus::kActive:
+      a.usage = usage;
+      if (usage.outcome == Outcome::kFailure) {
+        return Finish(a, AllocStatus::kFailed, EventType::kFailed,
+                      "the holder reported failure");
+      }
+      return Finish(a, AllocStatus::kReleased, EventType::kReleased,
+                    usage.outcome == Outcome::kCancelled
+                        ? "cancelled by the holder"
+                        : "completed");
+  }
+  return Internal("unknown allocation status");
+}
+
+StatusOr<AllocationInfo> EngineImpl::Renew(std::string_view id,
+                                           std::optional<Duration> ttl) {
+  StartOp();
+  struct OpGuard {
+    EngineImpl* e;
+    ~OpGuard() { e->EndOp(); }
+  } guard{this};
+  auto found = Find(id);
+  if (!found.ok()) return found.status();
+  Alloc& a = **found;
+  if (ttl && ttl->count() <= 0) return InvalidRequest("ttl must be positive");
+  if (a.status != AllocStatus::kActive) {
+    return Conflict(IdText(a.id) + " is " + AllocStatusName(a.status) +
+                    "; only active allocations can be renewed");
+  }
+  const Time cap = a.granted_at + a.req.max_duration;
+  const Time next = std::min(now_ + ttl.value_or(a.req.ttl), cap);
+  if (next <= now_) {
+    return Conflict(IdText(a.id) + " reached its max_duration of " +
+                    FormatDuration(a.req.max_duration) + "; release it");
+  }
+  a.expires_at = next;
+  a.expiring = false;
+  if (!a.req.estimated_minutes) {
+    for (const auto& [c, m] : a.demand) {
+      counters_[c].holders.erase({a.expected_end, a.id});
+      counters_[c].holders.insert({next, a.id});
+    }
+    CountRunning(a, -1);
+    a.expected_end = next;
+    CountRunning(a, +1);
+  }
+  Schedule(next, a.id, Timer::Kind::kLeaseExpiry);
+  Emit(EventType::kRenewed, a, "lease extended to " + FormatTime(next));
+  return Info(a);
+}
+
+StatusOr<AllocationInfo> EngineImpl::Reallocate(
+    std::string_view id, const ResourceAmounts& resources) {
+  StartOp();
+  struct OpGuard {
+    EngineImpl* e;
+    ~OpGuard() { e->EndOp(); }
+  } guard{this};
+  auto found = Find(id);
+  if (!found.ok()) return found.status();
+  Alloc& a = **found;
+  if (resources.empty()) return InvalidRequest("resources must not be empty");
+  if (resources.size() > kMaxResourcesPerRequest) {
+    return InvalidRequest("resources names too many resources (limit " +
+                          std::to_string(kMaxResourcesPerRequest) + ")");
+  }
+  ParsedRequest next = a.req;
+  std::vector<bool> seen(resource_specs_.size(), false);
+  for (const auto& [name, amount] : resources) {
+    const std::string field = "resources." + Truncate(name, 64);
+    uint32_t idx = 0;
+    Milli m = 0;
+    QM_RETURN_IF_ERROR(ValidateAmount(field, name, amount, &idx, &m));
+    if (seen[idx]) return InvalidRequest(field + " is given twice");
+    seen[idx] = true;
+    auto it = std::find_if(next.resources.begin(), next.resources.end(),
+                           [&](const auto& e) { return e.first == idx; });
+    if (it != next.resources.end()) {
+      if (m == 0) {
+        next.resources.erase(it);
+      } else {
+        it->second = m;
+      }
+    } else if (m > 0) {
+      next.resources.emplace_back(idx, m);
+    }
+    if (idx == agents_resource_) next.agents = m;
+  }
+  if (a.status != AllocStatus::kActive) {
+    return Conflict(IdText(a.id) + " is " + AllocStatusName(a.status) +
+                    "; only active allocations can be reallocated");
+  }
+  QM_RETURN_IF_ERROR(CheckCanEverFit(next));
+  auto wit = workflows_.find(a.req.workflow_id);
+  const Demand demand = BuildDemand(next, a.product, a.type,
+                                    wit == workflows_.end() ? nullptr
+                                                            : &wit->second);
+  Demand freed;
+  for (const auto& [c, m] : demand) {
+    const Milli delta = m - AmountOn(a.demand, c);
+    const Counter& k = counters_[c];
+    if (delta <= 0) continue;
+    if (k.used + delta > k.limit) {
+      return Unavailable("cannot grow " + IdText(a.id) + " now: " +
+                         CounterLabel(k) + " has " +
+                         FormatMilli(k.limit - k.used) + " free, needs " +
+                         FormatMilli(delta))
+          .AddAffected(k.name);
+    }
+    if (queued_count_ > 0 && k.blocked_epoch == pass_epoch_) {
+      return Unavailable("cannot grow " + IdText(a.id) +
+                         " now: queued requests are waiting for " +
+                         CounterLabel(k))
+          .AddAffected(k.name);
+    }
+  }
+  for (const auto& [c, m] : a.demand) {
+    if (AmountOn(demand, c) < m) freed.emplace_back(c, m - AmountOn(demand, c));
+  }
+  ApplyCounters(a, -1);
+  for (const auto& [c, m] : a.demand) {
+    counters_[c].holders.erase({a.expected_end, a.id});
+  }
+  CountRunning(a, -1);
+  a.req = std::move(next);
+  CountRunning(a, +1);
+  a.demand = demand;
+  ApplyCounters(a, +1);
+  for (const auto& [c, m] : a.demand) {
+    counters_[c].holders.insert({a.expected_end, a.id});
+  }
+  Emit(EventType::kReallocated, a, "resources changed");
+  MaybeDispatchAfterFree(freed);
+  return Info(a);
+}
+
+StatusOr<AllocationInfo> EngineImpl::Cancel(std::string_view id) {
+  StartOp();
+  struct OpGuard {
+    EngineImpl* e;
+    ~OpGuard() { e->EndOp(); }
+  } guard{this};
+  auto found = Find(id);
+  if (!found.ok()) return found.status();
+  Alloc& a = **found;
+  if (a.status == AllocStatus::kCancelled) return Info(a);
+  if (a.status != AllocStatus::kQueued) {
+    return Conflict(IdText(a.id) + " is " + AllocStatusName(a.status) +
+                    "; only queued requests can be cancelled (release a "
+                    "running one)");
+  }
+  bool was_blocker = false;
+  for (const auto& [c, m] : a.demand) {
+    was_blocker |= counters_[c].blocked_epoch == pass_epoch_ &&
+                   counters_[c].blocked_by == a.id;
+  }
+  Dequeue(a);
+  a.status = AllocStatus::kCancelled;
+  a.ended_at = now_;
+  Emit(EventType::kCancelled, a, "cancelled while queued");
+  ReleaseWorkflowRef(a.req.workflow_id);
+  AllocationInfo info = Info(a);
+  Retire(a);
+  if (was_blocker) Dispatch();
+  return info;
+}
+
+StatusOr<AllocationInfo> EngineImpl::Get(std::string_view id) const {
+  auto found = Find(id);
+  if (!found.ok()) return found.status();
+  return Info(**found);
+}
+
+// ---------------------------------------------------------------- reports
+
+std::string EngineImpl::CounterLabel(const Counter& c) const {
+  switch (c.kind) {
+    case Counter::Kind::kResource:
+      return c.name;
+    case Counter::Kind::kAgentType:
+      return c.name + " agent slots";
+    case Counter::Kind::kProduct:
+      return "product " + c.name + " agent slots";
+    case Counter::Kind::kWorkflow:
+      return "workflow " + c.name;
+  }
+  return c.name;
+}
+
+std::string EngineImpl::ReasonText(const Alloc& a) const {
+  if (a.status != AllocStatus::kQueued) return "";
+  return ReasonText(a.wait);
+}
+
+std::string EngineImpl::ReasonText(const WaitReason& w) const {
+  if (w.kind == WaitReason::Kind::kNone) return "waiting for the next dispatch";
+  const Counter& c = counters_[w.counter];
+  switch (w.kind) {
+    case WaitReason::Kind::kNone:
+      break;
+    case WaitReason::Kind::kBehind:
+      return "waiting behind higher-scored " + IdText(w.other) + " for " +
+             CounterLabel(c);
+    case WaitReason::Kind::kPreempting:
+      return "preempting lower-priority work on " + CounterLabel(c) +
+             "; starts when it is released";
+    case WaitReason::Kind::kNoFit:
+      switch (c.kind) {
+        case Counter::Kind::kAgentType:
+          return "max " + c.name + " (" + FormatMilli(c.limit) +
+                 ") already running";
+        case Counter::Kind::kProduct:
+          return "product " + c.name + " at max_concurrent_agents (" +
+                 FormatMilli(c.limit) + ")";
+        case Counter::Kind::kWorkflow: {
+          const auto slash = c.name.rfind('/');
+          const std::string res = c.name.substr(slash + 1);
+          const std::string key = res == "agents"      ? "max_agents_per_workflow"
+                                  : res == "cpu_cores" ? "max_cpu_per_workflow"
+                                                       : "max_memory_per_workflow";
+          return "workflow " + c.name.substr(0, slash) + " at " + key + " (" +
+                 FormatMilli(c.limit) + ")";
+        }
+        case Counter::Kind::kResource:
+          if (c.name == "agents") {
+            return "all " + FormatMilli(c.limit) + " agents in use";
+          }
+          return c.name + ": needs " + FormatMilli(w.need) + ", " +
+                 FormatMilli(std::max<Milli>(0, c.limit - c.used)) + " of " +
+                 FormatMilli(c.limit) + " free";
+      }
+  }
+  return "";
+}
+
+std::optional<Time> EngineImpl::ExpectedStart(const Alloc& a) const {
+  if (a.status != AllocStatus::kQueued) return std::nullopt;
+  if (a.wait.kind == WaitReason::Kind::kNone) return now_;
+  const Counter& c = counters_[a.wait.counter];
+  const Milli need = AmountOn(a.demand, a.wait.counter);
+  Milli shortfall = c.used + need - c.limit;
+  if (shortfall <= 0) shortfall = need;
+  Milli freed = 0;
+  size_t steps = 0;
+  for (const auto& [end, id] : c.holders) {
+    if (++steps > kMaxEstimateSteps) break;
+    const Alloc& h = allocs_.at(id);
+    freed += AmountOn(h.demand, a.wait.counter);
+    if (freed >= shortfall) {
+      Time t = h.status == AllocStatus::kPreempted ? h.preempt_deadline : end;
+      return std::max(t, now_);
+    }
+  }
+  return std::nullopt;
+}
+
+AllocationInfo EngineImpl::Info(const Alloc& a) const {
+  AllocationInfo i;
+  i.id = IdText(a.id);
+  i.status = a.status;
+  i.workflow_id = a.req.workflow_id;
+  i.requester = a.req.requester;
+  i.product = a.req.product;
+  i.agent_type = a.req.agent_type;
+  i.level = a.req.level;
+  i.priority_value = a.req.priority_value;
+  i.preemptible = a.req.preemptible;
+  for (const auto& [idx, m] : a.req.resources) {
+    i.resources.emplace_back(resource_specs_[idx].name, FromMilli(m));
+  }
+  i.fencing_token = a.fencing;
+  i.queued_at = a.queued_at;
+  if (a.fencing) {
+    i.granted_at = a.granted_at;
+  }
+  if (a.holding) i.expires_at = a.expires_at;
+  if (a.status != AllocStatus::kActive && a.status != AllocStatus::kQueued &&
+      !a.holding) {
+    i.ended_at = a.ended_at;
+  }
+  if (a.status == AllocStatus::kQueued) {
+    i.reason_queued = ReasonText(a);
+    i.expected_start = ExpectedStart(a);
+    i.score = Score(a, now_, FairShareTerms(now_));
+  }
+  if (a.status == AllocStatus::kPreempted && a.holding) {
+    i.preempt_deadline = a.preempt_deadline;
+  }
+  i.estimated_tokens = a.req.estimated_tokens;
+  i.estimated_minutes = a.req.estimated_minutes;
+  i.usage = a.usage;
+  i.metadata = a.req.metadata;
+  i.idempotency_key = a.req.idempotency_key;
+  return i;
+}
+
+void EngineImpl::Emit(EventType type, const Alloc& a, std::string reason,
+                      std::optional<double> score) {
+  ++event_seq_;
+  if (!sink_) return;
+  Event e;
+  e.seq = event_seq_;
+  e.time = now_;
+  e.type = type;
+  e.allocation_id = IdText(a.id);
+  e.status = a.status;
+  e.fencing_token = a.fencing;
+  e.score = score;
+  e.reason = std::move(reason);
+  e.product = a.req.product;
+  e.agent_type = a.req.agent_type;
+  e.level = a.req.level;
+  sink_->OnEvent(e);
+}
+
+Snapshot EngineImpl::GetSnapshot() const {
+  Snapshot s;
+  s.time = now_;
+  for (size_t i = 0; i < resource_specs_.size(); ++i) {
+    const Counter& c = counters_[resource_counter_[i]];
+    ResourceUsage r;
+    r.name = resource_specs_[i].name;
+    r.capacity = FromMilli(c.limit);
+    r.allocated = FromMilli(c.used);
+    r.reserved = 0;  // future reservations are not built yet
+    r.available = FromMilli(std::max<Milli>(0, c.limit - c.used));
+    r.utilization_percent =
+        c.limit > 0 ? 100.0 * static_cast<double>(c.used) / c.limit : 0;
+    s.resources.push_back(r);
+  }
+  for (const TypeState& t : types_) {
+    const Counter& c = counters_[t.counter];
+    GroupUsage g;
+    g.name = t.name;
+    g.running_agents = FromMilli(c.used);
+    if (c.limit < kUnlimited) g.limit = c.limit / 1000;
+    g.queued = t.queued;
+    s.agent_types.push_back(g);
+  }
+  double share_sum = 0;
+  for (const ProductState& p : products_) share_sum += p.share;
+  for (const ProductState& p : products_) {
+    const Counter& c = counters_[p.counter];
+    GroupUsage g;
+    g.name = p.name;
+    g.running_agents = FromMilli(c.used);
+    if (c.limit < kUnlimited) g.limit = c.limit / 1000;
+    g.queued = p.queued;
+    g.decayed_agent_minutes = DecayedUsage(p, now_);
+    g.share = share_sum > 0 ? p.share / share_sum : 0;
+    s.products.push_back(g);
+  }
+  auto by_name = [](const GroupUsage& x, const GroupUsage& y) {
+    return x.name < y.name;
+  };
+  std::sort(s.agent_types.begin(), s.agent_types.end(), by_name);
+  std::sort(s.products.begin(), s.products.end(), by_name);
+  s.active = active_count_;
+  s.queued = queued_count_;
+  s.preempting = preempting_count_;
+  std::optional<Time> oldest;
+  for (const Lane& lane : lanes_) {
+    for (const QKey& k : lane.members) {
+      const Time q{Duration(k.queued_ms)};
+      if (!oldest || q < *oldest) oldest = q;
+    }
+  }
+  if (oldest) s.oldest_wait = now_ - *oldest;
+  for (const Lane& lane : lanes_) {
+    if (lane.members.empty()) continue;
+    s.queued_by_level[static_cast<int>(bands_[lane.band].level)] +=
+        static_cast<int64_t>(lane.members.size());
+  }
+  return s;
+}
+
+std::vector<QueueEntry> EngineImpl::Queue() const {
+  const std::vector<double> fs = FairShareTerms(now_);
+  std::vector<QueueEntry> out;
+  out.reserve(static_cast<size_t>(queued_count_));
+  std::vector<int> tier;
+  for (const Lane& lane : lanes_) {
+    for (const QKey& k : lane.members) {
+      const Alloc& a = allocs_.at(k.id);
+      QueueEntry e;
+      e.id = IdText(a.id);
+      e.level = a.req.level;
+      e.product = a.req.product;
+      e.agent_type = a.req.agent_type;
+      e.score = Score(a, now_, fs, &e);
+      e.waited = now_ - a.queued_at;
+      e.reason_queued = ReasonText(a);
+      out.push_back(std::move(e));
+    }
+  }
+  std::sort(out.begin(), out.end(), [&](const QueueEntry& x, const QueueEntry& y) {
+    const bool tx = NoWaitLevel(x.level), ty = NoWaitLevel(y.level);
+    if (tx != ty) return tx;
+    if (x.score != y.score) return x.score > y.score;
+    return x.waited > y.waited;
+  });
+  return out;
+}
+
+Status EngineImpl::CheckInvariants() const {
+  std::vector<Milli> used(counters_.size(), 0), releasing(counters_.size(), 0);
+  int64_t active = 0, queued = 0, preempting = 0;
+  for (const auto& [id, a] : allocs_) {
+    if (a.id != id) return Internal("allocation key mismatch for " + IdText(id));
+    if (a.holding) {
+      if (a.status != AllocStatus::kActive &&
+          a.status != AllocStatus::kPreempted) {
+        return Internal(IdText(id) + " holds resources while " +
+                        AllocStatusName(a.status));
+      }
+      for (const auto& [c, m] : a.demand) {
+        used[c] += m;
+        if (a.status == AllocStatus::kPreempted) releasing[c] += m;
+        if (!counters_[c].holders.count({a.expected_end, id})) {
+          return Internal(IdText(id) + " missing from holders of " +
+                          counters_[c].name);
+        }
+      }
+      (a.status == AllocStatus::kActive ? active : preempting)++;
+    } else if (a.status == AllocStatus::kActive) {
+      return Internal(IdText(id) + " is active but holds nothing");
+    }
+    if (a.status == AllocStatus::kQueued) {
+      ++queued;
+      const Lane& lane = lanes_[a.lane];
+      auto it = lane.members.find(a.qkey);
+      if (it == lane.members.end() || it->id != id) {
+        return Internal(IdText(id) + " is queued but not in its lane");
+      }
+    }
+  }
+  for (size_t c = 0; c < counters_.size(); ++c) {
+    const Counter& k = counters_[c];
+    if (!k.in_use) continue;
+    if (k.used != used[c]) {
+      return Internal("counter " + k.name + " says " + FormatMilli(k.used) +
+                      " used, allocations hold " + FormatMilli(used[c]));
+    }
+    if (k.used > k.limit) {
+      return Internal("counter " + k.name + " over its limit: " +
+                      FormatMilli(k.used) + " > " + FormatMilli(k.limit));
+    }
+    if (k.used < 0) return Internal("counter " + k.name + " negative");
+    if (k.releasing != releasing[c]) {
+      return Internal("counter " + k.name + " releasing mismatch");
+    }
+    size_t holders = 0;
+    for (const auto& [end, id] : k.holders) {
+      auto it = allocs_.find(id);
+      if (it == allocs_.end() || !it->second.holding) {
+        return Internal("stale holder " + IdText(id) + " on " + k.name);
+      }
+      ++holders;
+    }
+    (void)holders;
+  }
+  if (active != active_count_ || queued != queued_count_ ||
+      preempting != preempting_count_) {
+    return Internal("status counts drifted: active " +
+                    std::to_string(active_count_) + " vs " +
+                    std::to_string(active) + ", queued " +
+                    std::to_string(queued_count_) + " vs " +
+                    std::to_string(queued));
+  }
+  int64_t lane_members = 0;
+  for (size_t li = 0; li < lanes_.size(); ++li) {
+    const Lane& lane = lanes_[li];
+    lane_members += static_cast<int64_t>(lane.members.size());
+    const Band& band = bands_[lane.band];
+    if (!lane.members.empty() &&
+        !band.lanes.count({*lane.members.begin(), static_cast<uint32_t>(li)})) {
+      return Internal("band index misses the head of a lane");
+    }
+  }
+  if (lane_members != queued_count_) {
+    return Internal("lanes hold " + std::to_string(lane_members) +
+                    " requests, " + std::to_string(queued_count_) + " queued");
+  }
+  for (size_t b = 0; b < bands_.size(); ++b) {
+    if (bands_[b].lanes.empty() == active_bands_.count(b)) {
+      return Internal("active band set out of date");
+    }
+  }
+  for (const auto& [key, id] : idempotency_) {
+    if (!allocs_.count(id)) return Internal("idempotency key to a lost id");
+  }
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------- facade
+
+Engine::Engine(std::unique_ptr<EngineImpl> impl) : impl_(std::move(impl)) {}
+Engine::~Engine() = default;
+
+StatusOr<std::unique_ptr<Engine>> Engine::Create(Config config, Clock* clock,
+                                                 EventSink* sink) {
+  if (!clock) clock = SystemClock::Default();
+  auto impl = std::make_unique<EngineImpl>(std::move(config), clock, sink);
+  QM_RETURN_IF_ERROR(impl->Init());
+  return std::unique_ptr<Engine>(new Engine(std::move(impl)));
+}
+
+StatusOr<AllocateResult> Engine::Allocate(const AllocationRequest& r) {
+  return impl_->Allocate(r);
+}
+StatusOr<std::vector<AllocateResult>> Engine::AllocateBatch(
+    const std::vector<AllocationRequest>& r, bool all_or_nothing) {
+  return impl_->AllocateBatch(r, all_or_nothing);
+}
+StatusOr<AllocationInfo> Engine::Release(std::string_view id,
+                                         const UsageReport& usage) {
+  return impl_->Release(id, usage);
+}
+StatusOr<AllocationInfo> Engine::Renew(std::string_view id,
+                                       std::optional<Duration> ttl) {
+  return impl_->Renew(id, ttl);
+}
+StatusOr<AllocationInfo> Engine::Reallocate(std::string_view id,
+                                            const ResourceAmounts& r) {
+  return impl_->Reallocate(id, r);
+}
+StatusOr<AllocationInfo> Engine::Cancel(std::string_view id) {
+  return impl_->Cancel(id);
+}
+StatusOr<AllocationInfo> Engine::Get(std::string_view id) const {
+  return impl_->Get(id);
+}
+Snapshot Engine::GetSnapshot() const { return impl_->GetSnapshot(); }
+std::vector<QueueEntry> Engine::Queue() const { return impl_->Queue(); }
+void Engine::Tick() { impl_->Tick(); }
+std::optional<Time> Engine::NextDeadline() const {
+  return impl_->NextDeadline();
+}
+const Config& Engine::config() const { return impl_->config(); }
+Status Engine::CheckInvariants() const { return impl_->CheckInvariants(); }
+
+}  // namespace qm

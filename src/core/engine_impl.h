@@ -1,0 +1,339 @@
+// Private implementation of qm::Engine. See docs/architecture.md for the
+// model; this header documents the data structures.
+//
+// Amounts are fixed point: thousandths of a unit (Milli). Every limit the
+// engine enforces is a Counter (a limit and the amount in use): one per
+// global resource, per agent type and per product (counting agents), and per
+// workflow (agents, cpu_cores, memory_gb). A request's demand is the list of
+// counters it touches with the amount it needs on each; it is admitted only
+// when every counter has room.
+#ifndef QM_CORE_ENGINE_IMPL_H_
+#define QM_CORE_ENGINE_IMPL_H_
+
+#include <cstdint>
+#include <deque>
+#include <limits>
+#include <map>
+#include <memory>
+#include <optional>
+#include <queue>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "qm/clock.h"
+#include "qm/config.h"
+#include "qm/engine.h"
+#include "qm/status.h"
+#include "qm/types.h"
+
+namespace qm {
+
+using Milli = int64_t;
+inline constexpr Milli kUnlimited = std::numeric_limits<int64_t>::max() / 4;
+
+struct Counter {
+  enum class Kind : uint8_t { kResource, kAgentType, kProduct, kWorkflow };
+  Kind kind = Kind::kResource;
+  std::string name;  // resource, type, product, or "wf/resource"
+  Milli limit = kUnlimited;
+  Milli used = 0;
+  // Held by preempted allocations whose forced release is pending: it will
+  // come back without any further decision.
+  Milli releasing = 0;
+  // Member of the blocked set B of dispatch pass `blocked_epoch`: some queued
+  // request is waiting for this counter, so lower-scored requests may not
+  // take from it. `blocked_by` is the best such waiter.
+  uint64_t blocked_epoch = 0;
+  uint64_t blocked_by = 0;
+  // Active holders ordered by expected end (for expected_start estimates and
+  // for naming who holds a limit).
+  std::set<std::pair<Time, uint64_t>> holders;
+  bool in_use = true;  // false when a workflow counter sits on the free list
+};
+
+using Demand = std::vector<std::pair<uint32_t, Milli>>;  // counter, amount
+
+// A validated request with every default applied and names interned.
+struct ParsedRequest {
+  std::string workflow_id, requester, product, agent_type;
+  Level level = Level::kNormal;
+  int priority_value = 55;
+  std::vector<std::pair<uint32_t, Milli>> resources;  // resource idx, amount
+  Milli agents = 1000;
+  std::optional<int64_t> estimated_tokens;
+  std::optional<double> estimated_minutes;
+  int64_t blocks = 0, total_tasks = 10;
+  Duration ttl{}, max_duration{};
+  bool preemptible = true, requeue_on_preempt = false;
+  std::string metadata, idempotency_key;
+};
+
+// Ordering key of a queued request inside its lane: higher `key` first, then
+// earlier queue time, then lower id. `key` is the part of the score that
+// does not move with time, so the order inside a lane never changes.
+struct QKey {
+  double key = 0;
+  int64_t queued_ms = 0;
+  uint64_t id = 0;
+};
+struct QKeyBefore {
+  bool operator()(const QKey& a, const QKey& b) const {
+    if (a.key != b.key) return a.key > b.key;
+    if (a.queued_ms != b.queued_ms) return a.queued_ms < b.queued_ms;
+    return a.id < b.id;
+  }
+};
+
+// Why a queued request is not running (rendered to text on demand).
+struct WaitReason {
+  enum class Kind : uint8_t { kNone, kNoFit, kBehind, kPreempting };
+  Kind kind = Kind::kNone;
+  uint32_t counter = 0;
+  Milli need = 0;
+  uint64_t other = 0;  // the higher waiter (kBehind)
+};
+
+struct Workflow {
+  uint32_t agents = UINT32_MAX, cpu = UINT32_MAX, memory = UINT32_MAX;
+  int64_t refs = 0;  // active + queued allocations of this workflow
+};
+
+struct Alloc {
+  uint64_t id = 0;
+  AllocStatus status = AllocStatus::kQueued;
+  ParsedRequest req;
+  uint32_t product = 0, type = 0;  // interned indexes
+  Demand demand;
+  bool holding = false;  // counted in counters (active, or preempted in grace)
+  uint64_t fencing = 0;
+  Time queued_at{}, granted_at{}, expires_at{}, ended_at{};
+  Time expected_end{};  // key in Counter::holders while holding
+  Time preempt_deadline{};
+  bool expiring = false;        // lease_expiring notice sent
+  bool starvation_alerted = false;
+  uint64_t queue_gen = 0;       // bumps on every (re)queue
+  // While queued:
+  uint32_t lane = 0;
+  QKey qkey;
+  WaitReason wait;
+  std::optional<UsageReport> usage;
+  std::string end_reason;
+};
+
+// All queued requests of one (level, product, agent type, uses agents) share
+// their type and product counters (and the global agents counter), so a
+// lane whose best request waits for one of those can be skipped whole.
+struct Lane {
+  uint32_t band = 0;
+  std::set<QKey, QKeyBefore> members;
+};
+struct LaneHeadBefore {
+  bool operator()(const std::pair<QKey, uint32_t>& a,
+                  const std::pair<QKey, uint32_t>& b) const {
+    QKeyBefore q;
+    if (q(a.first, b.first)) return true;
+    if (q(b.first, a.first)) return false;
+    return a.second < b.second;
+  }
+};
+// One (level, product): its lanes ordered by their best request. Within a
+// band the time-dependent parts of the score (wait slope, fair share) are
+// the same for every request, so this order holds at any time.
+struct Band {
+  Level level = Level::kNormal;
+  uint32_t product = 0;
+  std::set<std::pair<QKey, uint32_t>, LaneHeadBefore> lanes;
+};
+
+struct ProductState {
+  std::string name;
+  Milli running_agents = 0;
+  double decayed = 0;  // agent-minutes, decayed to `decayed_at`
+  Time decayed_at{};
+  // Sum over running allocations of agents x expected end (minutes since
+  // the engine's epoch): the agent-minutes already committed to running
+  // work are this minus running agents x now.
+  double committed_end_sum = 0;
+  int64_t queued = 0;
+  double share = 1;
+  uint32_t counter = 0;
+};
+
+struct TypeState {
+  std::string name;
+  uint32_t counter = 0;
+  int64_t queued = 0;
+};
+
+struct Timer {
+  enum class Kind : uint8_t {
+    kLeaseExpiry,
+    kForceExpire,
+    kPreemptDeadline,
+    kStarvation,
+  };
+  Time at{};
+  uint64_t seq = 0;  // tie-break: scheduling order
+  uint64_t id = 0;
+  Kind kind = Kind::kLeaseExpiry;
+  uint64_t gen = 0;  // queue_gen for starvation timers
+  bool operator>(const Timer& o) const {
+    return at != o.at ? at > o.at : seq > o.seq;
+  }
+};
+
+class EngineImpl {
+ public:
+  EngineImpl(Config config, Clock* clock, EventSink* sink);
+  Status Init();
+
+  StatusOr<AllocateResult> Allocate(const AllocationRequest& request);
+  StatusOr<std::vector<AllocateResult>> AllocateBatch(
+      const std::vector<AllocationRequest>& requests, bool all_or_nothing);
+  StatusOr<AllocationInfo> Release(std::string_view id,
+                                   const UsageReport& usage);
+  StatusOr<AllocationInfo> Renew(std::string_view id,
+                                 std::optional<Duration> ttl);
+  StatusOr<AllocationInfo> Reallocate(std::string_view id,
+                                      const ResourceAmounts& resources);
+  StatusOr<AllocationInfo> Cancel(std::string_view id);
+  StatusOr<AllocationInfo> Get(std::string_view id) const;
+  Snapshot GetSnapshot() const;
+  std::vector<QueueEntry> Queue() const;
+  void Tick();
+  std::optional<Time> NextDeadline() const;
+  Status CheckInvariants() const;
+  const Config& config() const { return config_; }
+
+ private:
+  // --- validation (no state change) ---
+  StatusOr<ParsedRequest> Validate(const AllocationRequest& r,
+                                   const std::string& prefix) const;
+  Status ParsePriority(const std::string& text, const std::string& product,
+                       Level* level, int* value,
+                       const std::string& field) const;
+  Status ValidateAmount(const std::string& field, const std::string& name,
+                        double amount, uint32_t* resource, Milli* out) const;
+  // RESOURCE_EXHAUSTED when some amount exceeds a limit outright.
+  Status CheckCanEverFit(const ParsedRequest& p) const;
+
+  // --- interning and counters ---
+  uint32_t InternProduct(const std::string& name);
+  uint32_t InternType(const std::string& name);
+  uint32_t NewCounter(Counter::Kind kind, std::string name, Milli limit);
+  Workflow& AcquireWorkflow(const std::string& id);
+  void ReleaseWorkflowRef(const std::string& id);
+  Demand BuildDemand(const ParsedRequest& p, uint32_t product, uint32_t type,
+                     const Workflow* wf) const;
+  // Milli limits a request would face, without creating state (for
+  // CheckCanEverFit before interning).
+  Milli TypeLimit(const std::string& type) const;
+  Milli ProductLimit(const std::string& product) const;
+
+  // --- admission ---
+  bool Fits(const Demand& d) const;
+  bool TouchesBlocked(const Demand& d) const;
+  void Dispatch();
+  void MaybeDispatchAfterFree(const Demand& freed);
+  bool TryPreempt(Alloc& a, const std::vector<uint32_t>& short_counters);
+  void Grant(Alloc& a, std::optional<double> score);
+  void ApplyCounters(Alloc& a, int sign);
+  void Enqueue(Alloc& a);
+  void Dequeue(Alloc& a);
+  void SetQueuedReasonNoPass(Alloc& a);
+  void StopHolding(Alloc& a);
+  // End `a` (freeing what it holds) and answer its final state; `a` may be
+  // dropped from the history afterwards.
+  AllocationInfo Finish(Alloc& a, AllocStatus status, EventType event,
+                        std::string reason);
+  // Finish, or re-queue a preempted allocation whose request asked for it.
+  AllocationInfo ForceRelease(Alloc& a, AllocStatus status, EventType event,
+                              std::string reason);
+
+  // --- scoring ---
+  double LevelWait(Level l) const;
+  bool NoWaitLevel(Level l) const { return LevelWait(l) <= 0; }
+  double StaticKey(const Alloc& a) const;
+  double Score(const Alloc& a, Time now, const std::vector<double>& fs,
+               QueueEntry* parts = nullptr) const;
+  std::vector<double> FairShareTerms(Time now) const;
+  double DecayedUsage(const ProductState& p, Time now) const;
+  // Decayed past usage plus the usage committed to running work until its
+  // expected end: what the fair-share factor compares against shares.
+  double FairShareUsage(const ProductState& p, Time now) const;
+  // Adds (sign +1) or removes (-1) `a`'s agents from its product's running
+  // totals, accruing decayed usage first.
+  void CountRunning(Alloc& a, int sign);
+  void AccrueUsage(ProductState& p, Time now);
+
+  // --- time ---
+  void ProcessTimersUpTo(Time t);
+  void Schedule(Time at, uint64_t id, Timer::Kind kind, uint64_t gen = 0);
+  void HandleTimer(const Timer& t);
+  void StartOp();
+  void EndOp();
+
+  // --- output ---
+  void Emit(EventType type, const Alloc& a, std::string reason = {},
+            std::optional<double> score = std::nullopt);
+  AllocationInfo Info(const Alloc& a) const;
+  std::string ReasonText(const Alloc& a) const;
+  std::string ReasonText(const WaitReason& w) const;
+  // Why `d` cannot be admitted now: it does not fit on some counter, or it
+  // fits but another queued request (not `self`) waits for one of its
+  // counters (kBehind: only a dispatch pass can tell which scores higher),
+  // or kNone.
+  WaitReason Diagnose(const Demand& d, uint64_t self) const;
+  std::optional<Time> ExpectedStart(const Alloc& a) const;
+  std::string CounterLabel(const Counter& c) const;
+  StatusOr<Alloc*> Find(std::string_view id);
+  StatusOr<const Alloc*> Find(std::string_view id) const;
+  static std::string IdText(uint64_t id);
+  void Retire(Alloc& a);
+
+  Config config_;
+  Clock* clock_;
+  EventSink* sink_;
+  Time now_{};
+  Time epoch_time_{};  // reference for static keys
+  Time last_pass_{};
+
+  std::vector<ResourceSpec> resource_specs_;
+  std::unordered_map<std::string, uint32_t> resource_index_;
+  std::vector<uint32_t> resource_counter_;  // resource idx -> counter
+  uint32_t agents_resource_ = 0;
+
+  std::vector<Counter> counters_;
+  std::vector<uint32_t> free_counters_;
+  std::vector<ProductState> products_;
+  std::unordered_map<std::string, uint32_t> product_index_;
+  std::vector<TypeState> types_;
+  std::unordered_map<std::string, uint32_t> type_index_;
+  std::unordered_map<std::string, Workflow> workflows_;
+
+  std::unordered_map<uint64_t, Alloc> allocs_;
+  std::unordered_map<std::string, uint64_t> idempotency_;
+  std::deque<uint64_t> history_;
+  uint64_t next_id_ = 1;
+  uint64_t fencing_ = 0;
+  uint64_t event_seq_ = 0;
+  int64_t active_count_ = 0, queued_count_ = 0, preempting_count_ = 0;
+  int64_t queued_without_agents_ = 0;
+
+  std::vector<Lane> lanes_;
+  std::unordered_map<uint64_t, uint32_t> lane_index_;
+  std::vector<Band> bands_;
+  std::map<std::pair<int, uint32_t>, uint32_t> band_index_;
+  std::set<uint32_t> active_bands_;
+  uint64_t pass_epoch_ = 1;
+
+  std::priority_queue<Timer, std::vector<Timer>, std::greater<Timer>> timers_;
+  uint64_t timer_seq_ = 0;
+  bool in_op_ = false;
+};
+
+}  // namespace qm
+
+#endif  // QM_CORE_ENGINE_IMPL_H_

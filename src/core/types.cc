@@ -1,0 +1,59 @@
+#include "qm/types.h"
+
+namespace qm {
+
+const char* AllocStatusName(AllocStatus s) {
+  switch (s) {
+    case AllocStatus::kActive:
+      return "active";
+    case AllocStatus::kQueued:
+      return "queued";
+    case AllocStatus::kReserved:
+      return "reserved";
+    case AllocStatus::kReleased:
+      return "released";
+    case AllocStatus::kExpired:
+      return "expired";
+    case AllocStatus::kPreempted:
+      return "preempted";
+    case AllocStatus::kFailed:
+      return "failed";
+    case AllocStatus::kCancelled:
+      return "cancelled";
+  }
+  return "unknown";
+}
+
+const char* EventTypeName(EventType t) {
+  switch (t) {
+    case EventType::kQueued:
+      return "queued";
+    case EventType::kGranted:
+      return "granted";
+    case EventType::kReleased:
+      return "released";
+    case EventType::kFailed:
+      return "failed";
+    case EventType::kExpired:
+      return "expired";
+    case EventType::kLeaseExpiring:
+      return "lease_expiring";
+    case EventType::kRenewed:
+      return "renewed";
+    case EventType::kReallocated:
+      return "reallocated";
+    case EventType::kCancelled:
+      return "cancelled";
+    case EventType::kPreemptionNotice:
+      return "preemption_notice";
+    case EventType::kPreempted:
+      return "preempted";
+    case EventType::kRequeued:
+      return "requeued";
+    case EventType::kStarvation:
+      return "starvation";
+  }
+  return "unknown";
+}
+
+}  // namespace qm

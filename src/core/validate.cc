@@ -1,0 +1,271 @@
+// Request validation: turns an AllocationRequest into a ParsedRequest or an
+// INVALID_REQUEST naming the field. Reads engine state, never changes it.
+#include <cmath>
+
+#include "core/engine_impl.h"
+#include "core/text.h"
+
+namespace qm {
+namespace {
+
+Status CheckString(const std::string& field, const std::string& value,
+                   bool required) {
+  if (required && value.empty()) {
+    return InvalidRequest(field + " must not be empty");
+  }
+  if (value.size() > kMaxStringBytes) {
+    return InvalidRequest(field + " is " + std::to_string(value.size()) +
+                          " bytes; the limit is " +
+                          std::to_string(kMaxStringBytes));
+  }
+  return Status::Ok();
+}
+
+// Names (product, agent type, workflow...) are printable text.
+Status CheckName(const std::string& field, const std::string& value,
+                 bool required) {
+  QM_RETURN_IF_ERROR(CheckString(field, value, required));
+  for (unsigned char c : value) {
+    if (c < 0x20 || c == 0x7f) {
+      return InvalidRequest(field + " must not contain control characters");
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status EngineImpl::ParsePriority(const std::string& text,
+                                 const std::string& product, Level* level,
+                                 int* value, const std::string& field) const {
+  static constexpr int kNamedValue[kNumLevels] = {20, 55, 80, 95};
+  if (text.empty()) {
+    *level = Level::kNormal;
+    auto it = config_.products.find(product);
+    if (it != config_.products.end() && it->second.priority) {
+      *level = *it->second.priority;
+    }
+    *value = kNamedValue[static_cast<int>(*level)];
+    return Status::Ok();
+  }
+  if (LevelFromName(text, level)) {
+    *value = kNamedValue[static_cast<int>(*level)];
+    return Status::Ok();
+  }
+  bool digits = text.size() <= 3;
+  for (char c : text) digits &= (c >= '0' && c <= '9');
+  if (digits) {
+    int v = std::stoi(text);
+    if (v <= 100) {
+      *value = v;
+      *level = v >= 90   ? Level::kCritical
+               : v >= 70 ? Level::kHigh
+               : v >= 40 ? Level::kNormal
+                         : Level::kLow;
+      return Status::Ok();
+    }
+  }
+  return InvalidRequest(field +
+                        " must be one of critical|high|normal|low (or "
+                        "medium) or an integer 0-100, got \"" +
+                        Truncate(text, 64) + "\"");
+}
+
+Status EngineImpl::ValidateAmount(const std::string& field,
+                                  const std::string& name, double amount,
+                                  uint32_t* resource, Milli* out) const {
+  auto it = resource_index_.find(name);
+  if (it == resource_index_.end()) {
+    std::vector<std::string> known;
+    for (const ResourceSpec& r : resource_specs_) known.push_back(r.name);
+    std::string msg = field + ": unknown resource \"" + Truncate(name, 64) +
+                      "\"";
+    std::string guess = DidYouMean(name, known);
+    if (!guess.empty()) msg += "; did you mean \"" + guess + "\"?";
+    return InvalidRequest(msg).WithDetails("known resources: " +
+                                           Join(known, ", "));
+  }
+  if (!std::isfinite(amount)) {
+    return InvalidRequest(field + " must be a finite number");
+  }
+  if (amount < 0) {
+    return InvalidRequest(field + " must not be negative, got " +
+                          FormatAmount(amount));
+  }
+  if (amount > 1e12) {
+    return InvalidRequest(field + " is too large (" + FormatAmount(amount) +
+                          ")");
+  }
+  const ResourceSpec& spec = resource_specs_[it->second];
+  if (!spec.fractional && amount != std::floor(amount)) {
+    return InvalidRequest(field + " must be a whole number (" + name +
+                          " is counted in whole units), got " +
+                          FormatAmount(amount));
+  }
+  const Milli m = static_cast<Milli>(std::llround(amount * 1000));
+  if (m == 0 && amount > 0) {
+    return InvalidRequest(field + " is below the smallest amount (0.001)");
+  }
+  *resource = it->second;
+  *out = m;
+  return Status::Ok();
+}
+
+StatusOr<ParsedRequest> EngineImpl::Validate(const AllocationRequest& r,
+                                             const std::string& prefix) const {
+  ParsedRequest p;
+  QM_RETURN_IF_ERROR(CheckName(prefix + "workflow_id", r.workflow_id, true));
+  QM_RETURN_IF_ERROR(CheckName(prefix + "requester", r.requester, false));
+  QM_RETURN_IF_ERROR(CheckName(prefix + "product", r.product, false));
+  QM_RETURN_IF_ERROR(CheckName(prefix + "agent_type", r.agent_type, false));
+  QM_RETURN_IF_ERROR(CheckString(prefix + "metadata", r.metadata, false));
+  QM_RETURN_IF_ERROR(
+      CheckName(prefix + "idempotency_key", r.idempotency_key, false));
+  QM_RETURN_IF_ERROR(CheckString(prefix + "priority", r.priority, false));
+  p.workflow_id = r.workflow_id;
+  p.requester = r.requester;
+  p.product = r.product.empty() ? "default" : r.product;
+  p.agent_type = r.agent_type.empty() ? "default" : r.agent_type;
+  if (config_.scheduling.restrict_agent_types &&
+      !config_.per_type_limits.count(p.agent_type)) {
+    std::vector<std::string> known;
+    for (const auto& [name, limit] : config_.per_type_limits) {
+      known.push_back(name);
+    }
+    std::string msg = prefix + "agent_type: unknown agent type \"" +
+                      Truncate(p.agent_type, 64) +
+                      "\" (agent types are restricted to the configured ones)";
+    std::string guess = DidYouMean(p.agent_type, known);
+    if (!guess.empty()) msg += "; did you mean \"" + guess + "\"?";
+    return InvalidRequest(msg).WithDetails("known agent types: " +
+                                           Join(known, ", "));
+  }
+  QM_RETURN_IF_ERROR(ParsePriority(r.priority, p.product, &p.level,
+                                   &p.priority_value, prefix + "priority"));
+
+  if (r.resources.size() > kMaxResourcesPerRequest) {
+    return InvalidRequest(prefix + "resources names " +
+                          std::to_string(r.resources.size()) +
+                          " resources; the limit is " +
+                          std::to_string(kMaxResourcesPerRequest));
+  }
+  std::vector<bool> seen(resource_specs_.size(), false);
+  bool agents_given = false;
+  for (const auto& [name, amount] : r.resources) {
+    const std::string field = prefix + "resources." + Truncate(name, 64);
+    uint32_t idx = 0;
+    Milli m = 0;
+    QM_RETURN_IF_ERROR(ValidateAmount(field, name, amount, &idx, &m));
+    if (seen[idx]) return InvalidRequest(field + " is given twice");
+    seen[idx] = true;
+    if (idx == agents_resource_) {
+      agents_given = true;
+      p.agents = m;
+    }
+    if (m > 0) p.resources.emplace_back(idx, m);
+  }
+  if (!agents_given) p.resources.emplace_back(agents_resource_, p.agents);
+
+  if (r.estimated_tokens && *r.estimated_tokens < 0) {
+    return InvalidRequest(prefix + "estimated_tokens must not be negative");
+  }
+  p.estimated_tokens = r.estimated_tokens;
+  if (r.estimated_minutes) {
+    if (!std::isfinite(*r.estimated_minutes) || *r.estimated_minutes < 0 ||
+        *r.estimated_minutes > 1e7) {
+      return InvalidRequest(prefix +
+                            "estimated_minutes must be a finite number of "
+                            "minutes >= 0");
+    }
+  }
+  p.estimated_minutes = r.estimated_minutes;
+  p.total_tasks = r.total_tasks.value_or(config_.scheduling.default_total_tasks);
+  if (p.total_tasks < 1) {
+    return InvalidRequest(prefix + "total_tasks must be at least 1");
+  }
+  p.blocks = r.blocks.value_or(0);
+  if (p.blocks < 0) return InvalidRequest(prefix + "blocks must not be negative");
+  if (p.blocks > p.total_tasks) {
+    return InvalidRequest(prefix + "blocks (" + std::to_string(p.blocks) +
+                          ") must not exceed total_tasks (" +
+                          std::to_string(p.total_tasks) + ")");
+  }
+  const Duration cap = config_.allocation_limits.max_duration;
+  if (r.max_duration) {
+    if (r.max_duration->count() <= 0) {
+      return InvalidRequest(prefix + "max_duration must be positive");
+    }
+    if (*r.max_duration > cap) {
+      return InvalidRequest(prefix + "max_duration " +
+                            FormatDuration(*r.max_duration) +
+                            " exceeds allocation_limits.max_duration " +
+                            FormatDuration(cap));
+    }
+  }
+  p.max_duration = r.max_duration.value_or(cap);
+  if (r.ttl && r.ttl->count() <= 0) {
+    return InvalidRequest(prefix + "ttl must be positive");
+  }
+  p.ttl = r.ttl.value_or(config_.scheduling.default_ttl);
+  p.preemptible = r.preemptible.value_or(p.level != Level::kCritical);
+  p.requeue_on_preempt = r.requeue_on_preempt;
+  p.metadata = r.metadata;
+  p.idempotency_key = r.idempotency_key;
+  return p;
+}
+
+Status EngineImpl::CheckCanEverFit(const ParsedRequest& p) const {
+  for (const auto& [idx, m] : p.resources) {
+    const Counter& c = counters_[resource_counter_[idx]];
+    if (m > c.limit) {
+      return ResourceExhausted("resources." + resource_specs_[idx].name +
+                               ": requested " + FormatMilli(m) +
+                               ", but the capacity is " + FormatMilli(c.limit))
+          .AddAffected(resource_specs_[idx].name);
+    }
+  }
+  if (p.agents > 0) {
+    const Milli tl = TypeLimit(p.agent_type);
+    if (p.agents > tl) {
+      return ResourceExhausted("agent type " + p.agent_type +
+                               " allows at most " + FormatMilli(tl) +
+                               " running at once; requested " +
+                               FormatMilli(p.agents))
+          .AddAffected("agents");
+    }
+    const Milli pl = ProductLimit(p.product);
+    if (p.agents > pl) {
+      return ResourceExhausted("product " + p.product + " allows at most " +
+                               FormatMilli(pl) +
+                               " agents at once (max_concurrent_agents); "
+                               "requested " +
+                               FormatMilli(p.agents))
+          .AddAffected("agents");
+    }
+  }
+  const AllocationLimits& al = config_.allocation_limits;
+  for (const auto& [idx, m] : p.resources) {
+    const std::string& name = resource_specs_[idx].name;
+    std::optional<double> limit;
+    const char* key = nullptr;
+    if (idx == agents_resource_ && al.max_agents_per_workflow) {
+      limit = static_cast<double>(*al.max_agents_per_workflow);
+      key = "max_agents_per_workflow";
+    } else if (name == "cpu_cores") {
+      limit = al.max_cpu_per_workflow;
+      key = "max_cpu_per_workflow";
+    } else if (name == "memory_gb") {
+      limit = al.max_memory_per_workflow;
+      key = "max_memory_per_workflow";
+    }
+    if (limit && m > static_cast<Milli>(std::llround(*limit * 1000))) {
+      return ResourceExhausted("resources." + name + ": requested " +
+                               FormatMilli(m) + ", but " + key + " is " +
+                               FormatAmount(*limit))
+          .AddAffected(name);
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace qm

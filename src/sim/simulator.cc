@@ -1,0 +1,767 @@
+#include "sim/simulator.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <queue>
+#include <sstream>
+
+#include "api/json_codec.h"
+#include "config/yaml_config.h"
+#include "core/text.h"
+#include "qm/config_loader.h"
+#include "qm/engine.h"
+#include "sim/yaml_json.h"
+
+namespace qm::sim {
+namespace {
+
+using api::Json;
+
+// Seed 001's example day.
+constexpr int64_t kDefaultStartMs = 1769436000000LL;  // 2026-01-26T14:00:00Z
+
+std::string Where(const std::string& source, const YAML::Node& n) {
+  const YAML::Mark m = n.Mark();
+  if (m.line < 0) return source + ": ";
+  return source + ":" + std::to_string(m.line + 1) + ":" +
+         std::to_string(m.column + 1) + ": ";
+}
+
+// Minimal JSON string escaping for the hot output path.
+void AppendString(std::string* out, const std::string& s) {
+  out->push_back('"');
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"':
+        out->append("\\\"");
+        break;
+      case '\\':
+        out->append("\\\\");
+        break;
+      case '\n':
+        out->append("\\n");
+        break;
+      case '\t':
+        out->append("\\t");
+        break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out->append(buf);
+        } else {
+          out->push_back(static_cast<char>(c));
+        }
+    }
+  }
+  out->push_back('"');
+}
+
+struct Op {
+  Duration at{};
+  std::string kind;
+  YAML::Node node;    // the operation's value
+  YAML::Node entry;   // the whole timeline entry (for positions)
+  int64_t count = 1;
+};
+
+struct AllocSpec {
+  std::string label;
+  std::optional<Duration> run_for;
+  UsageReport usage;
+};
+
+struct AutoRelease {
+  Time at;
+  uint64_t seq;
+  std::string alloc;
+  bool operator>(const AutoRelease& o) const {
+    return at != o.at ? at > o.at : seq > o.seq;
+  }
+};
+
+class Collector : public EventSink {
+ public:
+  void OnEvent(const Event& e) override { events.push_back(e); }
+  std::vector<Event> events;
+};
+
+class Simulation {
+ public:
+  Simulation(std::string source, std::string base_dir, std::ostream& out)
+      : source_(std::move(source)), base_dir_(std::move(base_dir)), out_(out) {}
+
+  Status Run(const YAML::Node& root, RunStats* stats);
+
+ private:
+  Status Parse(const YAML::Node& root);
+  Status Execute(const Op& op);
+  Status DoAllocate(const Op& op);
+  Status DoAllocateBatch(const Op& op);
+  Status Expect(const Op& op);
+  StatusOr<std::string> AllocIdFor(const YAML::Node& n, const std::string& what);
+  StatusOr<AllocSpec> SplitSpec(const YAML::Node& n, Json* request);
+  // A task with run_for and no ttl is a live holder that heartbeats: its
+  // lease is one minute longer than its run (at least the default ttl).
+  void DefaultTtl(const AllocSpec& s, Json* request) const {
+    if (!s.run_for || request->contains("ttl")) return;
+    const Duration ttl = std::max(config_.scheduling.default_ttl,
+                                  *s.run_for + std::chrono::minutes(1));
+    (*request)["ttl"] = FormatDuration(ttl);
+  }
+  void Drain();
+  void Integrate(Time to);
+  void PrintError(const char* op, const std::string& label, const Status& s);
+  std::string Offset(Time t) const { return FormatDuration(t - start_); }
+  std::string Label(const std::string& alloc) const {
+    auto it = labels_.find(alloc);
+    return it == labels_.end() ? alloc : it->second;
+  }
+  void Line(const std::string& s) {
+    out_ << s << '\n';
+  }
+  void PrintSummary();
+
+  std::string source_, base_dir_;
+  std::ostream& out_;
+  std::string name_;
+  Time start_{Duration(kDefaultStartMs)};
+  std::optional<Duration> until_;
+  Config config_;
+  std::vector<Op> ops_;
+
+  ManualClock clock_;
+  Collector sink_;
+  std::unique_ptr<Engine> engine_;
+  std::map<std::string, std::string> labels_;     // alloc id -> label
+  std::map<std::string, std::string> by_label_;   // label -> alloc id
+  std::map<std::string, AllocSpec> specs_;        // alloc id -> spec
+  std::priority_queue<AutoRelease, std::vector<AutoRelease>,
+                      std::greater<AutoRelease>>
+      releases_;
+  uint64_t release_seq_ = 0;
+  RunStats stats_;
+
+  // Summary accumulators.
+  struct Held {
+    ResourceAmounts resources;
+    std::string product;
+    double agents = 0;
+  };
+  std::map<std::string, Held> held_;          // alloc id -> what it holds
+  std::map<std::string, double> in_use_;      // resource -> amount now
+  std::map<std::string, double> area_;        // resource -> amount x minutes
+  std::map<std::string, double> product_agents_;  // product -> agents now
+  std::map<std::string, double> agent_minutes_;
+  Time integrated_to_{};
+  std::array<std::vector<double>, kNumLevels> waits_;
+  std::map<std::string, int64_t> decisions_;
+};
+
+Status Simulation::Parse(const YAML::Node& root) {
+  if (!root.IsMap()) {
+    return InvalidRequest(Where(source_, root) +
+                          "a scenario must be a mapping with a timeline");
+  }
+  static const std::vector<std::string> kKeys = {"name", "description", "start",
+                                                 "until", "config", "timeline"};
+  config_ = Config::Defaults();
+  bool have_timeline = false;
+  for (const auto& kv : root) {
+    const std::string key = kv.first.as<std::string>();
+    const YAML::Node& v = kv.second;
+    if (key == "name") {
+      name_ = v.as<std::string>();
+    } else if (key == "description") {
+    } else if (key == "start") {
+      Time t;
+      if (!v.IsScalar() || !ParseTime(v.Scalar(), &t)) {
+        return InvalidRequest(Where(source_, kv.first) +
+                              "start: must be a UTC time like "
+                              "2026-01-26T14:00:00Z");
+      }
+      start_ = t;
+    } else if (key == "until") {
+      Duration d;
+      if (!v.IsScalar() || !ParseDuration(v.Scalar(), &d)) {
+        return InvalidRequest(Where(source_, kv.first) +
+                              "until: must be a duration such as 10h");
+      }
+      until_ = d;
+    } else if (key == "config") {
+      if (v.IsScalar()) {
+        std::string path = v.Scalar();
+        if (!path.empty() && path[0] != '/') path = base_dir_ + "/" + path;
+        auto c = LoadConfigFile(path);
+        if (!c.ok()) return c.status();
+        config_ = std::move(*c);
+      } else {
+        auto c = ConfigFromYamlNode(v, source_);
+        if (!c.ok()) return c.status();
+        config_ = std::move(*c);
+      }
+    } else if (key == "timeline") {
+      have_timeline = true;
+      if (!v.IsSequence()) {
+        return InvalidRequest(Where(source_, kv.first) +
+                              "timeline: must be a list of operations");
+      }
+      static const std::vector<std::string> kOps = {
+          "allocate", "allocate_batch", "release", "renew", "reallocate",
+          "cancel",   "queue",          "snapshot", "advance", "expect"};
+      Duration last{0};
+      for (auto it = v.begin(); it != v.end(); ++it) {
+        const YAML::Node entry = *it;
+        if (!entry.IsMap()) {
+          return InvalidRequest(Where(source_, entry) +
+                                "timeline entry must be a mapping with `at`");
+        }
+        Op op;
+        op.entry = entry;
+        bool have_at = false;
+        for (const auto& e : entry) {
+          const std::string k = e.first.as<std::string>();
+          if (k == "at") {
+            if (!e.second.IsScalar() || !ParseDuration(e.second.Scalar(), &op.at)) {
+              return InvalidRequest(Where(source_, e.first) +
+                                    "at: must be an offset such as 45m or 1h30m");
+            }
+            have_at = true;
+          } else if (k == "count") {
+            if (!e.second.IsScalar()) {
+              return InvalidRequest(Where(source_, e.first) +
+                                    "count: must be a whole number >= 1");
+            }
+            const Json c = ToJsonValue(e.second);
+            if (!c.is_number_integer() || c.get<int64_t>() < 1 ||
+                c.get<int64_t>() > 10000000) {
+              return InvalidRequest(Where(source_, e.first) +
+                                    "count: must be a whole number >= 1");
+            }
+            op.count = c.get<int64_t>();
+          } else if (std::find(kOps.begin(), kOps.end(), k) != kOps.end()) {
+            if (!op.kind.empty()) {
+              return InvalidRequest(Where(source_, e.first) + k +
+                                    ": one operation per timeline entry (this "
+                                    "one already has " + op.kind + ")");
+            }
+            op.kind = k;
+            op.node = e.second;
+          } else {
+            std::string msg = Where(source_, e.first) + k +
+                              ": unknown timeline key";
+            std::vector<std::string> all = kOps;
+            all.push_back("at");
+            all.push_back("count");
+            const std::string guess = DidYouMean(k, all);
+            if (!guess.empty()) msg += "; did you mean \"" + guess + "\"?";
+            return InvalidRequest(msg);
+          }
+        }
+        if (!have_at) {
+          return InvalidRequest(Where(source_, entry) +
+                                "timeline entry needs an `at` offset");
+        }
+        if (op.kind.empty()) {
+          return InvalidRequest(Where(source_, entry) +
+                                "timeline entry names no operation (one of " +
+                                Join(kOps, ", ") + ")");
+        }
+        if (op.count != 1 && op.kind != "allocate") {
+          return InvalidRequest(Where(source_, entry) +
+                                "count: only allocate can be repeated");
+        }
+        if (op.at < last) {
+          return InvalidRequest(Where(source_, entry) + "at: " +
+                                FormatDuration(op.at) + " comes before the "
+                                "previous entry's " + FormatDuration(last));
+        }
+        last = op.at;
+        ops_.push_back(std::move(op));
+      }
+    } else {
+      std::string msg = Where(source_, kv.first) + key + ": unknown scenario key";
+      const std::string guess = DidYouMean(key, kKeys);
+      if (!guess.empty()) msg += "; did you mean \"" + guess + "\"?";
+      return InvalidRequest(msg);
+    }
+  }
+  if (!have_timeline) {
+    return InvalidRequest(Where(source_, root) + "timeline: missing");
+  }
+  return Status::Ok();
+}
+
+StatusOr<AllocSpec> Simulation::SplitSpec(const YAML::Node& n, Json* request) {
+  if (!n.IsMap()) {
+    return InvalidRequest(Where(source_, n) +
+                          "allocate: must be a mapping of request fields");
+  }
+  AllocSpec spec;
+  *request = Json::object();
+  for (const auto& kv : n) {
+    const std::string k = kv.first.as<std::string>();
+    if (k == "id") {
+      spec.label = kv.second.as<std::string>();
+    } else if (k == "run_for") {
+      Duration d;
+      if (!kv.second.IsScalar() || !ParseDuration(kv.second.Scalar(), &d)) {
+        return InvalidRequest(Where(source_, kv.first) +
+                              "run_for: must be a duration such as 30m");
+      }
+      spec.run_for = d;
+    } else if (k == "usage") {
+      auto u = api::UsageFromJson(ToJsonValue(kv.second));
+      if (!u.ok()) {
+        return InvalidRequest(Where(source_, kv.first) + u.status().message());
+      }
+      spec.usage = *u;
+    } else {
+      (*request)[k] = ToJsonValue(kv.second);
+    }
+  }
+  return spec;
+}
+
+void Simulation::PrintError(const char* op, const std::string& label,
+                            const Status& s) {
+  std::string line = "{\"t\":";
+  AppendString(&line, Offset(clock_.Now()));
+  line += ",\"op\":";
+  AppendString(&line, op);
+  if (!label.empty()) {
+    line += ",\"id\":";
+    AppendString(&line, label);
+  }
+  line += ",\"error\":{\"code\":";
+  AppendString(&line, std::string(CodeName(s.code())));
+  line += ",\"message\":";
+  AppendString(&line, s.message());
+  line += "}}";
+  Line(line);
+  ++decisions_["refused"];
+}
+
+Status Simulation::DoAllocate(const Op& op) {
+  Json base;
+  auto spec = SplitSpec(op.node, &base);
+  if (!spec.ok()) return spec.status();
+  for (int64_t k = 1; k <= op.count; ++k) {
+    AllocSpec s = *spec;
+    if (s.label.empty()) s.label = "task" + std::to_string(labels_.size() + 1);
+    if (op.count > 1) s.label += "-" + std::to_string(k);
+    Json j = base;
+    if (!j.contains("workflow_id")) j["workflow_id"] = s.label;
+    DefaultTtl(s, &j);
+    if (by_label_.count(s.label)) {
+      return InvalidRequest(Where(source_, op.node) + "allocate: id \"" +
+                            s.label + "\" is already used in this scenario");
+    }
+    auto req = api::RequestFromJson(j);
+    if (!req.ok()) {
+      PrintError("allocate", s.label, req.status());
+      continue;
+    }
+    auto r = engine_->Allocate(*req);
+    if (!r.ok()) {
+      PrintError("allocate", s.label, r.status());
+      continue;
+    }
+    labels_[r->allocation.id] = s.label;
+    by_label_[s.label] = r->allocation.id;
+    specs_[r->allocation.id] = s;
+    Drain();
+  }
+  return Status::Ok();
+}
+
+Status Simulation::DoAllocateBatch(const Op& op) {
+  if (!op.node.IsMap() || !op.node["requests"] ||
+      !op.node["requests"].IsSequence()) {
+    return InvalidRequest(Where(source_, op.node) +
+                          "allocate_batch: needs `requests: [...]`");
+  }
+  bool all_or_nothing = false;
+  if (op.node["all_or_nothing"]) {
+    all_or_nothing = ToJsonValue(op.node["all_or_nothing"]) == Json(true);
+  }
+  std::vector<AllocationRequest> reqs;
+  std::vector<AllocSpec> specs;
+  for (const auto& n : op.node["requests"]) {
+    Json j;
+    auto spec = SplitSpec(n, &j);
+    if (!spec.ok()) return spec.status();
+    if (spec->label.empty()) {
+      spec->label = "task" + std::to_string(labels_.size() + specs.size() + 1);
+    }
+    if (!j.contains("workflow_id")) j["workflow_id"] = spec->label;
+    DefaultTtl(*spec, &j);
+    auto req = api::RequestFromJson(j, "requests[" + std::to_string(reqs.size()) + "].");
+    if (!req.ok()) {
+      PrintError("allocate_batch", "", req.status());
+      return Status::Ok();
+    }
+    reqs.push_back(std::move(*req));
+    specs.push_back(std::move(*spec));
+  }
+  auto r = engine_->AllocateBatch(reqs, all_or_nothing);
+  if (!r.ok()) {
+    PrintError("allocate_batch", "", r.status());
+    return Status::Ok();
+  }
+  for (size_t i = 0; i < r->size(); ++i) {
+    const std::string& id = (*r)[i].allocation.id;
+    labels_[id] = specs[i].label;
+    by_label_[specs[i].label] = id;
+    specs_[id] = specs[i];
+  }
+  Drain();
+  return Status::Ok();
+}
+
+StatusOr<std::string> Simulation::AllocIdFor(const YAML::Node& n,
+                                             const std::string& what) {
+  std::string label;
+  if (n.IsScalar()) {
+    label = n.Scalar();
+  } else if (n.IsMap() && n["id"]) {
+    label = n["id"].as<std::string>();
+  } else {
+    return InvalidRequest(Where(source_, n) + what +
+                          ": give the allocation's scenario id");
+  }
+  auto it = by_label_.find(label);
+  if (it == by_label_.end()) {
+    // Engine ids are accepted too.
+    if (label.rfind("alloc_", 0) == 0) return label;
+    return InvalidRequest(Where(source_, n) + what + ": no allocation with id \"" +
+                          label + "\" was made earlier in this scenario");
+  }
+  return it->second;
+}
+
+Status Simulation::Expect(const Op& op) {
+  auto id = AllocIdFor(op.node, "expect");
+  if (!id.ok()) return id.status();
+  auto info = engine_->Get(*id);
+  const std::string label = Label(*id);
+  std::string got = info.ok() ? AllocStatusName(info->status) : "unknown";
+  if (op.node["status"]) {
+    const std::string want = op.node["status"].as<std::string>();
+    if (want != got) {
+      return Conflict(Where(source_, op.node) + "expect: " + label + " is " +
+                      got + " at " + Offset(clock_.Now()) + ", expected " + want);
+    }
+  }
+  if (op.node["reason_contains"]) {
+    const std::string want = op.node["reason_contains"].as<std::string>();
+    const std::string reason = info.ok() ? info->reason_queued : "";
+    if (reason.find(want) == std::string::npos) {
+      return Conflict(Where(source_, op.node) + "expect: " + label +
+                      " reason is \"" + reason + "\", expected it to contain \"" +
+                      want + "\"");
+    }
+  }
+  std::string line = "{\"t\":";
+  AppendString(&line, Offset(clock_.Now()));
+  line += ",\"expect\":\"ok\",\"id\":";
+  AppendString(&line, label);
+  line += ",\"status\":";
+  AppendString(&line, got);
+  line += "}";
+  Line(line);
+  return Status::Ok();
+}
+
+Status Simulation::Execute(const Op& op) {
+  ++stats_.operations;
+  if (op.kind == "allocate") return DoAllocate(op);
+  if (op.kind == "allocate_batch") return DoAllocateBatch(op);
+  if (op.kind == "advance") return Status::Ok();
+  if (op.kind == "expect") return Expect(op);
+  if (op.kind == "queue") {
+    Json q = Json::array();
+    for (const QueueEntry& e : engine_->Queue()) {
+      Json j = api::ToJson(e, clock_.Now());
+      j["allocation_id"] = Label(e.id);
+      q.push_back(j);
+    }
+    Json line = {{"t", Offset(clock_.Now())}, {"queue", q}};
+    Line(line.dump());
+    return Status::Ok();
+  }
+  if (op.kind == "snapshot") {
+    Json line = {{"t", Offset(clock_.Now())},
+                 {"snapshot", api::ToJson(engine_->GetSnapshot())}};
+    Line(line.dump());
+    return Status::Ok();
+  }
+  auto id = AllocIdFor(op.node, op.kind);
+  if (!id.ok()) return id.status();
+  StatusOr<AllocationInfo> r = Status::Ok();
+  if (op.kind == "release") {
+    UsageReport usage;
+    if (op.node.IsMap()) {
+      Json j = ToJsonValue(op.node);
+      j.erase("id");
+      auto u = api::UsageFromJson(j);
+      if (!u.ok()) {
+        return InvalidRequest(Where(source_, op.node) + u.status().message());
+      }
+      usage = *u;
+    }
+    r = engine_->Release(*id, usage);
+  } else if (op.kind == "renew") {
+    std::optional<Duration> ttl;
+    if (op.node.IsMap() && op.node["ttl"]) {
+      auto d = api::DurationFromJson(ToJsonValue(op.node["ttl"]), "ttl");
+      if (!d.ok()) return InvalidRequest(Where(source_, op.node) + d.status().message());
+      ttl = *d;
+    }
+    r = engine_->Renew(*id, ttl);
+  } else if (op.kind == "reallocate") {
+    if (!op.node.IsMap() || !op.node["resources"]) {
+      return InvalidRequest(Where(source_, op.node) +
+                            "reallocate: needs {id, resources}");
+    }
+    auto amounts = api::AmountsFromJson(ToJsonValue(op.node["resources"]),
+                                        "resources");
+    if (!amounts.ok()) {
+      PrintError("reallocate", Label(*id), amounts.status());
+      return Status::Ok();
+    }
+    r = engine_->Reallocate(*id, *amounts);
+  } else if (op.kind == "cancel") {
+    r = engine_->Cancel(*id);
+  }
+  if (!r.ok()) PrintError(op.kind.c_str(), Label(*id), r.status());
+  Drain();
+  return Status::Ok();
+}
+
+void Simulation::Integrate(Time to) {
+  if (to <= integrated_to_) return;
+  const double minutes = (to - integrated_to_).count() / 60000.0;
+  for (const auto& [name, amount] : in_use_) area_[name] += amount * minutes;
+  for (const auto& [p, agents] : product_agents_) {
+    agent_minutes_[p] += agents * minutes;
+  }
+  integrated_to_ = to;
+}
+
+// Prints the engine's events and updates the summary accumulators.
+void Simulation::Drain() {
+  for (const Event& e : sink_.events) {
+    ++stats_.events;
+    Integrate(e.time);
+    ++decisions_[EventTypeName(e.type)];
+    auto take = [&](const std::string& id) {
+      auto info = engine_->Get(id);
+      if (!info.ok()) return;
+      Held h{info->resources, info->product, 0};
+      for (const auto& [name, amount] : h.resources) {
+        in_use_[name] += amount;
+        if (name == "agents") h.agents = amount;
+      }
+      product_agents_[h.product] += h.agents;
+      held_[id] = std::move(h);
+    };
+    auto drop = [&](const std::string& id) {
+      auto it = held_.find(id);
+      if (it == held_.end()) return;
+      for (const auto& [name, amount] : it->second.resources) {
+        in_use_[name] -= amount;
+      }
+      product_agents_[it->second.product] -= it->second.agents;
+      held_.erase(it);
+    };
+    switch (e.type) {
+      case EventType::kGranted: {
+        take(e.allocation_id);
+        auto info = engine_->Get(e.allocation_id);
+        if (info.ok() && info->granted_at) {
+          waits_[static_cast<int>(e.level)].push_back(
+              (*info->granted_at - info->queued_at).count() / 60000.0);
+        }
+        auto spec = specs_.find(e.allocation_id);
+        if (spec != specs_.end() && spec->second.run_for) {
+          releases_.push(AutoRelease{e.time + *spec->second.run_for,
+                                     ++release_seq_, e.allocation_id});
+        }
+        break;
+      }
+      case EventType::kReallocated:
+        drop(e.allocation_id);
+        take(e.allocation_id);
+        break;
+      case EventType::kReleased:
+      case EventType::kFailed:
+      case EventType::kExpired:
+      case EventType::kPreempted:
+        drop(e.allocation_id);
+        break;
+      default:
+        break;
+    }
+    std::string line = "{\"t\":";
+    AppendString(&line, Offset(e.time));
+    line += ",\"event\":";
+    AppendString(&line, EventTypeName(e.type));
+    line += ",\"id\":";
+    AppendString(&line, Label(e.allocation_id));
+    line += ",\"alloc\":";
+    AppendString(&line, e.allocation_id);
+    line += ",\"status\":";
+    AppendString(&line, AllocStatusName(e.status));
+    line += ",\"priority\":";
+    AppendString(&line, LevelName(e.level));
+    if (e.score) {
+      line += ",\"score\":";
+      line += FormatAmount(api::Round6(*e.score));
+    }
+    if (!e.reason.empty()) {
+      line += ",\"reason\":";
+      AppendString(&line, e.reason);
+    }
+    line += "}";
+    Line(line);
+  }
+  sink_.events.clear();
+}
+
+void Simulation::PrintSummary() {
+  Json s;
+  s["scenario"] = name_;
+  s["end"] = Offset(clock_.Now());
+  s["events"] = stats_.events;
+  Json d = Json::object();
+  for (const auto& [k, v] : decisions_) d[k] = v;
+  s["decisions"] = d;
+  Json waits = Json::object();
+  for (int l = kNumLevels - 1; l >= 0; --l) {
+    std::vector<double> w = waits_[l];
+    if (w.empty()) continue;
+    std::sort(w.begin(), w.end());
+    auto pct = [&](double p) {
+      const size_t rank = static_cast<size_t>(std::ceil(p * w.size()));
+      return api::Round6(w[std::max<size_t>(rank, 1) - 1]);
+    };
+    waits[LevelName(static_cast<Level>(l))] = {
+        {"count", w.size()}, {"p50", pct(0.5)}, {"p95", pct(0.95)},
+        {"max", api::Round6(w.back())}};
+  }
+  s["wait_minutes"] = waits;
+  Json util = Json::object();
+  const double total = (clock_.Now() - start_).count() / 60000.0;
+  const Snapshot snap = engine_->GetSnapshot();
+  for (const ResourceUsage& r : snap.resources) {
+    auto it = area_.find(r.name);
+    if (it == area_.end() || r.capacity <= 0 || total <= 0) continue;
+    util[r.name] = api::Round6(100.0 * it->second / (r.capacity * total));
+  }
+  s["utilization_percent"] = util;
+  Json am = Json::object();
+  for (const auto& [p, m] : agent_minutes_) am[p] = api::Round6(m);
+  s["agent_minutes"] = am;
+  s["final"] = {{"active", snap.active}, {"queued", snap.queued}};
+  Line(Json{{"summary", s}}.dump());
+}
+
+Status Simulation::Run(const YAML::Node& root, RunStats* stats) {
+  QM_RETURN_IF_ERROR(Parse(root));
+  clock_.Set(start_);
+  integrated_to_ = start_;
+  auto engine = Engine::Create(config_, &clock_, &sink_);
+  if (!engine.ok()) return engine.status();
+  engine_ = std::move(*engine);
+  size_t next_op = 0;
+  const std::optional<Time> until =
+      until_ ? std::optional<Time>(start_ + *until_) : std::nullopt;
+  while (true) {
+    std::optional<Time> next;
+    if (next_op < ops_.size()) next = start_ + ops_[next_op].at;
+    if (!releases_.empty() && (!next || releases_.top().at <= *next)) {
+      next = releases_.top().at;
+    }
+    // Engine deadlines (expiries, grace periods) matter while a timeline or
+    // an automatic release is pending, or up to `until`.
+    const std::optional<Time> deadline = engine_->NextDeadline();
+    if (deadline && (next || until) && (!next || *deadline < *next)) {
+      next = deadline;
+    }
+    if (!next) break;
+    if (until && *next > *until) break;
+    clock_.Set(std::max(*next, clock_.Now()));
+    if (!releases_.empty() && releases_.top().at <= clock_.Now()) {
+      const AutoRelease r = releases_.top();
+      releases_.pop();
+      ++stats_.operations;
+      const AllocSpec& spec = specs_[r.alloc];
+      auto info = engine_->Get(r.alloc);
+      if (info.ok() && (info->status == AllocStatus::kActive ||
+                        (info->status == AllocStatus::kPreempted &&
+                         info->preempt_deadline))) {
+        auto res = engine_->Release(r.alloc, spec.usage);
+        if (!res.ok()) PrintError("release", Label(r.alloc), res.status());
+      }
+      Drain();
+      continue;
+    }
+    if (next_op < ops_.size() && start_ + ops_[next_op].at <= clock_.Now()) {
+      engine_->Tick();
+      Drain();
+      const Status s = Execute(ops_[next_op++]);
+      if (!s.ok()) {
+        Drain();
+        return s;
+      }
+      continue;
+    }
+    engine_->Tick();
+    Drain();
+  }
+  if (until && clock_.Now() < *until) {
+    clock_.Set(*until);
+    engine_->Tick();
+    Drain();
+  }
+  Integrate(clock_.Now());
+  PrintSummary();
+  if (stats) *stats = stats_;
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status RunScenarioString(const std::string& yaml, const std::string& source,
+                         const std::string& base_dir, std::ostream& out,
+                         RunStats* stats) {
+  try {
+    const YAML::Node root = YAML::Load(yaml);
+    Simulation sim(source, base_dir, out);
+    return sim.Run(root, stats);
+  } catch (const YAML::Exception& e) {
+    return InvalidRequest(source + ":" + std::to_string(e.mark.line + 1) + ":" +
+                          std::to_string(e.mark.column + 1) + ": " + e.msg);
+  }
+}
+
+Status RunScenarioFile(const std::string& path, std::ostream& out,
+                       RunStats* stats) {
+  std::ifstream in(path);
+  if (!in) return NotFound("cannot read scenario file " + path);
+  std::stringstream buf;
+  buf << in.rdbuf();
+  std::string dir = ".";
+  const auto slash = path.rfind('/');
+  if (slash != std::string::npos) dir = path.substr(0, slash);
+  if (slash == 0) dir = "/";
+  return RunScenarioString(buf.str(), path, dir, out, stats);
+}
+
+}  // namespace qm::sim

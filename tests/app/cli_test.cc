@@ -1,0 +1,122 @@
+// The command line: envelopes, exit codes, help.
+#include "cli/cli.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+namespace qm {
+namespace {
+
+using Json = nlohmann::json;
+
+struct Result {
+  int code;
+  std::string out, err;
+};
+
+Result Qm(std::vector<std::string> args) {
+  args.insert(args.begin(), "qm");
+  std::vector<const char*> argv;
+  for (const auto& a : args) argv.push_back(a.c_str());
+  std::ostringstream out, err;
+  const int code = cli::Run(static_cast<int>(argv.size()), argv.data(), out, err);
+  return {code, out.str(), err.str()};
+}
+
+std::string Example() {
+  return std::string(QM_SOURCE_DIR) + "/examples/resource-limits.yml";
+}
+
+TEST(CliTest, ConfigValidateReportsSuccessInTheEnvelope) {
+  const Result r = Qm({"config", "validate", Example()});
+  ASSERT_EQ(r.code, 0) << r.out;
+  const Json j = Json::parse(r.out);
+  EXPECT_EQ(j["status"], "success");
+  EXPECT_EQ(j["operation"], "config_validate");
+  EXPECT_TRUE(j["result"]["valid"].get<bool>());
+  EXPECT_TRUE(j.contains("timestamp"));
+  EXPECT_TRUE(j["metrics"].contains("execution_time"));
+  EXPECT_TRUE(j.contains("recommendations"));
+}
+
+TEST(CliTest, ConfigValidateErrorsExitNonZeroWithTheErrorEnvelope) {
+  const std::string path = testing::TempDir() + "/bad-limits.yml";
+  {
+    std::ofstream f(path);
+    f << "max_concurrent:\n  total: 5\n  per_tipe: {a: 1}\n";
+  }
+  const Result r = Qm({"config", "validate", path});
+  EXPECT_EQ(r.code, 1);
+  const Json j = Json::parse(r.out);
+  EXPECT_EQ(j["status"], "error");
+  EXPECT_EQ(j["error"]["code"], "INVALID_REQUEST");
+  const std::string msg = j["error"]["message"];
+  EXPECT_NE(msg.find(path + ":3:3: max_concurrent.per_tipe"), std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("per_type"), std::string::npos) << msg;
+  EXPECT_FALSE(j["recovery_suggestions"].empty());
+  std::remove(path.c_str());
+}
+
+TEST(CliTest, MissingConfigIsNotFound) {
+  const Result r = Qm({"config", "validate", "/nonexistent/limits.yml"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(Json::parse(r.out)["error"]["code"], "NOT_FOUND");
+}
+
+TEST(CliTest, ConfigShowFillsInDefaults) {
+  const Result r = Qm({"config", "show"});
+  ASSERT_EQ(r.code, 0) << r.out;
+  const Json j = Json::parse(r.out);
+  const Json& c = j["result"]["config"];
+  EXPECT_EQ(c["max_concurrent"]["total"], 5);
+  EXPECT_EQ(c["priority_levels"]["high"]["max_wait_time_minutes"], 15);
+  const Result yaml = Qm({"config", "show", "--config", Example(), "--output", "yaml"});
+  ASSERT_EQ(yaml.code, 0);
+  EXPECT_NE(yaml.out.find("backend-engineer: 2"), std::string::npos) << yaml.out;
+}
+
+TEST(CliTest, TableOutputIsForPeople) {
+  const Result r = Qm({"--output", "table", "config", "validate", Example()});
+  ASSERT_EQ(r.code, 0);
+  EXPECT_NE(r.out.find("result.valid"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find('{'), std::string::npos) << r.out;
+}
+
+TEST(CliTest, SimulatePrintsJsonLinesAndASummary) {
+  const Result r = Qm({"simulate", std::string(QM_SOURCE_DIR) +
+                                       "/scenarios/seed001_concurrency.yaml"});
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::istringstream in(r.out);
+  std::string line, last;
+  int lines = 0;
+  while (std::getline(in, line)) {
+    EXPECT_TRUE(Json::accept(line)) << line;
+    last = line;
+    ++lines;
+  }
+  EXPECT_GT(lines, 5);
+  EXPECT_TRUE(Json::parse(last).contains("summary"));
+}
+
+TEST(CliTest, ServerOperationsSayTheyAreNotBuiltYet) {
+  const Result r = Qm({"allocate", "--workflow", "x"});
+  EXPECT_EQ(r.code, 1);
+  const Json j = Json::parse(r.out);
+  EXPECT_EQ(j["error"]["code"], "UNIMPLEMENTED");
+}
+
+TEST(CliTest, HelpAndUsageErrors) {
+  const Result help = Qm({"--help"});
+  EXPECT_EQ(help.code, 0);
+  EXPECT_NE(help.out.find("simulate"), std::string::npos);
+  const Result bad = Qm({"no-such-command"});
+  EXPECT_EQ(bad.code, 2);
+}
+
+}  // namespace
+}  // namespace qm

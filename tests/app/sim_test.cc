@@ -1,0 +1,152 @@
+// The shipped scenarios run through the simulator: the seed 001 examples and
+// the fair-share run come out as the seeds say, byte-identically each time.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "sim/simulator.h"
+
+namespace qm {
+namespace {
+
+using Json = nlohmann::json;
+
+std::vector<Json> RunLines(const std::string& scenario, Status* status = nullptr) {
+  std::ostringstream out;
+  const Status s = sim::RunScenarioFile(
+      std::string(QM_SOURCE_DIR) + "/scenarios/" + scenario, out);
+  if (status) *status = s;
+  EXPECT_TRUE(status || s.ok()) << s.ToString();
+  std::vector<Json> lines;
+  std::istringstream in(out.str());
+  for (std::string line; std::getline(in, line);) {
+    lines.push_back(Json::parse(line));
+  }
+  return lines;
+}
+
+const Json* FindEvent(const std::vector<Json>& lines, const std::string& event,
+                      const std::string& id) {
+  for (const Json& l : lines) {
+    if (l.value("event", "") == event && l.value("id", "") == id) return &l;
+  }
+  return nullptr;
+}
+
+TEST(SimulatorTest, Seed001ConcurrencyScenario) {
+  const auto lines = RunLines("seed001_concurrency.yaml");
+  for (const char* id : {"backend-1", "backend-2", "frontend-1", "frontend-2"}) {
+    const Json* g = FindEvent(lines, "granted", id);
+    ASSERT_NE(g, nullptr) << id;
+    EXPECT_EQ((*g)["t"], "0s") << id;
+  }
+  const Json* q = FindEvent(lines, "queued", "backend-3");
+  ASSERT_NE(q, nullptr);
+  EXPECT_EQ((*q)["reason"], "max backend-engineer (2) already running");
+  const Json* g = FindEvent(lines, "granted", "backend-3");
+  ASSERT_NE(g, nullptr);
+  EXPECT_EQ((*g)["t"], "30m");  // as soon as backend-1 finishes
+}
+
+TEST(SimulatorTest, Seed001ScoringScenarioPrintsTheSeedsScores) {
+  const auto lines = RunLines("seed001_scoring.yaml");
+  const Json* queue = nullptr;
+  for (const Json& l : lines) {
+    if (l.contains("queue")) queue = &l;
+  }
+  ASSERT_NE(queue, nullptr);
+  const Json& q = (*queue)["queue"];
+  ASSERT_EQ(q.size(), 3u);
+  EXPECT_EQ(q[0]["allocation_id"], "task-1");
+  EXPECT_DOUBLE_EQ(q[0]["score"].get<double>(), 0.515);
+  EXPECT_EQ(q[1]["allocation_id"], "task-2");
+  EXPECT_DOUBLE_EQ(q[1]["score"].get<double>(), 0.475);
+  EXPECT_EQ(q[2]["allocation_id"], "task-3");
+  EXPECT_DOUBLE_EQ(q[2]["score"].get<double>(), 0.295);
+  const Json* g = FindEvent(lines, "granted", "task-1");
+  ASSERT_NE(g, nullptr);
+  EXPECT_DOUBLE_EQ((*g)["score"].get<double>(), 0.515);
+}
+
+TEST(SimulatorTest, FairShareScenarioSplitsAgentMinutesEvenly) {
+  const auto lines = RunLines("fair_share.yaml");
+  const Json& summary = lines.back()["summary"];
+  const double a = summary["agent_minutes"]["a"].get<double>();
+  const double b = summary["agent_minutes"]["b"].get<double>();
+  EXPECT_NEAR(a + b, 4 * 600, 1e-6);
+  EXPECT_NEAR(a / (a + b), 0.5, 0.05) << a << " vs " << b;
+}
+
+TEST(SimulatorTest, SameScenarioGivesByteIdenticalOutput) {
+  for (const char* s : {"seed001_concurrency.yaml", "seed001_scoring.yaml",
+                        "fair_share.yaml"}) {
+    std::ostringstream one, two;
+    const std::string path = std::string(QM_SOURCE_DIR) + "/scenarios/" + s;
+    ASSERT_TRUE(sim::RunScenarioFile(path, one).ok());
+    ASSERT_TRUE(sim::RunScenarioFile(path, two).ok());
+    EXPECT_EQ(one.str(), two.str()) << s;
+    EXPECT_GT(one.str().size(), 100u);
+  }
+}
+
+TEST(SimulatorTest, MalformedScenariosNameTheirPosition) {
+  struct Case {
+    const char* yaml;
+    const char* expect;
+  };
+  const Case cases[] = {
+      {"timeline:\n  - at: 5m\n    alocate: {}\n",
+       "s.yaml:3:5: alocate: unknown timeline key; did you mean \"allocate\"?"},
+      {"timeline:\n  - at: 5m\n    allocate: {}\n  - at: 1m\n    advance: {}\n",
+       "s.yaml:4:5: at: 1m comes before the previous entry's 5m"},
+      {"timeline:\n  - allocate: {}\n", "s.yaml:2:5: timeline entry needs an `at`"},
+      {"config:\n  max_concurent: {total: 3}\ntimeline: []\n",
+       "s.yaml:2:3: max_concurent"},
+      {"timelin: []\n", "s.yaml:1:1: timelin: unknown scenario key"},
+      {"timeline: [\n", "s.yaml:"},
+  };
+  for (const Case& c : cases) {
+    std::ostringstream out;
+    const Status s = sim::RunScenarioString(c.yaml, "s.yaml", ".", out);
+    EXPECT_EQ(s.code(), Code::kInvalidRequest) << c.yaml;
+    EXPECT_EQ(s.message().rfind(c.expect, 0), 0u) << s.message();
+  }
+}
+
+TEST(SimulatorTest, RefusedOperationsArePrintedAndTheRunGoesOn) {
+  std::ostringstream out;
+  const Status s = sim::RunScenarioString(
+      "timeline:\n"
+      "  - at: 0m\n"
+      "    allocate: {id: bad, resources: {cpu_cores: -2}}\n"
+      "  - at: 1m\n"
+      "    allocate: {id: good, run_for: 5m}\n",
+      "s.yaml", ".", out);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_NE(out.str().find("\"op\":\"allocate\",\"id\":\"bad\",\"error\":{"
+                           "\"code\":\"INVALID_REQUEST\",\"message\":"
+                           "\"resources.cpu_cores must not be negative"),
+            std::string::npos)
+      << out.str();
+  EXPECT_NE(out.str().find("\"event\":\"released\",\"id\":\"good\""),
+            std::string::npos);
+}
+
+TEST(SimulatorTest, FailedExpectationStopsWithAnError) {
+  std::ostringstream out;
+  const Status s = sim::RunScenarioString(
+      "timeline:\n"
+      "  - at: 0m\n"
+      "    allocate: {id: a}\n"
+      "  - at: 0m\n"
+      "    expect: {id: a, status: queued}\n",
+      "s.yaml", ".", out);
+  EXPECT_EQ(s.code(), Code::kConflict);
+  EXPECT_NE(s.message().find("a is active at 0s, expected queued"),
+            std::string::npos)
+      << s.message();
+}
+
+}  // namespace
+}  // namespace qm

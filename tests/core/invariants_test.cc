@@ -1,0 +1,144 @@
+// Random operations, valid and invalid, with the engine's invariants checked
+// after every one: capacity never exceeded at any level, every active
+// allocation counted once, queue and lease indexes consistent; and a refused
+// operation changes nothing.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "qm/engine.h"
+#include "tests/core/engine_test_util.h"
+
+namespace qm {
+namespace {
+
+using testing_util::Harness;
+
+class RandomOps {
+ public:
+  explicit RandomOps(uint64_t seed) : rng_(seed) {}
+
+  int Int(int lo, int hi) {
+    return std::uniform_int_distribution<int>(lo, hi)(rng_);
+  }
+  bool Chance(double p) { return std::bernoulli_distribution(p)(rng_); }
+
+  AllocationRequest Request() {
+    AllocationRequest r;
+    r.workflow_id = "wf" + std::to_string(Int(0, 30));
+    r.product = "p" + std::to_string(Int(0, 3));
+    r.agent_type = "t" + std::to_string(Int(0, 5));
+    static const char* kPriorities[] = {"critical", "high", "normal", "low",
+                                        "medium", "95", "50", "10", ""};
+    r.priority = kPriorities[Int(0, 8)];
+    r.resources.push_back({"agents", Int(0, 3)});
+    if (Chance(0.5)) r.resources.push_back({"cpu_cores", Int(0, 8) * 0.25});
+    if (Chance(0.3)) r.resources.push_back({"memory_gb", Int(0, 12) * 0.5});
+    if (Chance(0.2)) r.resources.push_back({"tool.bash", Int(0, 4)});
+    if (Chance(0.3)) r.blocks = Int(0, 5);
+    if (Chance(0.3)) r.ttl = std::chrono::minutes(Int(1, 90));
+    if (Chance(0.2)) r.requeue_on_preempt = true;
+    if (Chance(0.1)) r.preemptible = false;
+    if (Chance(0.05)) r.idempotency_key = "k" + std::to_string(Int(0, 20));
+    // Make some of them invalid.
+    switch (Int(0, 30)) {
+      case 0: r.workflow_id.clear(); break;
+      case 1: r.resources.push_back({"cpu_cores", -1}); break;
+      case 2: r.resources.push_back({"memory_gb", std::nan("")}); break;
+      case 3: r.resources.push_back({"unknown", 1}); break;
+      case 4: r.priority = "urgent"; break;
+      case 5: r.resources = {{"agents", 1.5}}; break;
+      case 6: r.product = std::string(5000, 'p'); break;
+      case 7: r.blocks = 50; break;
+      default: break;
+    }
+    return r;
+  }
+
+  std::mt19937_64 rng_;
+};
+
+struct Fingerprint {
+  int64_t active, queued, preempting;
+  std::vector<double> allocated;
+  size_t events;
+  bool operator==(const Fingerprint&) const = default;
+};
+
+Fingerprint Take(const Harness& h) {
+  Snapshot s = h.engine->GetSnapshot();
+  Fingerprint f{s.active, s.queued, s.preempting, {}, h.events.size()};
+  for (const auto& r : s.resources) f.allocated.push_back(r.allocated);
+  return f;
+}
+
+TEST(InvariantsTest, HundredThousandRandomOperationsKeepEveryInvariant) {
+  Config c = Config::Defaults();
+  c.resources[0].capacity = 12;
+  c.per_type_limits = {{"t0", 2}, {"t1", 3}, {"t2", 4}};
+  c.products["p0"].max_concurrent_agents = 5;
+  c.products["p1"].max_concurrent_agents = 8;
+  c.allocation_limits.max_agents_per_workflow = 4;
+  c.scheduling.history_limit = 200;
+  Harness h(c);
+  RandomOps ops(20260126);
+  std::vector<std::string> ids;
+  int refused = 0, granted_or_queued = 0;
+  constexpr int kOps = 100000;
+  for (int step = 0; step < kOps; ++step) {
+    const Fingerprint before = Take(h);
+    Status status;
+    const int kind = ops.Int(0, 99);
+    if (kind < 40) {
+      auto r = h.engine->Allocate(ops.Request());
+      status = r.status();
+      if (r.ok()) {
+        ids.push_back(r->allocation.id);
+        ++granted_or_queued;
+      }
+    } else if (kind < 45) {
+      std::vector<AllocationRequest> batch;
+      for (int i = ops.Int(1, 4); i > 0; --i) batch.push_back(ops.Request());
+      auto r = h.engine->AllocateBatch(batch, ops.Chance(0.5));
+      status = r.status();
+      if (r.ok()) {
+        for (const auto& a : *r) ids.push_back(a.allocation.id);
+      }
+    } else if (kind < 70 && !ids.empty()) {
+      UsageReport u;
+      u.tokens = ops.Int(-2, 100000);
+      u.outcome = ops.Chance(0.1) ? Outcome::kFailure : Outcome::kSuccess;
+      status = h.engine->Release(ids[ops.Int(0, int(ids.size()) - 1)], u)
+                   .status();
+    } else if (kind < 78 && !ids.empty()) {
+      status = h.engine->Renew(ids[ops.Int(0, int(ids.size()) - 1)]).status();
+    } else if (kind < 84 && !ids.empty()) {
+      ResourceAmounts change = {{"cpu_cores", ops.Int(-1, 8) * 0.5}};
+      if (ops.Chance(0.3)) change.push_back({"agents", ops.Int(0, 3)});
+      status = h.engine
+                   ->Reallocate(ids[ops.Int(0, int(ids.size()) - 1)], change)
+                   .status();
+    } else if (kind < 90 && !ids.empty()) {
+      status = h.engine->Cancel(ids[ops.Int(0, int(ids.size()) - 1)]).status();
+    } else {
+      h.clock.Advance(std::chrono::seconds(ops.Int(1, 1200)));
+      h.engine->Tick();
+    }
+    if (status.code() == Code::kInvalidRequest) {
+      ++refused;
+      ASSERT_TRUE(Take(h) == before)
+          << "step " << step << ": a refused operation changed state: "
+          << status.ToString();
+    }
+    const Status inv = h.engine->CheckInvariants();
+    ASSERT_TRUE(inv.ok()) << "step " << step << ": " << inv.ToString();
+    if (ids.size() > 400) ids.erase(ids.begin(), ids.begin() + 200);
+  }
+  // The run exercised both paths.
+  EXPECT_GT(refused, 1000);
+  EXPECT_GT(granted_or_queued, 10000);
+}
+
+}  // namespace
+}  // namespace qm
