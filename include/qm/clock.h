@@ -48,8 +48,9 @@ std::string FormatTime(Time t);
 bool ParseTime(const std::string& text, Time* out);
 // "1h30m", "45m", "30s", "250ms", "2d"; "0s" for zero.
 std::string FormatDuration(Duration d);
-// Parses the forms FormatDuration writes, also combined ("1h30m") and a
-// plain number of seconds ("90"). False on anything else or negatives.
+// Parses the forms FormatDuration writes, also combined ("1h30m": units
+// largest first, each once) and a plain number of seconds ("90"). False on
+// anything else, negatives, or more than about 31,000 years.
 bool ParseDuration(const std::string& text, Duration* out);
 
 }  // namespace qm

@@ -1,5 +1,5 @@
 // The effective configuration: plain data with every option documented next
-// to its default. Loaded from YAML by qm::LoadConfig (config_loader.h); the
+// to its default. Loaded from YAML by qm::LoadConfigFile (config_loader.h); the
 // engine takes it by value. Sections marked "parsed only" are validated now
 // and acted on by later work (budgets, model selection, circuit breaker...).
 #ifndef QM_CONFIG_H_
@@ -32,6 +32,8 @@ struct ResourceSpec {
   std::string name;
   double capacity = 0;
   bool fractional = false;
+
+  bool operator==(const ResourceSpec&) const = default;
 };
 
 struct PriorityLevelConfig {
@@ -43,6 +45,8 @@ struct PriorityLevelConfig {
   // Whether a request of this level that cannot fit preempts running
   // preemptible work of strictly lower levels.
   bool preempt_lower = false;
+
+  bool operator==(const PriorityLevelConfig&) const = default;
 };
 
 // Weights of the four queue-score factors (seed 001, plus fair share).
@@ -51,6 +55,8 @@ struct ScoreWeights {
   double wait = 0.3;
   double blocking = 0.2;
   double fair_share = 0.2;
+
+  bool operator==(const ScoreWeights&) const = default;
 };
 
 struct ProductConfig {
@@ -62,6 +68,8 @@ struct ProductConfig {
   std::optional<int64_t> token_budget_daily;
   // Relative fair-share weight against the other products (default 1).
   double share = 1.0;
+
+  bool operator==(const ProductConfig&) const = default;
 };
 
 // Per-workflow ceilings (seed 000 resource_policies.allocation_limits), summed
@@ -72,6 +80,8 @@ struct AllocationLimits {
   std::optional<int64_t> max_agents_per_workflow = 15;
   // Longest an allocation may run from its grant, renewals included.
   Duration max_duration = std::chrono::hours(6);
+
+  bool operator==(const AllocationLimits&) const = default;
 };
 
 // Seed 000 auto_release.
@@ -83,6 +93,8 @@ struct AutoReleaseConfig {
   bool on_failure = true;
   // Time between the `lease_expiring` notice and the forced release.
   Duration grace_period = std::chrono::minutes(5);
+
+  bool operator==(const AutoReleaseConfig&) const = default;
 };
 
 struct SchedulingConfig {
@@ -96,11 +108,13 @@ struct SchedulingConfig {
   // Lease length when a request names no ttl; renew extends by it again.
   Duration default_ttl = std::chrono::minutes(30);
   // When true, requests must name an agent type listed in
-  // max_concurrent.per_type (or agent_types); others are refused.
+  // max_concurrent.per_type; others are refused.
   bool restrict_agent_types = false;
   // How many finished (released/expired/preempted/failed/cancelled)
   // allocations the engine keeps for lookups and idempotent retries.
   int64_t history_limit = 10000;
+
+  bool operator==(const SchedulingConfig&) const = default;
 };
 
 // ---- Parsed only: later issues give these behaviour. ----
@@ -108,17 +122,23 @@ struct SchedulingConfig {
 struct TokenBudgetsConfig {
   std::map<std::string, int64_t> per_type;  // agent type -> tokens per task
   double multiplier = 1.5;
+
+  bool operator==(const TokenBudgetsConfig&) const = default;
 };
 
 struct DailyLimitsConfig {
   std::optional<int64_t> max_tokens_total;
   std::optional<double> max_cost_usd;
   std::vector<double> alert_at_percent = {80};
+
+  bool operator==(const DailyLimitsConfig&) const = default;
 };
 
 struct ModelRule {
   std::string condition;  // e.g. "task.priority == critical", "default"
   std::string model;
+
+  bool operator==(const ModelRule&) const = default;
 };
 
 struct CircuitBreakerConfig {
@@ -126,11 +146,15 @@ struct CircuitBreakerConfig {
   std::string action = "pause_all";  // pause_all | pause_new_low_priority
   std::string notify = "ceo";
   bool allow_override = true;
+
+  bool operator==(const CircuitBreakerConfig&) const = default;
 };
 
 struct ManualOverrideConfig {
   bool pause_all_agents = false;
   std::map<std::string, Level> priority_override;  // product -> level
+
+  bool operator==(const ManualOverrideConfig&) const = default;
 };
 
 struct OptimizationTargets {
@@ -138,6 +162,8 @@ struct OptimizationTargets {
   Duration response_time_target = std::chrono::seconds(1);
   double utilization_target = 75.0;
   double conflict_tolerance = 0.1;
+
+  bool operator==(const OptimizationTargets&) const = default;
 };
 
 struct MonitoringIntervals {
@@ -145,6 +171,8 @@ struct MonitoringIntervals {
   Duration performance_sample = std::chrono::minutes(5);
   Duration capacity_analysis = std::chrono::hours(1);
   Duration trend_analysis = std::chrono::hours(24);
+
+  bool operator==(const MonitoringIntervals&) const = default;
 };
 
 struct Config {
@@ -175,6 +203,8 @@ struct Config {
   static Config Defaults();
   // Looks up a resource by name; nullptr when absent.
   const ResourceSpec* FindResource(const std::string& name) const;
+
+  bool operator==(const Config&) const = default;
 };
 
 }  // namespace qm

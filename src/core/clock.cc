@@ -21,7 +21,7 @@ std::string FormatTime(Time t) {
   const year_month_day ymd(day);
   const auto ms_of_day = (t - day).count();
   const long long secs = ms_of_day / 1000, ms = ms_of_day % 1000;
-  char buf[40];
+  char buf[64];
   if (ms == 0) {
     std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02lld:%02lld:%02lldZ",
                   int(ymd.year()), unsigned(ymd.month()), unsigned(ymd.day()),
@@ -90,6 +90,8 @@ std::string FormatDuration(Duration d) {
 }
 
 bool ParseDuration(const std::string& s, Duration* out) {
+  // About 31,000 years: far beyond any lease, far below int64 overflow.
+  constexpr long long kMaxMs = 1'000'000'000'000'000LL;
   if (s.empty()) return false;
   // A plain number is seconds.
   bool all_digits = true;
@@ -99,7 +101,9 @@ bool ParseDuration(const std::string& s, Duration* out) {
     *out = Duration(std::stoll(s) * 1000);
     return true;
   }
+  // Units must come largest first, each at most once ("1h30m", not "30m1h").
   long long total = 0;
+  long long last_unit = kMaxMs;
   size_t i = 0;
   while (i < s.size()) {
     if (!std::isdigit(static_cast<unsigned char>(s[i]))) return false;
@@ -129,7 +133,11 @@ bool ParseDuration(const std::string& s, Duration* out) {
     } else {
       return false;
     }
+    if (unit >= last_unit) return false;
+    last_unit = unit;
+    if (n > kMaxMs / unit) return false;
     total += n * unit;
+    if (total > kMaxMs) return false;
   }
   *out = Duration(total);
   return true;

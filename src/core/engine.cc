@@ -110,7 +110,9 @@ uint32_t EngineImpl::InternType(const std::string& name) {
   TypeState t;
   t.name = name;
   t.counter = NewCounter(Counter::Kind::kAgentType, name, TypeLimit(name));
+  counters_[t.counter].owner = idx;
   types_.push_back(std::move(t));
+  type_lanes_.emplace_back();
   type_index_[name] = idx;
   return idx;
 }
@@ -125,7 +127,9 @@ uint32_t EngineImpl::InternProduct(const std::string& name) {
   auto cfg = config_.products.find(name);
   if (cfg != config_.products.end()) p.share = cfg->second.share;
   p.counter = NewCounter(Counter::Kind::kProduct, name, ProductLimit(name));
+  counters_[p.counter].owner = idx;
   products_.push_back(std::move(p));
+  product_lanes_.emplace_back();
   product_index_[name] = idx;
   return idx;
 }
@@ -351,6 +355,7 @@ double EngineImpl::FairShareUsage(const ProductState& p, Time now) const {
 void EngineImpl::CountRunning(Alloc& a, int sign) {
   ProductState& p = products_[a.product];
   AccrueUsage(p, now_);
+  ++fs_version_;
   p.running_agents += sign * a.req.agents;
   p.committed_end_sum += sign * FromMilli(a.req.agents) *
                          Minutes(a.expected_end - epoch_time_);
@@ -385,6 +390,15 @@ std::vector<double> EngineImpl::FairShareTerms(Time now) const {
   return fs;
 }
 
+const std::vector<double>& EngineImpl::FairShare() const {
+  if (fs_cached_version_ != fs_version_ || fs_time_ != now_) {
+    fs_cache_ = FairShareTerms(now_);
+    fs_time_ = now_;
+    fs_cached_version_ = fs_version_;
+  }
+  return fs_cache_;
+}
+
 // ---------------------------------------------------------------- queue
 
 void EngineImpl::Enqueue(Alloc& a) {
@@ -406,6 +420,11 @@ void EngineImpl::Enqueue(Alloc& a) {
     }
     Lane lane;
     lane.band = bit->second;
+    lane.type = a.type;
+    lane.product = a.product;
+    lane.uses_agents = uses_agents;
+    type_lanes_[a.type].push_back(lit->second);
+    product_lanes_[a.product].push_back(lit->second);
     lanes_.push_back(std::move(lane));
   }
   const uint32_t li = lit->second;
@@ -422,6 +441,7 @@ void EngineImpl::Enqueue(Alloc& a) {
     band.lanes.insert({*lane.members.begin(), li});
   }
   active_bands_.insert(lane.band);
+  ++fs_version_;
   a.status = AllocStatus::kQueued;
   ++a.queue_gen;
   ++queued_count_;
@@ -446,6 +466,7 @@ void EngineImpl::Dequeue(Alloc& a) {
     band.lanes.insert({*lane.members.begin(), a.lane});
   }
   if (band.lanes.empty()) active_bands_.erase(lane.band);
+  ++fs_version_;
   --queued_count_;
   if (a.req.agents == 0) --queued_without_agents_;
   --products_[a.product].queued;
@@ -463,11 +484,48 @@ bool EngineImpl::Fits(const Demand& d) const {
   return true;
 }
 
-bool EngineImpl::TouchesBlocked(const Demand& d) const {
-  for (const auto& [c, m] : d) {
-    if (counters_[c].blocked_epoch == pass_epoch_) return true;
+uint64_t EngineImpl::Blocker(uint32_t c) const {
+  const Counter& k = counters_[c];
+  return k.blocked_epoch == pass_epoch_ ? k.blocked_by : 0;
+}
+
+double EngineImpl::RankScore(const QKey& k, Level level, uint32_t product,
+                             const std::vector<double>& fs) const {
+  const double m = LevelWait(level);
+  double score = k.key;
+  if (m > 0) {
+    score += config_.scheduling.weights.wait * Minutes(now_ - epoch_time_) / m;
   }
-  return false;
+  if (product < fs.size()) {
+    score += config_.scheduling.weights.fair_share * fs[product];
+  }
+  return score;
+}
+
+bool EngineImpl::Outranks(const Alloc& x, const Alloc& y) const {
+  const bool tx = NoWaitLevel(x.req.level), ty = NoWaitLevel(y.req.level);
+  if (tx != ty) return tx;
+  const double sx = CurrentScore(x), sy = CurrentScore(y);
+  if (sx != sy) return sx > sy;
+  if (x.queued_at != y.queued_at) return x.queued_at < y.queued_at;
+  return x.id < y.id;
+}
+
+void EngineImpl::Block(uint32_t c, const Alloc& a) {
+  Counter& k = counters_[c];
+  const uint64_t current = Blocker(c);
+  if (current == a.id) return;
+  if (current != 0) {
+    if (k.blocked_serial == pass_serial_) return;  // set earlier this pass
+    auto it = allocs_.find(current);
+    if (it != allocs_.end() && it->second.status == AllocStatus::kQueued &&
+        Outranks(it->second, a)) {
+      return;
+    }
+  }
+  k.blocked_epoch = pass_epoch_;
+  k.blocked_by = a.id;
+  k.blocked_serial = pass_serial_;
 }
 
 void EngineImpl::ApplyCounters(Alloc& a, int sign) {
@@ -512,14 +570,13 @@ void EngineImpl::StopHolding(Alloc& a) {
   }
 }
 
-void EngineImpl::MaybeDispatchAfterFree(const Demand& freed) {
+void EngineImpl::DispatchFreed(const Demand& touched) {
   if (queued_count_ == 0) return;
-  for (const auto& [c, m] : freed) {
-    if (counters_[c].blocked_epoch == pass_epoch_) {
-      Dispatch();
-      return;
-    }
+  std::vector<uint32_t> seeds;
+  for (const auto& [c, m] : touched) {
+    if (Blocker(c) != 0) seeds.push_back(c);
   }
+  if (!seeds.empty()) RunPass(&seeds);
 }
 
 AllocationInfo EngineImpl::Finish(Alloc& a, AllocStatus status,
@@ -533,7 +590,7 @@ AllocationInfo EngineImpl::Finish(Alloc& a, AllocStatus status,
   const Demand freed = a.demand;
   AllocationInfo info = Info(a);
   Retire(a);  // may erase `a`
-  MaybeDispatchAfterFree(freed);
+  DispatchFreed(freed);
   return info;
 }
 
@@ -544,12 +601,13 @@ AllocationInfo EngineImpl::ForceRelease(Alloc& a, AllocStatus status,
     a.status = AllocStatus::kPreempted;
     Emit(event, a, reason);
     a.end_reason = std::move(reason);
-    Enqueue(a);  // keeps the original queued_at
-    SetQueuedReasonNoPass(a);
-    Emit(EventType::kRequeued, a,
-         "re-queued after preemption, keeping its queue time " +
-             FormatTime(a.queued_at));
-    MaybeDispatchAfterFree(a.demand);
+    Admit(a, false);  // keeps the original queued_at
+    if (a.status == AllocStatus::kQueued) {
+      Emit(EventType::kRequeued, a,
+           "re-queued after preemption, keeping its queue time " +
+               FormatTime(a.queued_at));
+    }
+    DispatchFreed(a.demand);
     return Info(a);
   }
   return Finish(a, status, event, std::move(reason));
@@ -576,43 +634,77 @@ WaitReason EngineImpl::Diagnose(const Demand& d, uint64_t self) const {
   for (const auto& [c, m] : d) {
     const Counter& k = counters_[c];
     if (k.used + m > k.limit) return {WaitReason::Kind::kNoFit, c, m, 0};
-    if (behind.kind == WaitReason::Kind::kNone && queued_count_ > 0 &&
-        k.blocked_epoch == pass_epoch_ && k.blocked_by != self) {
-      behind = {WaitReason::Kind::kBehind, c, m, k.blocked_by};
+    const uint64_t b = Blocker(c);
+    if (behind.kind == WaitReason::Kind::kNone && b != 0 && b != self) {
+      behind = {WaitReason::Kind::kBehind, c, m, b};
     }
   }
   return behind;
 }
 
-void EngineImpl::SetQueuedReasonNoPass(Alloc& a) {
-  a.wait = Diagnose(a.demand, a.id);
+void EngineImpl::Admit(Alloc& a, bool is_new) {
+  // Does it fit, and does a waiter that outranks it claim one of its
+  // counters?
+  WaitReason wait;
+  std::vector<uint32_t> nofit;
   for (const auto& [c, m] : a.demand) {
-    Counter& k = counters_[c];
-    if (k.used + m > k.limit && k.blocked_epoch != pass_epoch_) {
-      k.blocked_epoch = pass_epoch_;
-      k.blocked_by = a.id;
+    const Counter& k = counters_[c];
+    if (k.used + m > k.limit) {
+      nofit.push_back(c);
+      if (wait.kind == WaitReason::Kind::kNone) {
+        wait = {WaitReason::Kind::kNoFit, c, m, 0};
+      }
+      continue;
     }
+    const uint64_t b = Blocker(c);
+    if (b == 0 || b == a.id || wait.kind == WaitReason::Kind::kBehind) continue;
+    auto it = allocs_.find(b);
+    if (it != allocs_.end() && it->second.status == AllocStatus::kQueued &&
+        Outranks(it->second, a)) {
+      wait = {WaitReason::Kind::kBehind, c, m, b};
+    }
+  }
+  if (wait.kind == WaitReason::Kind::kNone) {
+    ApplyCounters(a, +1);
+    Grant(a, is_new ? std::nullopt : std::optional<double>(CurrentScore(a)));
+    return;
+  }
+  Enqueue(a);
+  a.wait = wait;
+  ++pass_serial_;
+  for (uint32_t c : nofit) Block(c, a);
+  if (wait.kind == WaitReason::Kind::kNoFit &&
+      config_.levels[static_cast<int>(a.req.level)].preempt_lower) {
+    // Preempt only for counters this request now heads.
+    bool heads_all = true;
+    for (uint32_t c : nofit) heads_all &= Blocker(c) == a.id;
+    if (heads_all) TryPreempt(a, nofit);
   }
 }
 
 // One dispatch pass: visits queued requests best score first (a lazy merge
 // over bands; within a band, lanes by their best request; within a lane,
 // requests in order) and starts every one that fits and does not need a
-// counter some better-scored request is waiting for. See
-// docs/architecture.md, "Dispatch".
-void EngineImpl::Dispatch() {
+// counter claimed by a waiter that outranks it. See docs/architecture.md,
+// "Dispatch".
+void EngineImpl::RunPass(const std::vector<uint32_t>* seeds) {
   if (queued_count_ == 0) return;
-  ++pass_epoch_;
-  last_pass_ = now_;
-  const std::vector<double> fs = FairShareTerms(now_);
+  const bool full = seeds == nullptr;
+  if (full) {
+    ++pass_epoch_;  // B starts empty
+    last_pass_ = now_;
+  }
+  const uint64_t serial = ++pass_serial_;
+  const std::vector<double>& fs = FairShare();
   using MemberIt = std::set<QKey, QKeyBefore>::const_iterator;
-  using BandIt = std::set<std::pair<QKey, uint32_t>, LaneHeadBefore>::const_iterator;
+  using BandIt =
+      std::set<std::pair<QKey, uint32_t>, LaneHeadBefore>::const_iterator;
   struct Cursor {
     int tier;
     double score;
     uint32_t lane;
     MemberIt it;
-    bool head;
+    bool band_head;  // full passes: visiting it pushes the band's next lane
     BandIt band_it;
   };
   // Max-heap order: higher tier, then higher score, then the earlier key.
@@ -622,31 +714,85 @@ void EngineImpl::Dispatch() {
     return QKeyBefore()(*y.it, *x.it);
   };
   std::vector<Cursor> heap;
-  heap.reserve(active_bands_.size() * 2);
-  auto push = [&](uint32_t lane, MemberIt it, bool head, BandIt band_it) {
-    const Alloc& a = allocs_.at(it->id);
-    heap.push_back(Cursor{NoWaitLevel(a.req.level) ? 1 : 0,
-                          Score(a, now_, fs), lane, it, head, band_it});
+  // Lanes are scored from their keys alone (no allocation lookups).
+  auto cursor = [&](uint32_t lane, MemberIt it, bool band_head,
+                    BandIt band_it) {
+    const Level level = bands_[lanes_[lane].band].level;
+    return Cursor{NoWaitLevel(level) ? 1 : 0,
+                  RankScore(*it, level, lanes_[lane].product, fs), lane, it,
+                  band_head, band_it};
+  };
+  auto push = [&](uint32_t lane, MemberIt it, bool band_head, BandIt band_it) {
+    heap.push_back(cursor(lane, it, band_head, band_it));
     std::push_heap(heap.begin(), heap.end(), less);
   };
-  for (uint32_t b : active_bands_) {
-    const Band& band = bands_[b];
-    const BandIt first = band.lanes.begin();
-    push(first->second, lanes_[first->second].members.begin(), true, first);
+  // Counters whose lanes a targeted pass visits; once every one of them is
+  // claimed by a request this pass visited, nothing left can start.
+  std::vector<uint32_t> pass_counters;
+  // Targeted passes: put every lane that touches counter `c` on the heap.
+  bool escalate = false;
+  auto add_lanes_of = [&](uint32_t c) {
+    const Counter& k = counters_[c];
+    const std::vector<uint32_t>* lanes = nullptr;
+    if (k.kind == Counter::Kind::kAgentType) {
+      lanes = &type_lanes_[k.owner];
+    } else if (k.kind == Counter::Kind::kProduct) {
+      lanes = &product_lanes_[k.owner];
+    } else {
+      escalate = true;  // global or workflow counter: everyone may care
+      return;
+    }
+    pass_counters.push_back(c);
+    for (uint32_t li : *lanes) {
+      Lane& lane = lanes_[li];
+      if (lane.members.empty() || !lane.uses_agents ||
+          lane.seen_serial == serial) {
+        continue;
+      }
+      lane.seen_serial = serial;
+      heap.push_back(cursor(li, lane.members.begin(), false, BandIt()));
+    }
+    std::make_heap(heap.begin(), heap.end(), less);
+  };
+  auto all_claimed = [&] {
+    for (uint32_t c : pass_counters) {
+      if (counters_[c].blocked_serial != serial || Blocker(c) == 0) {
+        return false;
+      }
+    }
+    return true;
+  };
+  if (full) {
+    heap.reserve(active_bands_.size() * 2);
+    for (uint32_t b : active_bands_) {
+      const Band& band = bands_[b];
+      const BandIt first = band.lanes.begin();
+      push(first->second, lanes_[first->second].members.begin(), true, first);
+    }
+  } else {
+    for (uint32_t c : *seeds) {
+      counters_[c].blocked_by = 0;
+      add_lanes_of(c);
+    }
+    if (escalate) {
+      RunPass(nullptr);
+      return;
+    }
   }
   const uint32_t agents_counter = resource_counter_[agents_resource_];
   std::vector<std::pair<uint64_t, double>> granted;
   std::vector<uint32_t> nofit;
-  while (!heap.empty()) {
-    if (counters_[agents_counter].blocked_epoch == pass_epoch_ &&
-        queued_without_agents_ == 0) {
-      break;  // everything left needs an agent some better request awaits
+  while (!heap.empty() && !escalate) {
+    if (counters_[agents_counter].blocked_serial == serial &&
+        Blocker(agents_counter) != 0 && queued_without_agents_ == 0) {
+      break;  // everything left needs an agent a better request awaits
     }
+    if (!full && all_claimed()) break;
     std::pop_heap(heap.begin(), heap.end(), less);
     const Cursor cur = heap.back();
     heap.pop_back();
     const Lane& lane = lanes_[cur.lane];
-    if (cur.head) {
+    if (cur.band_head) {
       const BandIt next = std::next(cur.band_it);
       if (next != bands_[lane.band].lanes.end()) {
         push(next->second, lanes_[next->second].members.begin(), true, next);
@@ -657,10 +803,20 @@ void EngineImpl::Dispatch() {
     nofit.clear();
     for (const auto& [c, m] : a.demand) {
       const Counter& k = counters_[c];
-      if (k.blocked_epoch == pass_epoch_) {
-        if (behind == UINT32_MAX) behind = c;
-      } else if (k.used + m > k.limit) {
+      if (k.used + m > k.limit) {
         nofit.push_back(c);
+        continue;
+      }
+      const uint64_t b = Blocker(c);
+      if (b == 0 || b == a.id || behind != UINT32_MAX) continue;
+      if (k.blocked_serial == serial) {
+        behind = c;  // claimed earlier in this pass: it outranks `a`
+      } else {
+        auto it = allocs_.find(b);
+        if (it != allocs_.end() && it->second.status == AllocStatus::kQueued &&
+            Outranks(it->second, a)) {
+          behind = c;
+        }
       }
     }
     auto lane_shared = [&](uint32_t c) {
@@ -669,25 +825,32 @@ void EngineImpl::Dispatch() {
               c == products_[a.product].counter);
     };
     bool skip_lane = false;
-    if (behind != UINT32_MAX) {
-      a.wait = {WaitReason::Kind::kBehind, behind, AmountOn(a.demand, behind),
-                counters_[behind].blocked_by};
-      skip_lane = lane_shared(behind);
-    } else if (!nofit.empty()) {
+    if (!nofit.empty()) {
+      for (uint32_t c : nofit) Block(c, a);
+      bool heads_all = true;
+      for (uint32_t c : nofit) heads_all &= Blocker(c) == a.id;
       const bool can_preempt =
+          heads_all &&
           config_.levels[static_cast<int>(a.req.level)].preempt_lower;
       if (!(can_preempt && TryPreempt(a, nofit))) {
         a.wait = {WaitReason::Kind::kNoFit, nofit[0],
                   AmountOn(a.demand, nofit[0]), 0};
       }
       for (uint32_t c : nofit) skip_lane |= lane_shared(c);
+    } else if (behind != UINT32_MAX) {
+      a.wait = {WaitReason::Kind::kBehind, behind,
+                AmountOn(a.demand, behind), Blocker(behind)};
+      skip_lane = lane_shared(behind);
     } else {
       ApplyCounters(a, +1);
-      granted.emplace_back(a.id, cur.score);
-    }
-    for (uint32_t c : nofit) {
-      counters_[c].blocked_epoch = pass_epoch_;
-      counters_[c].blocked_by = a.id;
+      granted.emplace_back(a.id, Score(a, now_, fs));
+      // Counters it was waiting for are free of it now: whoever else waits
+      // for them must be looked at again.
+      for (const auto& [c, m] : a.demand) {
+        if (Blocker(c) != a.id) continue;
+        counters_[c].blocked_by = 0;
+        if (!full) add_lanes_of(c);
+      }
     }
     if (!skip_lane) {
       const MemberIt next = std::next(cur.it);
@@ -699,6 +862,7 @@ void EngineImpl::Dispatch() {
     Dequeue(a);
     Grant(a, score);
   }
+  if (escalate) RunPass(nullptr);
 }
 
 // Chooses victims among running preemptible allocations of strictly lower
@@ -782,17 +946,18 @@ bool EngineImpl::TryPreempt(Alloc& a, const std::vector<uint32_t>& short_counter
 // ---------------------------------------------------------------- operations
 
 StatusOr<AllocateResult> EngineImpl::Allocate(const AllocationRequest& r) {
-  auto batch = AllocateBatch({r}, false);
-  if (!batch.ok()) {
-    // Single requests name their fields without the batch index.
-    Status s = batch.status();
-    return s;
-  }
+  auto batch = AllocateMany(std::span<const AllocationRequest>(&r, 1), false);
+  if (!batch.ok()) return batch.status();
   return std::move(batch->front());
 }
 
 StatusOr<std::vector<AllocateResult>> EngineImpl::AllocateBatch(
     const std::vector<AllocationRequest>& requests, bool all_or_nothing) {
+  return AllocateMany(requests, all_or_nothing);
+}
+
+StatusOr<std::vector<AllocateResult>> EngineImpl::AllocateMany(
+    std::span<const AllocationRequest> requests, bool all_or_nothing) {
   StartOp();
   struct OpGuard {
     EngineImpl* e;
@@ -890,21 +1055,9 @@ StatusOr<std::vector<AllocateResult>> EngineImpl::AllocateBatch(
     a.req = std::move(p);
     a.queued_at = now_;
     if (!a.req.idempotency_key.empty()) idempotency_[a.req.idempotency_key] = id;
-    const bool fits = Fits(a.demand);
-    if (fits && (queued_count_ == 0 || !TouchesBlocked(a.demand))) {
-      ApplyCounters(a, +1);
-      Grant(a, std::nullopt);
-    } else {
-      Enqueue(a);
-      SetQueuedReasonNoPass(a);
-      if (fits ||
-          config_.levels[static_cast<int>(a.req.level)].preempt_lower) {
-        Dispatch();
-      }
-      if (a.status == AllocStatus::kQueued) {
-        Emit(EventType::kQueued, a, ReasonText(a),
-             Score(a, now_, FairShareTerms(now_)));
-      }
+    Admit(a, true);
+    if (a.status == AllocStatus::kQueued) {
+      Emit(EventType::kQueued, a, ReasonText(a), CurrentScore(a));
     }
     results.push_back({Info(a), false});
   }
@@ -1098,7 +1251,7 @@ StatusOr<AllocationInfo> EngineImpl::Reallocate(
                          FormatMilli(delta))
           .AddAffected(k.name);
     }
-    if (queued_count_ > 0 && k.blocked_epoch == pass_epoch_) {
+    if (queued_count_ > 0 && Blocker(c) != 0) {
       return Unavailable("cannot grow " + IdText(a.id) +
                          " now: queued requests are waiting for " +
                          CounterLabel(k))
@@ -1121,7 +1274,7 @@ StatusOr<AllocationInfo> EngineImpl::Reallocate(
     counters_[c].holders.insert({a.expected_end, a.id});
   }
   Emit(EventType::kReallocated, a, "resources changed");
-  MaybeDispatchAfterFree(freed);
+  DispatchFreed(freed);
   return Info(a);
 }
 
@@ -1140,10 +1293,9 @@ StatusOr<AllocationInfo> EngineImpl::Cancel(std::string_view id) {
                     "; only queued requests can be cancelled (release a "
                     "running one)");
   }
-  bool was_blocker = false;
+  std::vector<uint32_t> blocked;
   for (const auto& [c, m] : a.demand) {
-    was_blocker |= counters_[c].blocked_epoch == pass_epoch_ &&
-                   counters_[c].blocked_by == a.id;
+    if (Blocker(c) == a.id) blocked.push_back(c);
   }
   Dequeue(a);
   a.status = AllocStatus::kCancelled;
@@ -1152,7 +1304,7 @@ StatusOr<AllocationInfo> EngineImpl::Cancel(std::string_view id) {
   ReleaseWorkflowRef(a.req.workflow_id);
   AllocationInfo info = Info(a);
   Retire(a);
-  if (was_blocker) Dispatch();
+  if (!blocked.empty() && queued_count_ > 0) RunPass(&blocked);
   return info;
 }
 
@@ -1272,7 +1424,7 @@ AllocationInfo EngineImpl::Info(const Alloc& a) const {
   if (a.status == AllocStatus::kQueued) {
     i.reason_queued = ReasonText(a);
     i.expected_start = ExpectedStart(a);
-    i.score = Score(a, now_, FairShareTerms(now_));
+    i.score = CurrentScore(a);
   }
   if (a.status == AllocStatus::kPreempted && a.holding) {
     i.preempt_deadline = a.preempt_deadline;
@@ -1479,6 +1631,41 @@ Status EngineImpl::CheckInvariants() const {
   }
   for (const auto& [key, id] : idempotency_) {
     if (!allocs_.count(id)) return Internal("idempotency key to a lost id");
+  }
+  // The blocked set: every blocker is a queued request, and every queued
+  // request is held back by a claim: another waiter claims one of its
+  // counters, or it does not fit on a claimed counter. (An unheld request
+  // would wait with nothing to wake it: it should have started, or its
+  // wait went unrecorded.)
+  for (size_t c = 0; c < counters_.size(); ++c) {
+    if (!counters_[c].in_use) continue;
+    const uint64_t b = Blocker(static_cast<uint32_t>(c));
+    if (b == 0) continue;
+    auto it = allocs_.find(b);
+    if (it == allocs_.end() || it->second.status != AllocStatus::kQueued) {
+      return Internal("counter " + counters_[c].name + " is claimed by " +
+                      IdText(b) + ", which is not queued");
+    }
+  }
+  for (const Lane& lane : lanes_) {
+    for (const QKey& k : lane.members) {
+      const Alloc& a = allocs_.at(k.id);
+      bool held = false, fits = true;
+      for (const auto& [c, m] : a.demand) {
+        const Counter& cnt = counters_[c];
+        const uint64_t b = Blocker(c);
+        if (cnt.used + m > cnt.limit) {
+          fits = false;
+          held |= b != 0;
+        } else {
+          held |= b != 0 && b != a.id;
+        }
+      }
+      if (!held) {
+        return Internal(IdText(a.id) + (fits ? " fits" : " does not fit") +
+                        " and no claim holds it back, yet it is queued");
+      }
+    }
   }
   return Status::Ok();
 }

@@ -18,6 +18,7 @@
 #include <optional>
 #include <queue>
 #include <set>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -42,11 +43,17 @@ struct Counter {
   // Held by preempted allocations whose forced release is pending: it will
   // come back without any further decision.
   Milli releasing = 0;
-  // Member of the blocked set B of dispatch pass `blocked_epoch`: some queued
-  // request is waiting for this counter, so lower-scored requests may not
-  // take from it. `blocked_by` is the best such waiter.
+  // Member of the blocked set B while blocked_by != 0 and blocked_epoch is
+  // the current epoch (a full dispatch pass starts a new epoch, emptying B
+  // at once): queued request `blocked_by` does not fit on this counter, so
+  // requests it outranks may not take from it. `blocked_serial` is the pass
+  // that recorded it (a blocker recorded by the running pass outranks every
+  // request the pass visits later).
   uint64_t blocked_epoch = 0;
   uint64_t blocked_by = 0;
+  uint64_t blocked_serial = 0;
+  // The type or product index of a kAgentType / kProduct counter.
+  uint32_t owner = 0;
   // Active holders ordered by expected end (for expected_start estimates and
   // for naming who holds a limit).
   std::set<std::pair<Time, uint64_t>> holders;
@@ -127,6 +134,9 @@ struct Alloc {
 // lane whose best request waits for one of those can be skipped whole.
 struct Lane {
   uint32_t band = 0;
+  uint32_t type = 0, product = 0;
+  bool uses_agents = true;
+  uint64_t seen_serial = 0;  // the last pass that put this lane on its heap
   std::set<QKey, QKeyBefore> members;
 };
 struct LaneHeadBefore {
@@ -194,6 +204,10 @@ class EngineImpl {
       const std::vector<AllocationRequest>& requests, bool all_or_nothing);
   StatusOr<AllocationInfo> Release(std::string_view id,
                                    const UsageReport& usage);
+  // Allocate and AllocateBatch: `requests` are validated first; a single
+  // request (not all-or-nothing) names its fields without a batch index.
+  StatusOr<std::vector<AllocateResult>> AllocateMany(
+      std::span<const AllocationRequest> requests, bool all_or_nothing);
   StatusOr<AllocationInfo> Renew(std::string_view id,
                                  std::optional<Duration> ttl);
   StatusOr<AllocationInfo> Reallocate(std::string_view id,
@@ -234,15 +248,32 @@ class EngineImpl {
 
   // --- admission ---
   bool Fits(const Demand& d) const;
-  bool TouchesBlocked(const Demand& d) const;
-  void Dispatch();
-  void MaybeDispatchAfterFree(const Demand& freed);
+  // The queued request blocking counter `c`, or 0.
+  uint64_t Blocker(uint32_t c) const;
+  // Whether queued `x` goes before queued-or-arriving `y` right now.
+  bool Outranks(const Alloc& x, const Alloc& y) const;
+  // Records `a` as the blocker of `c` unless a request that outranks it
+  // already is.
+  void Block(uint32_t c, const Alloc& a);
+  // Grants a new (or re-queued) allocation at once when it fits and no
+  // waiter that outranks it claims one of its counters; else queues it
+  // (preempting when its level allows).
+  void Admit(Alloc& a, bool is_new);
+  // Re-examines the queue after counters in `touched` gained room or lost
+  // their blocker. Does nothing unless one of them is blocked.
+  void DispatchFreed(const Demand& touched);
+  // A dispatch pass. Full (`seeds` null): every lane, and B is rebuilt from
+  // scratch. Targeted: only lanes touching the seed counters (agent type or
+  // product counters), cascading to the lanes of every counter whose
+  // blocker starts; escalates to a full pass when that counter is global.
+  void RunPass(const std::vector<uint32_t>* seeds);
+  void Dispatch() { RunPass(nullptr); }
   bool TryPreempt(Alloc& a, const std::vector<uint32_t>& short_counters);
   void Grant(Alloc& a, std::optional<double> score);
   void ApplyCounters(Alloc& a, int sign);
   void Enqueue(Alloc& a);
   void Dequeue(Alloc& a);
-  void SetQueuedReasonNoPass(Alloc& a);
+
   void StopHolding(Alloc& a);
   // End `a` (freeing what it holds) and answer its final state; `a` may be
   // dropped from the history afterwards.
@@ -259,6 +290,15 @@ class EngineImpl {
   double Score(const Alloc& a, Time now, const std::vector<double>& fs,
                QueueEntry* parts = nullptr) const;
   std::vector<double> FairShareTerms(Time now) const;
+  // FairShareTerms(now_), cached until time moves or usage changes.
+  const std::vector<double>& FairShare() const;
+  // The score of queue key `k` of a request of `level` and `product` now:
+  // what dispatch orders lanes by (equal to Score() up to rounding).
+  double RankScore(const QKey& k, Level level, uint32_t product,
+                   const std::vector<double>& fs) const;
+  double CurrentScore(const Alloc& a) const {
+    return Score(a, now_, FairShare());
+  }
   double DecayedUsage(const ProductState& p, Time now) const;
   // Decayed past usage plus the usage committed to running work until its
   // expected end: what the fair-share factor compares against shares.
@@ -327,7 +367,14 @@ class EngineImpl {
   std::vector<Band> bands_;
   std::map<std::pair<int, uint32_t>, uint32_t> band_index_;
   std::set<uint32_t> active_bands_;
+  std::vector<std::vector<uint32_t>> type_lanes_, product_lanes_;
   uint64_t pass_epoch_ = 1;
+  uint64_t pass_serial_ = 0;
+  // Fair-share cache: valid while fs_time_ == now_ and no usage changed.
+  mutable std::vector<double> fs_cache_;
+  mutable Time fs_time_{};
+  mutable uint64_t fs_cached_version_ = UINT64_MAX;
+  uint64_t fs_version_ = 0;
 
   std::priority_queue<Timer, std::vector<Timer>, std::greater<Timer>> timers_;
   uint64_t timer_seq_ = 0;
