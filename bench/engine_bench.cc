@@ -61,7 +61,8 @@ void BM_AllocateReleaseCycle(benchmark::State& state) {
     }
   }
   for (int i = 0; i < 10000; ++i, ++n) {
-    auto r = engine->Allocate(Request(i % (kTypes / 2), n % kProducts, n % 1000));
+    auto r =
+        engine->Allocate(Request(i % (kTypes / 2), n % kProducts, n % 1000));
     if (r->allocation.status != AllocStatus::kQueued) {
       state.SkipWithError("set-up: expected a queued request");
       return;

@@ -34,7 +34,8 @@ void BM_Simulator1MEvents(benchmark::State& state) {
     NullBuf buf;
     std::ostream out(&buf);
     sim::RunStats stats;
-    const Status s = sim::RunScenarioString(kScenario, "bench", ".", out, &stats);
+    const Status s =
+        sim::RunScenarioString(kScenario, "bench", ".", out, &stats);
     if (!s.ok()) state.SkipWithError(s.ToString().c_str());
     state.counters["events"] = static_cast<double>(stats.events);
   }

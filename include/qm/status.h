@@ -37,7 +37,8 @@ bool CodeFromName(std::string_view name, Code* code);
 class Status {
  public:
   Status() = default;
-  Status(Code code, std::string message) : code_(code), message_(std::move(message)) {}
+  Status(Code code, std::string message)
+      : code_(code), message_(std::move(message)) {}
 
   static Status Ok() { return Status(); }
 
@@ -127,9 +128,9 @@ class StatusOr {
 
 }  // namespace qm
 
-#define QM_RETURN_IF_ERROR(expr)         \
-  do {                                   \
-    ::qm::Status qm_status_ = (expr);    \
+#define QM_RETURN_IF_ERROR(expr)             \
+  do {                                       \
+    ::qm::Status qm_status_ = (expr);        \
     if (!qm_status_.ok()) return qm_status_; \
   } while (0)
 

@@ -160,14 +160,14 @@ enum class EventType {
   kReleased,
   kFailed,
   kExpired,
-  kLeaseExpiring,    // TTL ran out; forced release after the grace period
+  kLeaseExpiring,  // TTL ran out; forced release after the grace period
   kRenewed,
   kReallocated,
   kCancelled,
   kPreemptionNotice,  // holder must release before the deadline
   kPreempted,         // resources taken back from a preempted holder
   kRequeued,
-  kStarvation,        // waited longer than its level's max wait
+  kStarvation,  // waited longer than its level's max wait
 };
 const char* EventTypeName(EventType t);
 

@@ -51,7 +51,7 @@ Status GetInt(const Json& j, const std::string& field, int64_t* out) {
       return Status::Ok();
     }
     return InvalidRequest(field + " must be a whole number, got " +
-                          FormatAmount(d));
+                          FormatNumber(d));
   }
   return WrongType(field, "a whole number", j);
 }
@@ -71,7 +71,7 @@ Status GetBool(const Json& j, const std::string& field, bool* out) {
 Status UnknownField(const std::string& prefix, const std::string& key,
                     const std::vector<std::string>& known) {
   std::string msg = prefix + Truncate(key, 64) + ": unknown field";
-  const std::string guess = DidYouMean(key, known);
+  const std::string guess = ClosestMatch(key, known);
   if (!guess.empty()) msg += "; did you mean \"" + guess + "\"?";
   return InvalidRequest(msg).WithDetails("known fields: " + Join(known, ", "));
 }
@@ -83,14 +83,30 @@ Status NotBuilt(const std::string& field, const std::string& what) {
 
 const std::vector<std::string>& RequestFields() {
   static const std::vector<std::string> kFields = {
-      "workflow_id",      "requester",          "product",
-      "agent_type",       "priority",           "resources",
-      "estimated_tokens", "estimated_minutes",  "blocks",
-      "total_tasks",      "ttl",                "max_duration",
-      "duration",         "constraints",        "preemptible",
-      "requeue_on_preempt", "metadata",         "idempotency_key",
-      "exclusive_access", "shared_access",      "exclusive_files",
-      "conflict_avoidance", "reservation_id",   "auto_release",
+      "workflow_id",
+      "requester",
+      "product",
+      "agent_type",
+      "priority",
+      "resources",
+      "estimated_tokens",
+      "estimated_minutes",
+      "blocks",
+      "total_tasks",
+      "ttl",
+      "max_duration",
+      "duration",
+      "constraints",
+      "preemptible",
+      "requeue_on_preempt",
+      "metadata",
+      "idempotency_key",
+      "exclusive_access",
+      "shared_access",
+      "exclusive_files",
+      "conflict_avoidance",
+      "reservation_id",
+      "auto_release",
       "performance_requirements",
   };
   return kFields;
@@ -107,7 +123,8 @@ StatusOr<Duration> DurationFromJson(const Json& j, const std::string& field) {
   if (j.is_string()) {
     Duration d{};
     if (!ParseDuration(j.get<std::string>(), &d)) {
-      return InvalidRequest(field + " must be a duration such as \"30s\", "
+      return InvalidRequest(field +
+                            " must be a duration such as \"30s\", "
                             "\"15m\", \"2h\" or \"1h30m\", got \"" +
                             Truncate(j.get<std::string>(), 64) + "\"");
     }
@@ -147,8 +164,9 @@ StatusOr<ResourceAmounts> AmountsFromJson(const Json& j,
 StatusOr<AllocationRequest> RequestFromJson(const Json& j,
                                             const std::string& prefix) {
   if (!j.is_object()) {
-    return InvalidRequest((prefix.empty() ? std::string("request")
-                                          : prefix.substr(0, prefix.size() - 1)) +
+    return InvalidRequest((prefix.empty()
+                               ? std::string("request")
+                               : prefix.substr(0, prefix.size() - 1)) +
                           " must be a JSON object, got " + TypeName(j));
   }
   AllocationRequest r;
@@ -169,7 +187,8 @@ StatusOr<AllocationRequest> RequestFromJson(const Json& j,
         int64_t p = 0;
         QM_RETURN_IF_ERROR(GetInt(v, f, &p));
         if (p < 0 || p > 100) {
-          return InvalidRequest(f + " must be an integer 0-100 or one of "
+          return InvalidRequest(f +
+                                " must be an integer 0-100 or one of "
                                 "critical|high|normal|low, got " +
                                 std::to_string(p));
         }
@@ -273,8 +292,10 @@ StatusOr<UsageReport> UsageFromJson(const Json& j) {
       } else if (o == "cancelled") {
         u.outcome = Outcome::kCancelled;
       } else {
-        return InvalidRequest(f + " must be success, failure or cancelled, "
-                              "got \"" + Truncate(o, 64) + "\"");
+        return InvalidRequest(f +
+                              " must be success, failure or cancelled, "
+                              "got \"" +
+                              Truncate(o, 64) + "\"");
       }
     } else {
       return UnknownField("usage.", key, {"tokens", "cost_usd", "outcome"});
@@ -316,7 +337,8 @@ Json ToJson(const AllocationInfo& a) {
     j["expected_start"] = OptTime(a.expected_start);
     if (a.score) j["score"] = Round6(*a.score);
   }
-  if (a.preempt_deadline) j["preempt_deadline"] = FormatTime(*a.preempt_deadline);
+  if (a.preempt_deadline)
+    j["preempt_deadline"] = FormatTime(*a.preempt_deadline);
   if (a.estimated_tokens) j["estimated_tokens"] = *a.estimated_tokens;
   if (a.estimated_minutes) j["estimated_minutes"] = *a.estimated_minutes;
   if (a.usage) {
@@ -370,8 +392,8 @@ Json ToJson(const Snapshot& s) {
   q["active"] = s.active;
   q["queued"] = s.queued;
   q["preempting"] = s.preempting;
-  q["oldest_wait"] = s.oldest_wait ? Json(FormatDuration(*s.oldest_wait))
-                                   : Json(nullptr);
+  q["oldest_wait"] =
+      s.oldest_wait ? Json(FormatDuration(*s.oldest_wait)) : Json(nullptr);
   Json by_level = Json::object();
   for (int l = kNumLevels - 1; l >= 0; --l) {
     by_level[LevelName(static_cast<Level>(l))] = s.queued_by_level[l];
@@ -437,8 +459,9 @@ Json ErrorEnvelope(std::string_view operation, Time timestamp,
       recovery = {"Fix the named field and send the request again"};
       break;
     case Code::kNotFound:
-      recovery = {"Check the id or path; finished allocations leave the "
-                  "history after scheduling.history_limit newer ones"};
+      recovery = {
+          "Check the id or path; finished allocations leave the "
+          "history after scheduling.history_limit newer ones"};
       break;
     case Code::kResourceExhausted:
       recovery = {"Reduce resource request size",
@@ -459,13 +482,13 @@ Json ErrorEnvelope(std::string_view operation, Time timestamp,
       recovery = {"Use a token whose role allows this operation"};
       break;
     case Code::kUnavailable:
-      recovery = {"Wait for current allocations to release",
-                  "Retry later"};
+      recovery = {"Wait for current allocations to release", "Retry later"};
       alternatives = {"Queue the request (allocate without all_or_nothing)"};
       break;
     case Code::kUnimplemented:
-      recovery = {"Leave the unsupported field out; see the issue tracker "
-                  "for when it lands"};
+      recovery = {
+          "Leave the unsupported field out; see the issue tracker "
+          "for when it lands"};
       break;
     case Code::kInternal:
     case Code::kOk:

@@ -37,8 +37,8 @@ struct Output {
 Time Now() { return SystemClock::Default()->Now(); }
 
 Duration Since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration_cast<Duration>(
-      std::chrono::steady_clock::now() - t0);
+  return std::chrono::duration_cast<Duration>(std::chrono::steady_clock::now() -
+                                              t0);
 }
 
 int ConfigValidate(const Output& o, const std::string& path) {
@@ -76,8 +76,9 @@ int ConfigShow(const Output& o, const std::string& path) {
   try {
     r["config"] = sim::ToJsonValue(YAML::Load(yaml));
   } catch (const YAML::Exception& e) {
-    return o.Emit(api::ErrorEnvelope(
-        "config_show", Now(), Internal(std::string("config dump: ") + e.what())));
+    return o.Emit(
+        api::ErrorEnvelope("config_show", Now(),
+                           Internal(std::string("config dump: ") + e.what())));
   }
   return o.Emit(api::SuccessEnvelope("config_show", Now(), r, Since(t0)));
 }
@@ -172,8 +173,8 @@ int Run(int argc, const char* const* argv, std::ostream& out,
   if (*validate) return ConfigValidate(o, validate_path);
   if (*show) return ConfigShow(o, show_path);
   if (*version) {
-    return o.Emit(api::SuccessEnvelope("version", Now(),
-                                       Json{{"version", "0.1.0"}}, Duration(0)));
+    return o.Emit(api::SuccessEnvelope(
+        "version", Now(), Json{{"version", "0.1.0"}}, Duration(0)));
   }
   for (auto* cmd : server_cmds) {
     if (*cmd) {
@@ -187,6 +188,8 @@ int Run(int argc, const char* const* argv, std::ostream& out,
   return 2;
 }
 
-int Main(int argc, char** argv) { return Run(argc, argv, std::cout, std::cerr); }
+int Main(int argc, char** argv) {
+  return Run(argc, argv, std::cout, std::cerr);
+}
 
 }  // namespace qm::cli

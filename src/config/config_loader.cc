@@ -13,13 +13,11 @@
 #include <string>
 #include <vector>
 
-#include "config/config_text.h"
 #include "config/yaml_config.h"
+#include "core/text.h"
 
 namespace qm {
 namespace {
-
-using config_internal::FormatNumber;
 
 std::string Where(const std::string& source, const YAML::Mark& mark) {
   if (mark.is_null()) return source + ": ";

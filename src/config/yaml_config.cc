@@ -18,15 +18,10 @@
 #include <utility>
 #include <vector>
 
-#include "config/config_text.h"
+#include "core/text.h"
 
 namespace qm {
 namespace {
-
-using config_internal::ClosestMatch;
-using config_internal::EditDistance;
-using config_internal::FormatNumber;
-using config_internal::Quote;
 
 // Largest capacity or per-workflow amount accepted. The engine keeps amounts
 // as thousandths in 64-bit integers; this bound keeps every sum of them far

@@ -77,9 +77,8 @@ std::string FormatDuration(Duration d) {
     long long ms;
     const char* name;
   };
-  static constexpr Unit kUnits[] = {{86400000, "d"}, {3600000, "h"},
-                                    {60000, "m"},    {1000, "s"},
-                                    {1, "ms"}};
+  static constexpr Unit kUnits[] = {
+      {86400000, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}, {1, "ms"}};
   for (const Unit& u : kUnits) {
     if (ms >= u.ms) {
       out += std::to_string(ms / u.ms) + u.name;
@@ -95,7 +94,8 @@ bool ParseDuration(const std::string& s, Duration* out) {
   if (s.empty()) return false;
   // A plain number is seconds.
   bool all_digits = true;
-  for (char c : s) all_digits &= std::isdigit(static_cast<unsigned char>(c)) != 0;
+  for (char c : s)
+    all_digits &= std::isdigit(static_cast<unsigned char>(c)) != 0;
   if (all_digits) {
     if (s.size() > 12) return false;
     *out = Duration(std::stoll(s) * 1000);

@@ -34,9 +34,9 @@ bool LevelFromName(const std::string& name, Level* level) {
 Config Config::Defaults() {
   Config c;
   c.resources = {
-      {"agents", 5, false},       {"workflows", 5, false},
-      {"cpu_cores", 8, true},     {"memory_gb", 16, true},
-      {"storage_gb", 500, true},  {"tool.bash", 12, false},
+      {"agents", 5, false},        {"workflows", 5, false},
+      {"cpu_cores", 8, true},      {"memory_gb", 16, true},
+      {"storage_gb", 500, true},   {"tool.bash", 12, false},
       {"tool.file_ops", 8, false}, {"tool.search", 4, false},
       {"tool.web", 2, false},
   };

@@ -91,8 +91,7 @@ uint32_t EngineImpl::NewCounter(Counter::Kind kind, std::string name,
 
 Milli EngineImpl::TypeLimit(const std::string& type) const {
   auto it = config_.per_type_limits.find(type);
-  return it == config_.per_type_limits.end() ? kUnlimited
-                                             : it->second * 1000;
+  return it == config_.per_type_limits.end() ? kUnlimited : it->second * 1000;
 }
 
 Milli EngineImpl::ProductLimit(const std::string& product) const {
@@ -287,9 +286,10 @@ void EngineImpl::HandleTimer(const Timer& t) {
       const double max_wait = LevelWait(a.req.level);
       Emit(EventType::kStarvation, a,
            std::string(LevelName(a.req.level)) + " request waited " +
-               FormatDuration(now_ - a.queued_at) + ", over its level's max "
-               "wait of " + FormatAmount(max_wait) + " min: " +
-               ReasonText(a));
+               FormatDuration(now_ - a.queued_at) +
+               ", over its level's max "
+               "wait of " +
+               FormatNumber(max_wait) + " min: " + ReasonText(a));
       return;
     }
   }
@@ -304,8 +304,8 @@ double EngineImpl::LevelWait(Level l) const {
 double EngineImpl::StaticKey(const Alloc& a) const {
   const ScoreWeights& w = config_.scheduling.weights;
   const double lw = config_.levels[static_cast<int>(a.req.level)].weight;
-  const double bf =
-      static_cast<double>(a.req.blocks) / static_cast<double>(a.req.total_tasks);
+  const double bf = static_cast<double>(a.req.blocks) /
+                    static_cast<double>(a.req.total_tasks);
   const double m = LevelWait(a.req.level);
   double key = w.priority * lw + w.blocking * bf;
   if (m <= 0) {
@@ -316,15 +316,16 @@ double EngineImpl::StaticKey(const Alloc& a) const {
   return key;
 }
 
-double EngineImpl::Score(const Alloc& a, Time now, const std::vector<double>& fs,
+double EngineImpl::Score(const Alloc& a, Time now,
+                         const std::vector<double>& fs,
                          QueueEntry* parts) const {
   const ScoreWeights& w = config_.scheduling.weights;
   const double lw = config_.levels[static_cast<int>(a.req.level)].weight;
   const double m = LevelWait(a.req.level);
   const double waited = std::max(0.0, Minutes(now - a.queued_at));
   const double wf = m <= 0 ? 1.0 : waited / m;
-  const double bf =
-      static_cast<double>(a.req.blocks) / static_cast<double>(a.req.total_tasks);
+  const double bf = static_cast<double>(a.req.blocks) /
+                    static_cast<double>(a.req.total_tasks);
   const double f = a.product < fs.size() ? fs[a.product] : 0.0;
   if (parts) {
     parts->priority_factor = lw;
@@ -346,9 +347,8 @@ double EngineImpl::DecayedUsage(const ProductState& p, Time now) const {
 }
 
 double EngineImpl::FairShareUsage(const ProductState& p, Time now) const {
-  const double committed = p.committed_end_sum -
-                           FromMilli(p.running_agents) *
-                               Minutes(now - epoch_time_);
+  const double committed = p.committed_end_sum - FromMilli(p.running_agents) *
+                                                     Minutes(now - epoch_time_);
   return DecayedUsage(p, now) + std::max(0.0, committed);
 }
 
@@ -357,8 +357,8 @@ void EngineImpl::CountRunning(Alloc& a, int sign) {
   AccrueUsage(p, now_);
   ++fs_version_;
   p.running_agents += sign * a.req.agents;
-  p.committed_end_sum += sign * FromMilli(a.req.agents) *
-                         Minutes(a.expected_end - epoch_time_);
+  p.committed_end_sum +=
+      sign * FromMilli(a.req.agents) * Minutes(a.expected_end - epoch_time_);
 }
 
 void EngineImpl::AccrueUsage(ProductState& p, Time now) {
@@ -409,9 +409,9 @@ void EngineImpl::Enqueue(Alloc& a) {
   auto [lit, lane_new] =
       lane_index_.try_emplace(lane_key, static_cast<uint32_t>(lanes_.size()));
   if (lane_new) {
-    auto [bit, band_new] = band_index_.try_emplace(
-        {static_cast<int>(a.req.level), a.product},
-        static_cast<uint32_t>(bands_.size()));
+    auto [bit, band_new] =
+        band_index_.try_emplace({static_cast<int>(a.req.level), a.product},
+                                static_cast<uint32_t>(bands_.size()));
     if (band_new) {
       Band b;
       b.level = a.req.level;
@@ -539,11 +539,10 @@ void EngineImpl::Grant(Alloc& a, std::optional<double> score) {
   a.granted_at = now_;
   a.fencing = ++fencing_;
   a.expires_at = std::min(now_ + a.req.ttl, now_ + a.req.max_duration);
-  a.expected_end =
-      a.req.estimated_minutes
-          ? now_ + Duration(static_cast<int64_t>(*a.req.estimated_minutes *
-                                                 kMsPerMinute))
-          : a.expires_at;
+  a.expected_end = a.req.estimated_minutes
+                       ? now_ + Duration(static_cast<int64_t>(
+                                    *a.req.estimated_minutes * kMsPerMinute))
+                       : a.expires_at;
   for (const auto& [c, m] : a.demand) {
     counters_[c].holders.insert({a.expected_end, a.id});
   }
@@ -579,8 +578,8 @@ void EngineImpl::DispatchFreed(const Demand& touched) {
   if (!seeds.empty()) RunPass(&seeds);
 }
 
-AllocationInfo EngineImpl::Finish(Alloc& a, AllocStatus status,
-                                  EventType event, std::string reason) {
+AllocationInfo EngineImpl::Finish(Alloc& a, AllocStatus status, EventType event,
+                                  std::string reason) {
   StopHolding(a);
   a.status = status;
   a.ended_at = now_;
@@ -615,8 +614,8 @@ AllocationInfo EngineImpl::ForceRelease(Alloc& a, AllocStatus status,
 
 void EngineImpl::Retire(Alloc& a) {
   history_.push_back(a.id);
-  const size_t limit =
-      static_cast<size_t>(std::max<int64_t>(0, config_.scheduling.history_limit));
+  const size_t limit = static_cast<size_t>(
+      std::max<int64_t>(0, config_.scheduling.history_limit));
   while (history_.size() > limit) {
     const uint64_t old = history_.front();
     history_.pop_front();
@@ -719,8 +718,11 @@ void EngineImpl::RunPass(const std::vector<uint32_t>* seeds) {
                     BandIt band_it) {
     const Level level = bands_[lanes_[lane].band].level;
     return Cursor{NoWaitLevel(level) ? 1 : 0,
-                  RankScore(*it, level, lanes_[lane].product, fs), lane, it,
-                  band_head, band_it};
+                  RankScore(*it, level, lanes_[lane].product, fs),
+                  lane,
+                  it,
+                  band_head,
+                  band_it};
   };
   auto push = [&](uint32_t lane, MemberIt it, bool band_head, BandIt band_it) {
     heap.push_back(cursor(lane, it, band_head, band_it));
@@ -838,8 +840,8 @@ void EngineImpl::RunPass(const std::vector<uint32_t>* seeds) {
       }
       for (uint32_t c : nofit) skip_lane |= lane_shared(c);
     } else if (behind != UINT32_MAX) {
-      a.wait = {WaitReason::Kind::kBehind, behind,
-                AmountOn(a.demand, behind), Blocker(behind)};
+      a.wait = {WaitReason::Kind::kBehind, behind, AmountOn(a.demand, behind),
+                Blocker(behind)};
       skip_lane = lane_shared(behind);
     } else {
       ApplyCounters(a, +1);
@@ -869,7 +871,8 @@ void EngineImpl::RunPass(const std::vector<uint32_t>* seeds) {
 // levels (lowest level first, then lowest priority value, then most recently
 // granted) until every short counter would have room, and sends them a
 // preemption notice. Takes nobody when that cannot make the request fit.
-bool EngineImpl::TryPreempt(Alloc& a, const std::vector<uint32_t>& short_counters) {
+bool EngineImpl::TryPreempt(Alloc& a,
+                            const std::vector<uint32_t>& short_counters) {
   std::vector<std::pair<uint32_t, Milli>> shortfall;
   for (uint32_t c : short_counters) {
     const Counter& k = counters_[c];
@@ -896,7 +899,8 @@ bool EngineImpl::TryPreempt(Alloc& a, const std::vector<uint32_t>& short_counter
   }
   std::sort(candidates.begin(), candidates.end(),
             [](const Alloc* x, const Alloc* y) {
-              if (x->req.level != y->req.level) return x->req.level < y->req.level;
+              if (x->req.level != y->req.level)
+                return x->req.level < y->req.level;
               if (x->req.priority_value != y->req.priority_value) {
                 return x->req.priority_value < y->req.priority_value;
               }
@@ -1031,10 +1035,11 @@ StatusOr<std::vector<AllocateResult>> EngineImpl::AllocateMany(
     }
     for (const std::string& wf : workflows) ReleaseWorkflowRef(wf);
     if (!why.empty()) {
-      return Unavailable("batch does not fit now as a whole; nothing was "
-                         "granted: requests[" +
-                         std::to_string(failed) + "] (" +
-                         parsed[failed].agent_type + "): " + why);
+      return Unavailable(
+          "batch does not fit now as a whole; nothing was "
+          "granted: requests[" +
+          std::to_string(failed) + "] (" + parsed[failed].agent_type +
+          "): " + why);
     }
   }
   std::vector<AllocateResult> results;
@@ -1054,7 +1059,8 @@ StatusOr<std::vector<AllocateResult>> EngineImpl::AllocateMany(
     a.demand = BuildDemand(p, a.product, a.type, &wf);
     a.req = std::move(p);
     a.queued_at = now_;
-    if (!a.req.idempotency_key.empty()) idempotency_[a.req.idempotency_key] = id;
+    if (!a.req.idempotency_key.empty())
+      idempotency_[a.req.idempotency_key] = id;
     Admit(a, true);
     if (a.status == AllocStatus::kQueued) {
       Emit(EventType::kQueued, a, ReasonText(a), CurrentScore(a));
@@ -1085,8 +1091,9 @@ StatusOr<const Alloc*> EngineImpl::Find(std::string_view id) const {
     }
   }
   if (!ok) {
-    return InvalidRequest("allocation_id must look like alloc_<number>, got \"" +
-                          Truncate(std::string(id), 64) + "\"");
+    return InvalidRequest(
+        "allocation_id must look like alloc_<number>, got \"" +
+        Truncate(std::string(id), 64) + "\"");
   }
   auto it = allocs_.find(n);
   if (it == allocs_.end()) {
@@ -1119,15 +1126,15 @@ StatusOr<AllocationInfo> EngineImpl::Release(std::string_view id,
   }
   switch (a.status) {
     case AllocStatus::kQueued:
-      return Conflict(IdText(a.id) + " is queued, not running; cancel it "
+      return Conflict(IdText(a.id) +
+                      " is queued, not running; cancel it "
                       "instead");
     case AllocStatus::kReleased:
     case AllocStatus::kFailed:
       return Info(a);  // a retried release: nothing more to do
     case AllocStatus::kExpired:
       return Conflict(IdText(a.id) + " already expired at " +
-                      FormatTime(a.ended_at) +
-                      "; its resources were reclaimed")
+                      FormatTime(a.ended_at) + "; its resources were reclaimed")
           .WithDetails(a.end_reason);
     case AllocStatus::kCancelled:
       return Conflict(IdText(a.id) + " was cancelled");
@@ -1135,7 +1142,8 @@ StatusOr<AllocationInfo> EngineImpl::Release(std::string_view id,
       return Conflict(IdText(a.id) + " is a reservation");
     case AllocStatus::kPreempted:
       if (!a.holding) {
-        return Conflict(IdText(a.id) + " was preempted; its resources were "
+        return Conflict(IdText(a.id) +
+                        " was preempted; its resources were "
                         "taken back")
             .WithDetails(a.end_reason);
       }
@@ -1236,17 +1244,17 @@ StatusOr<AllocationInfo> EngineImpl::Reallocate(
   }
   QM_RETURN_IF_ERROR(CheckCanEverFit(next));
   auto wit = workflows_.find(a.req.workflow_id);
-  const Demand demand = BuildDemand(next, a.product, a.type,
-                                    wit == workflows_.end() ? nullptr
-                                                            : &wit->second);
+  const Demand demand =
+      BuildDemand(next, a.product, a.type,
+                  wit == workflows_.end() ? nullptr : &wit->second);
   Demand freed;
   for (const auto& [c, m] : demand) {
     const Milli delta = m - AmountOn(a.demand, c);
     const Counter& k = counters_[c];
     if (delta <= 0) continue;
     if (k.used + delta > k.limit) {
-      return Unavailable("cannot grow " + IdText(a.id) + " now: " +
-                         CounterLabel(k) + " has " +
+      return Unavailable("cannot grow " + IdText(a.id) +
+                         " now: " + CounterLabel(k) + " has " +
                          FormatMilli(k.limit - k.used) + " free, needs " +
                          FormatMilli(delta))
           .AddAffected(k.name);
@@ -1358,9 +1366,10 @@ std::string EngineImpl::ReasonText(const WaitReason& w) const {
         case Counter::Kind::kWorkflow: {
           const auto slash = c.name.rfind('/');
           const std::string res = c.name.substr(slash + 1);
-          const std::string key = res == "agents"      ? "max_agents_per_workflow"
-                                  : res == "cpu_cores" ? "max_cpu_per_workflow"
-                                                       : "max_memory_per_workflow";
+          const std::string key = res == "agents" ? "max_agents_per_workflow"
+                                  : res == "cpu_cores"
+                                      ? "max_cpu_per_workflow"
+                                      : "max_memory_per_workflow";
           return "workflow " + c.name.substr(0, slash) + " at " + key + " (" +
                  FormatMilli(c.limit) + ")";
         }
@@ -1536,12 +1545,13 @@ std::vector<QueueEntry> EngineImpl::Queue() const {
       out.push_back(std::move(e));
     }
   }
-  std::sort(out.begin(), out.end(), [&](const QueueEntry& x, const QueueEntry& y) {
-    const bool tx = NoWaitLevel(x.level), ty = NoWaitLevel(y.level);
-    if (tx != ty) return tx;
-    if (x.score != y.score) return x.score > y.score;
-    return x.waited > y.waited;
-  });
+  std::sort(out.begin(), out.end(),
+            [&](const QueueEntry& x, const QueueEntry& y) {
+              const bool tx = NoWaitLevel(x.level), ty = NoWaitLevel(y.level);
+              if (tx != ty) return tx;
+              if (x.score != y.score) return x.score > y.score;
+              return x.waited > y.waited;
+            });
   return out;
 }
 
@@ -1549,7 +1559,8 @@ Status EngineImpl::CheckInvariants() const {
   std::vector<Milli> used(counters_.size(), 0), releasing(counters_.size(), 0);
   int64_t active = 0, queued = 0, preempting = 0;
   for (const auto& [id, a] : allocs_) {
-    if (a.id != id) return Internal("allocation key mismatch for " + IdText(id));
+    if (a.id != id)
+      return Internal("allocation key mismatch for " + IdText(id));
     if (a.holding) {
       if (a.status != AllocStatus::kActive &&
           a.status != AllocStatus::kPreempted) {
@@ -1604,11 +1615,10 @@ Status EngineImpl::CheckInvariants() const {
   }
   if (active != active_count_ || queued != queued_count_ ||
       preempting != preempting_count_) {
-    return Internal("status counts drifted: active " +
-                    std::to_string(active_count_) + " vs " +
-                    std::to_string(active) + ", queued " +
-                    std::to_string(queued_count_) + " vs " +
-                    std::to_string(queued));
+    return Internal(
+        "status counts drifted: active " + std::to_string(active_count_) +
+        " vs " + std::to_string(active) + ", queued " +
+        std::to_string(queued_count_) + " vs " + std::to_string(queued));
   }
   int64_t lane_members = 0;
   for (size_t li = 0; li < lanes_.size(); ++li) {

@@ -118,9 +118,9 @@ struct Alloc {
   Time queued_at{}, granted_at{}, expires_at{}, ended_at{};
   Time expected_end{};  // key in Counter::holders while holding
   Time preempt_deadline{};
-  bool expiring = false;        // lease_expiring notice sent
+  bool expiring = false;  // lease_expiring notice sent
   bool starvation_alerted = false;
-  uint64_t queue_gen = 0;       // bumps on every (re)queue
+  uint64_t queue_gen = 0;  // bumps on every (re)queue
   // While queued:
   uint32_t lane = 0;
   QKey qkey;

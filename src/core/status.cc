@@ -5,10 +5,9 @@
 namespace qm {
 namespace {
 constexpr std::array<std::string_view, 11> kNames = {
-    "OK",           "INVALID_REQUEST", "NOT_FOUND",
-    "RESOURCE_EXHAUSTED", "CONFLICT",  "BUDGET_EXCEEDED",
-    "CIRCUIT_OPEN", "PERMISSION_DENIED", "UNAVAILABLE",
-    "UNIMPLEMENTED", "INTERNAL",
+    "OK",          "INVALID_REQUEST", "NOT_FOUND",    "RESOURCE_EXHAUSTED",
+    "CONFLICT",    "BUDGET_EXCEEDED", "CIRCUIT_OPEN", "PERMISSION_DENIED",
+    "UNAVAILABLE", "UNIMPLEMENTED",   "INTERNAL",
 };
 }  // namespace
 

@@ -1,6 +1,9 @@
 #include "core/text.h"
 
 #include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <cmath>
 #include <cstdio>
 
 namespace qm {
@@ -21,48 +24,119 @@ std::string Join(const std::vector<std::string>& items,
 }
 
 namespace {
-size_t EditDistance(const std::string& a, const std::string& b) {
-  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    cur[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      const size_t sub = prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
-      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, sub});
-    }
-    std::swap(prev, cur);
-  }
-  return prev[b.size()];
+
+char Lower(char c) {
+  return static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
 }
+
+std::vector<std::string_view> SplitWords(std::string_view text) {
+  std::vector<std::string_view> words;
+  size_t start = 0;
+  for (size_t i = 0; i <= text.size(); ++i) {
+    if (i == text.size() || text[i] == '_') {
+      if (i > start) words.push_back(text.substr(start, i - start));
+      start = i + 1;
+    }
+  }
+  return words;
+}
+
 }  // namespace
 
-std::string DidYouMean(const std::string& word,
-                       const std::vector<std::string>& candidates) {
-  if (word.size() > 128) return "";
-  std::string best;
-  size_t best_d = SIZE_MAX;
-  for (const std::string& c : candidates) {
-    const size_t d = EditDistance(word, c);
-    if (d < best_d) {
-      best_d = d;
-      best = c;
+size_t EditDistance(std::string_view a, std::string_view b) {
+  const size_t m = b.size();
+  // Rows i-2, i-1 and i of d[i][j], the distance between a[0, i) and
+  // b[0, j).
+  std::vector<size_t> prev2(m + 1), prev(m + 1), cur(m + 1);
+  for (size_t j = 0; j <= m; ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= m; ++j) {
+      const bool same = Lower(a[i - 1]) == Lower(b[j - 1]);
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + !same});
+      if (i > 1 && j > 1 && Lower(a[i - 1]) == Lower(b[j - 2]) &&
+          Lower(a[i - 2]) == Lower(b[j - 1])) {
+        cur[j] = std::min(cur[j], prev2[j - 2] + 1);
+      }
     }
+    std::swap(prev2, prev);
+    std::swap(prev, cur);
   }
-  // Plausible typo: at most a third of the longer word, and at most 3 edits.
-  const size_t longest = std::max(word.size(), best.size());
-  if (best_d == 0 || best_d > 3 || best_d * 3 > longest) return "";
-  return best;
+  return prev[m];
 }
 
-std::string FormatAmount(double v) {
-  char buf[32];
-  for (int prec = 1; prec <= 17; ++prec) {
-    std::snprintf(buf, sizeof buf, "%.*g", prec, v);
-    double back = 0;
-    std::sscanf(buf, "%lf", &back);
-    if (back == v) break;
+std::string ClosestMatch(std::string_view word,
+                         const std::vector<std::string>& candidates) {
+  const size_t limit =
+      word.size() <= 4 ? 1 : std::max<size_t>(2, word.size() / 3);
+  const std::string* best = nullptr;
+  size_t best_distance = limit + 1;
+  for (const std::string& candidate : candidates) {
+    const size_t d = EditDistance(word, candidate);
+    if (d < best_distance) {
+      best_distance = d;
+      best = &candidate;
+    }
   }
-  return buf;
+  if (best != nullptr) return *best;
+  // A shortened name: every '_'-separated word of `word` appears in the
+  // candidate ("max_agents" for "max_concurrent_agents"). The candidate with
+  // the fewest words wins.
+  const std::vector<std::string_view> words = SplitWords(word);
+  if (words.size() < 2) return "";
+  size_t best_words = 0;
+  for (const std::string& candidate : candidates) {
+    const std::vector<std::string_view> have = SplitWords(candidate);
+    bool all = true;
+    for (std::string_view w : words) {
+      bool found = false;
+      for (std::string_view h : have) found |= EditDistance(w, h) == 0;
+      all &= found;
+    }
+    if (all && (best == nullptr || have.size() < best_words)) {
+      best = &candidate;
+      best_words = have.size();
+    }
+  }
+  return best == nullptr ? std::string() : *best;
+}
+
+std::string FormatNumber(double value) {
+  char buf[64];
+  const double magnitude = std::fabs(value);
+  // Plain notation for the everyday range, the shortest exact form otherwise.
+  const std::chars_format format =
+      value == 0 || (magnitude >= 1e-4 && magnitude < 1e15)
+          ? std::chars_format::fixed
+          : std::chars_format::general;
+  const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, value, format);
+  if (ec != std::errc()) return "0";
+  return std::string(buf, end);
+}
+
+std::string Quote(std::string_view text) {
+  constexpr size_t kMax = 60;
+  std::string out = "\"";
+  for (size_t i = 0; i < text.size() && i < kMax; ++i) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c < 0x20 || c == 0x7f) {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "\\x%02x", c);
+      out += hex;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  if (text.size() > kMax) out += "...";
+  out += '"';
+  return out;
 }
 
 std::string FormatMilli(int64_t milli) {

@@ -1,9 +1,13 @@
-// Small text helpers shared by the engine's messages and the adapters.
+// Small text helpers shared by the engine's messages, the config reader and
+// the adapters: "did you mean" suggestions, numbers that read back exactly,
+// quoting for error messages.
 #ifndef QM_CORE_TEXT_H_
 #define QM_CORE_TEXT_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace qm {
@@ -12,12 +16,27 @@ namespace qm {
 std::string Truncate(const std::string& s, size_t max);
 // Items joined with `sep`.
 std::string Join(const std::vector<std::string>& items, const std::string& sep);
-// The candidate closest to `word` by edit distance, or "" when none is close
-// enough to be a plausible typo.
-std::string DidYouMean(const std::string& word,
-                       const std::vector<std::string>& candidates);
-// Shortest decimal text of a double ("2", "0.5", "1e+20").
-std::string FormatAmount(double v);
+// Optimal-string-alignment distance between `a` and `b`, compared without
+// regard to ASCII case: insertions, deletions, substitutions and swaps of two
+// adjacent characters each cost 1.
+size_t EditDistance(std::string_view a, std::string_view b);
+
+// The candidate closest to `word` when it is close enough to be a plausible
+// typo (distance at most 1 for words of up to 4 characters, else
+// max(2, |word| / 3)), else a candidate holding every '_'-separated word of
+// a multi-word `word` ("max_agents" -> "max_concurrent_agents"); "" when none
+// fits. Ties go to the earlier candidate.
+std::string ClosestMatch(std::string_view word,
+                         const std::vector<std::string>& candidates);
+
+// The shortest decimal text that parses back to exactly `value` (finite
+// values only): "0.25", "150000", "1.5", "1e-07".
+std::string FormatNumber(double value);
+
+// `text` in double quotes for error messages, with quotes, backslashes and
+// control characters escaped and anything past 60 characters cut to "...".
+std::string Quote(std::string_view text);
+
 // A fixed-point amount (thousandths) as decimal text ("2", "0.5").
 std::string FormatMilli(int64_t milli);
 

@@ -78,9 +78,9 @@ Status EngineImpl::ValidateAmount(const std::string& field,
   if (it == resource_index_.end()) {
     std::vector<std::string> known;
     for (const ResourceSpec& r : resource_specs_) known.push_back(r.name);
-    std::string msg = field + ": unknown resource \"" + Truncate(name, 64) +
-                      "\"";
-    std::string guess = DidYouMean(name, known);
+    std::string msg =
+        field + ": unknown resource \"" + Truncate(name, 64) + "\"";
+    std::string guess = ClosestMatch(name, known);
     if (!guess.empty()) msg += "; did you mean \"" + guess + "\"?";
     return InvalidRequest(msg).WithDetails("known resources: " +
                                            Join(known, ", "));
@@ -90,17 +90,17 @@ Status EngineImpl::ValidateAmount(const std::string& field,
   }
   if (amount < 0) {
     return InvalidRequest(field + " must not be negative, got " +
-                          FormatAmount(amount));
+                          FormatNumber(amount));
   }
   if (amount > 1e12) {
-    return InvalidRequest(field + " is too large (" + FormatAmount(amount) +
+    return InvalidRequest(field + " is too large (" + FormatNumber(amount) +
                           ")");
   }
   const ResourceSpec& spec = resource_specs_[it->second];
   if (!spec.fractional && amount != std::floor(amount)) {
     return InvalidRequest(field + " must be a whole number (" + name +
                           " is counted in whole units), got " +
-                          FormatAmount(amount));
+                          FormatNumber(amount));
   }
   const Milli m = static_cast<Milli>(std::llround(amount * 1000));
   if (m == 0 && amount > 0) {
@@ -135,7 +135,7 @@ StatusOr<ParsedRequest> EngineImpl::Validate(const AllocationRequest& r,
     std::string msg = prefix + "agent_type: unknown agent type \"" +
                       Truncate(p.agent_type, 64) +
                       "\" (agent types are restricted to the configured ones)";
-    std::string guess = DidYouMean(p.agent_type, known);
+    std::string guess = ClosestMatch(p.agent_type, known);
     if (!guess.empty()) msg += "; did you mean \"" + guess + "\"?";
     return InvalidRequest(msg).WithDetails("known agent types: " +
                                            Join(known, ", "));
@@ -144,10 +144,9 @@ StatusOr<ParsedRequest> EngineImpl::Validate(const AllocationRequest& r,
                                    &p.priority_value, prefix + "priority"));
 
   if (r.resources.size() > kMaxResourcesPerRequest) {
-    return InvalidRequest(prefix + "resources names " +
-                          std::to_string(r.resources.size()) +
-                          " resources; the limit is " +
-                          std::to_string(kMaxResourcesPerRequest));
+    return InvalidRequest(
+        prefix + "resources names " + std::to_string(r.resources.size()) +
+        " resources; the limit is " + std::to_string(kMaxResourcesPerRequest));
   }
   std::vector<bool> seen(resource_specs_.size(), false);
   bool agents_given = false;
@@ -179,12 +178,14 @@ StatusOr<ParsedRequest> EngineImpl::Validate(const AllocationRequest& r,
     }
   }
   p.estimated_minutes = r.estimated_minutes;
-  p.total_tasks = r.total_tasks.value_or(config_.scheduling.default_total_tasks);
+  p.total_tasks =
+      r.total_tasks.value_or(config_.scheduling.default_total_tasks);
   if (p.total_tasks < 1) {
     return InvalidRequest(prefix + "total_tasks must be at least 1");
   }
   p.blocks = r.blocks.value_or(0);
-  if (p.blocks < 0) return InvalidRequest(prefix + "blocks must not be negative");
+  if (p.blocks < 0)
+    return InvalidRequest(prefix + "blocks must not be negative");
   if (p.blocks > p.total_tasks) {
     return InvalidRequest(prefix + "blocks (" + std::to_string(p.blocks) +
                           ") must not exceed total_tasks (" +
@@ -196,10 +197,9 @@ StatusOr<ParsedRequest> EngineImpl::Validate(const AllocationRequest& r,
       return InvalidRequest(prefix + "max_duration must be positive");
     }
     if (*r.max_duration > cap) {
-      return InvalidRequest(prefix + "max_duration " +
-                            FormatDuration(*r.max_duration) +
-                            " exceeds allocation_limits.max_duration " +
-                            FormatDuration(cap));
+      return InvalidRequest(
+          prefix + "max_duration " + FormatDuration(*r.max_duration) +
+          " exceeds allocation_limits.max_duration " + FormatDuration(cap));
     }
   }
   p.max_duration = r.max_duration.value_or(cap);
@@ -261,7 +261,7 @@ Status EngineImpl::CheckCanEverFit(const ParsedRequest& p) const {
     if (limit && m > static_cast<Milli>(std::llround(*limit * 1000))) {
       return ResourceExhausted("resources." + name + ": requested " +
                                FormatMilli(m) + ", but " + key + " is " +
-                               FormatAmount(*limit))
+                               FormatNumber(*limit))
           .AddAffected(name);
     }
   }

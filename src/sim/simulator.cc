@@ -65,8 +65,8 @@ void AppendString(std::string* out, const std::string& s) {
 struct Op {
   Duration at{};
   std::string kind;
-  YAML::Node node;    // the operation's value
-  YAML::Node entry;   // the whole timeline entry (for positions)
+  YAML::Node node;   // the operation's value
+  YAML::Node entry;  // the whole timeline entry (for positions)
   int64_t count = 1;
 };
 
@@ -104,7 +104,8 @@ class Simulation {
   Status DoAllocate(const Op& op);
   Status DoAllocateBatch(const Op& op);
   Status Expect(const Op& op);
-  StatusOr<std::string> AllocIdFor(const YAML::Node& n, const std::string& what);
+  StatusOr<std::string> AllocIdFor(const YAML::Node& n,
+                                   const std::string& what);
   StatusOr<AllocSpec> SplitSpec(const YAML::Node& n, Json* request);
   // A task with run_for and no ttl is a live holder that heartbeats: its
   // lease is one minute longer than its run (at least the default ttl).
@@ -122,9 +123,7 @@ class Simulation {
     auto it = labels_.find(alloc);
     return it == labels_.end() ? alloc : it->second;
   }
-  void Line(const std::string& s) {
-    out_ << s << '\n';
-  }
+  void Line(const std::string& s) { out_ << s << '\n'; }
   void PrintSummary();
 
   std::string source_, base_dir_;
@@ -138,9 +137,9 @@ class Simulation {
   ManualClock clock_;
   Collector sink_;
   std::unique_ptr<Engine> engine_;
-  std::map<std::string, std::string> labels_;     // alloc id -> label
-  std::map<std::string, std::string> by_label_;   // label -> alloc id
-  std::map<std::string, AllocSpec> specs_;        // alloc id -> spec
+  std::map<std::string, std::string> labels_;    // alloc id -> label
+  std::map<std::string, std::string> by_label_;  // label -> alloc id
+  std::map<std::string, AllocSpec> specs_;       // alloc id -> spec
   std::priority_queue<AutoRelease, std::vector<AutoRelease>,
                       std::greater<AutoRelease>>
       releases_;
@@ -153,9 +152,9 @@ class Simulation {
     std::string product;
     double agents = 0;
   };
-  std::map<std::string, Held> held_;          // alloc id -> what it holds
-  std::map<std::string, double> in_use_;      // resource -> amount now
-  std::map<std::string, double> area_;        // resource -> amount x minutes
+  std::map<std::string, Held> held_;      // alloc id -> what it holds
+  std::map<std::string, double> in_use_;  // resource -> amount now
+  std::map<std::string, double> area_;    // resource -> amount x minutes
   std::map<std::string, double> product_agents_;  // product -> agents now
   std::map<std::string, double> agent_minutes_;
   Time integrated_to_{};
@@ -168,8 +167,8 @@ Status Simulation::Parse(const YAML::Node& root) {
     return InvalidRequest(Where(source_, root) +
                           "a scenario must be a mapping with a timeline");
   }
-  static const std::vector<std::string> kKeys = {"name", "description", "start",
-                                                 "until", "config", "timeline"};
+  static const std::vector<std::string> kKeys = {
+      "name", "description", "start", "until", "config", "timeline"};
   config_ = Config::Defaults();
   bool have_timeline = false;
   for (const auto& kv : root) {
@@ -212,7 +211,7 @@ Status Simulation::Parse(const YAML::Node& root) {
                               "timeline: must be a list of operations");
       }
       static const std::vector<std::string> kOps = {
-          "allocate", "allocate_batch", "release", "renew", "reallocate",
+          "allocate", "allocate_batch", "release",  "renew",   "reallocate",
           "cancel",   "queue",          "snapshot", "advance", "expect"};
       Duration last{0};
       for (auto it = v.begin(); it != v.end(); ++it) {
@@ -227,9 +226,11 @@ Status Simulation::Parse(const YAML::Node& root) {
         for (const auto& e : entry) {
           const std::string k = e.first.as<std::string>();
           if (k == "at") {
-            if (!e.second.IsScalar() || !ParseDuration(e.second.Scalar(), &op.at)) {
-              return InvalidRequest(Where(source_, e.first) +
-                                    "at: must be an offset such as 45m or 1h30m");
+            if (!e.second.IsScalar() ||
+                !ParseDuration(e.second.Scalar(), &op.at)) {
+              return InvalidRequest(
+                  Where(source_, e.first) +
+                  "at: must be an offset such as 45m or 1h30m");
             }
             have_at = true;
           } else if (k == "count") {
@@ -248,17 +249,18 @@ Status Simulation::Parse(const YAML::Node& root) {
             if (!op.kind.empty()) {
               return InvalidRequest(Where(source_, e.first) + k +
                                     ": one operation per timeline entry (this "
-                                    "one already has " + op.kind + ")");
+                                    "one already has " +
+                                    op.kind + ")");
             }
             op.kind = k;
             op.node = e.second;
           } else {
-            std::string msg = Where(source_, e.first) + k +
-                              ": unknown timeline key";
+            std::string msg =
+                Where(source_, e.first) + k + ": unknown timeline key";
             std::vector<std::string> all = kOps;
             all.push_back("at");
             all.push_back("count");
-            const std::string guess = DidYouMean(k, all);
+            const std::string guess = ClosestMatch(k, all);
             if (!guess.empty()) msg += "; did you mean \"" + guess + "\"?";
             return InvalidRequest(msg);
           }
@@ -277,16 +279,19 @@ Status Simulation::Parse(const YAML::Node& root) {
                                 "count: only allocate can be repeated");
         }
         if (op.at < last) {
-          return InvalidRequest(Where(source_, entry) + "at: " +
-                                FormatDuration(op.at) + " comes before the "
-                                "previous entry's " + FormatDuration(last));
+          return InvalidRequest(Where(source_, entry) +
+                                "at: " + FormatDuration(op.at) +
+                                " comes before the "
+                                "previous entry's " +
+                                FormatDuration(last));
         }
         last = op.at;
         ops_.push_back(std::move(op));
       }
     } else {
-      std::string msg = Where(source_, kv.first) + key + ": unknown scenario key";
-      const std::string guess = DidYouMean(key, kKeys);
+      std::string msg =
+          Where(source_, kv.first) + key + ": unknown scenario key";
+      const std::string guess = ClosestMatch(key, kKeys);
       if (!guess.empty()) msg += "; did you mean \"" + guess + "\"?";
       return InvalidRequest(msg);
     }
@@ -401,7 +406,8 @@ Status Simulation::DoAllocateBatch(const Op& op) {
     }
     if (!j.contains("workflow_id")) j["workflow_id"] = spec->label;
     DefaultTtl(*spec, &j);
-    auto req = api::RequestFromJson(j, "requests[" + std::to_string(reqs.size()) + "].");
+    auto req = api::RequestFromJson(
+        j, "requests[" + std::to_string(reqs.size()) + "].");
     if (!req.ok()) {
       PrintError("allocate_batch", "", req.status());
       return Status::Ok();
@@ -439,8 +445,9 @@ StatusOr<std::string> Simulation::AllocIdFor(const YAML::Node& n,
   if (it == by_label_.end()) {
     // Engine ids are accepted too.
     if (label.rfind("alloc_", 0) == 0) return label;
-    return InvalidRequest(Where(source_, n) + what + ": no allocation with id \"" +
-                          label + "\" was made earlier in this scenario");
+    return InvalidRequest(Where(source_, n) + what +
+                          ": no allocation with id \"" + label +
+                          "\" was made earlier in this scenario");
   }
   return it->second;
 }
@@ -455,7 +462,8 @@ Status Simulation::Expect(const Op& op) {
     const std::string want = op.node["status"].as<std::string>();
     if (want != got) {
       return Conflict(Where(source_, op.node) + "expect: " + label + " is " +
-                      got + " at " + Offset(clock_.Now()) + ", expected " + want);
+                      got + " at " + Offset(clock_.Now()) + ", expected " +
+                      want);
     }
   }
   if (op.node["reason_contains"]) {
@@ -463,8 +471,8 @@ Status Simulation::Expect(const Op& op) {
     const std::string reason = info.ok() ? info->reason_queued : "";
     if (reason.find(want) == std::string::npos) {
       return Conflict(Where(source_, op.node) + "expect: " + label +
-                      " reason is \"" + reason + "\", expected it to contain \"" +
-                      want + "\"");
+                      " reason is \"" + reason +
+                      "\", expected it to contain \"" + want + "\"");
     }
   }
   std::string line = "{\"t\":";
@@ -520,7 +528,8 @@ Status Simulation::Execute(const Op& op) {
     std::optional<Duration> ttl;
     if (op.node.IsMap() && op.node["ttl"]) {
       auto d = api::DurationFromJson(ToJsonValue(op.node["ttl"]), "ttl");
-      if (!d.ok()) return InvalidRequest(Where(source_, op.node) + d.status().message());
+      if (!d.ok())
+        return InvalidRequest(Where(source_, op.node) + d.status().message());
       ttl = *d;
     }
     r = engine_->Renew(*id, ttl);
@@ -529,8 +538,8 @@ Status Simulation::Execute(const Op& op) {
       return InvalidRequest(Where(source_, op.node) +
                             "reallocate: needs {id, resources}");
     }
-    auto amounts = api::AmountsFromJson(ToJsonValue(op.node["resources"]),
-                                        "resources");
+    auto amounts =
+        api::AmountsFromJson(ToJsonValue(op.node["resources"]), "resources");
     if (!amounts.ok()) {
       PrintError("reallocate", Label(*id), amounts.status());
       return Status::Ok();
@@ -622,7 +631,7 @@ void Simulation::Drain() {
     AppendString(&line, LevelName(e.level));
     if (e.score) {
       line += ",\"score\":";
-      line += FormatAmount(api::Round6(*e.score));
+      line += FormatNumber(api::Round6(*e.score));
     }
     if (!e.reason.empty()) {
       line += ",\"reason\":";
@@ -651,9 +660,10 @@ void Simulation::PrintSummary() {
       const size_t rank = static_cast<size_t>(std::ceil(p * w.size()));
       return api::Round6(w[std::max<size_t>(rank, 1) - 1]);
     };
-    waits[LevelName(static_cast<Level>(l))] = {
-        {"count", w.size()}, {"p50", pct(0.5)}, {"p95", pct(0.95)},
-        {"max", api::Round6(w.back())}};
+    waits[LevelName(static_cast<Level>(l))] = {{"count", w.size()},
+                                               {"p50", pct(0.5)},
+                                               {"p95", pct(0.95)},
+                                               {"max", api::Round6(w.back())}};
   }
   s["wait_minutes"] = waits;
   Json util = Json::object();

@@ -35,7 +35,7 @@
 namespace qm::sim {
 
 struct RunStats {
-  uint64_t events = 0;     // engine events printed
+  uint64_t events = 0;      // engine events printed
   uint64_t operations = 0;  // timeline operations and automatic releases
 };
 

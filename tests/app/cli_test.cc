@@ -23,7 +23,8 @@ Result Qm(std::vector<std::string> args) {
   std::vector<const char*> argv;
   for (const auto& a : args) argv.push_back(a.c_str());
   std::ostringstream out, err;
-  const int code = cli::Run(static_cast<int>(argv.size()), argv.data(), out, err);
+  const int code =
+      cli::Run(static_cast<int>(argv.size()), argv.data(), out, err);
   return {code, out.str(), err.str()};
 }
 
@@ -75,9 +76,11 @@ TEST(CliTest, ConfigShowFillsInDefaults) {
   const Json& c = j["result"]["config"];
   EXPECT_EQ(c["max_concurrent"]["total"], 5);
   EXPECT_EQ(c["priority_levels"]["high"]["max_wait_time_minutes"], 15);
-  const Result yaml = Qm({"config", "show", "--config", Example(), "--output", "yaml"});
+  const Result yaml =
+      Qm({"config", "show", "--config", Example(), "--output", "yaml"});
   ASSERT_EQ(yaml.code, 0);
-  EXPECT_NE(yaml.out.find("backend-engineer: 2"), std::string::npos) << yaml.out;
+  EXPECT_NE(yaml.out.find("backend-engineer: 2"), std::string::npos)
+      << yaml.out;
 }
 
 TEST(CliTest, TableOutputIsForPeople) {

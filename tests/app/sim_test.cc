@@ -12,7 +12,8 @@ namespace {
 
 using Json = nlohmann::json;
 
-std::vector<Json> RunLines(const std::string& scenario, Status* status = nullptr) {
+std::vector<Json> RunLines(const std::string& scenario,
+                           Status* status = nullptr) {
   std::ostringstream out;
   const Status s = sim::RunScenarioFile(
       std::string(QM_SOURCE_DIR) + "/scenarios/" + scenario, out);
@@ -36,7 +37,8 @@ const Json* FindEvent(const std::vector<Json>& lines, const std::string& event,
 
 TEST(SimulatorTest, Seed001ConcurrencyScenario) {
   const auto lines = RunLines("seed001_concurrency.yaml");
-  for (const char* id : {"backend-1", "backend-2", "frontend-1", "frontend-2"}) {
+  for (const char* id :
+       {"backend-1", "backend-2", "frontend-1", "frontend-2"}) {
     const Json* g = FindEvent(lines, "granted", id);
     ASSERT_NE(g, nullptr) << id;
     EXPECT_EQ((*g)["t"], "0s") << id;
@@ -100,7 +102,8 @@ TEST(SimulatorTest, MalformedScenariosNameTheirPosition) {
        "s.yaml:3:5: alocate: unknown timeline key; did you mean \"allocate\"?"},
       {"timeline:\n  - at: 5m\n    allocate: {}\n  - at: 1m\n    advance: {}\n",
        "s.yaml:4:5: at: 1m comes before the previous entry's 5m"},
-      {"timeline:\n  - allocate: {}\n", "s.yaml:2:5: timeline entry needs an `at`"},
+      {"timeline:\n  - allocate: {}\n",
+       "s.yaml:2:5: timeline entry needs an `at`"},
       {"config:\n  max_concurent: {total: 3}\ntimeline: []\n",
        "s.yaml:2:3: max_concurent"},
       {"timelin: []\n", "s.yaml:1:1: timelin: unknown scenario key"},

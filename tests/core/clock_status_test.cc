@@ -11,8 +11,8 @@ using namespace std::chrono_literals;
 
 TEST(DurationTest, ParsesAndFormatsTheSameForms) {
   const std::pair<const char*, Duration> cases[] = {
-      {"30s", 30s},   {"5m", 5min},     {"2h", 2h},      {"1h30m", 90min},
-      {"250ms", 250ms}, {"1d", 24h},    {"90", 90s},     {"0s", 0s}};
+      {"30s", 30s},     {"5m", 5min}, {"2h", 2h},  {"1h30m", 90min},
+      {"250ms", 250ms}, {"1d", 24h},  {"90", 90s}, {"0s", 0s}};
   for (const auto& [text, d] : cases) {
     Duration got{};
     ASSERT_TRUE(ParseDuration(text, &got)) << text;
@@ -45,10 +45,10 @@ TEST(TimeTest, RoundTripsRfc3339Utc) {
 }
 
 TEST(StatusTest, CodesMapOneToOneToEnvelopeNames) {
-  const char* names[] = {"OK", "INVALID_REQUEST", "NOT_FOUND",
-                         "RESOURCE_EXHAUSTED", "CONFLICT", "BUDGET_EXCEEDED",
-                         "CIRCUIT_OPEN", "PERMISSION_DENIED", "UNAVAILABLE",
-                         "UNIMPLEMENTED", "INTERNAL"};
+  const char* names[] = {
+      "OK",          "INVALID_REQUEST", "NOT_FOUND",    "RESOURCE_EXHAUSTED",
+      "CONFLICT",    "BUDGET_EXCEEDED", "CIRCUIT_OPEN", "PERMISSION_DENIED",
+      "UNAVAILABLE", "UNIMPLEMENTED",   "INTERNAL"};
   for (int i = 0; i <= static_cast<int>(Code::kInternal); ++i) {
     const Code c = static_cast<Code>(i);
     EXPECT_EQ(CodeName(c), names[i]);
@@ -58,7 +58,8 @@ TEST(StatusTest, CodesMapOneToOneToEnvelopeNames) {
   }
   Code unused;
   EXPECT_FALSE(CodeFromName("NOPE", &unused));
-  const Status s = ResourceExhausted("too big").WithDetails("8 > 3").AddAffected("memory");
+  const Status s =
+      ResourceExhausted("too big").WithDetails("8 > 3").AddAffected("memory");
   EXPECT_EQ(s.ToString(), "RESOURCE_EXHAUSTED: too big (8 > 3)");
   EXPECT_EQ(s.affected_resources(), std::vector<std::string>{"memory"});
   StatusOr<int> v = 3;

@@ -26,9 +26,9 @@ Config Seed001Config() {
 TEST(EngineTest, Seed001ConcurrencyExampleStartsFourAndQueuesTheThirdBackend) {
   Harness h(Seed001Config());
   std::vector<std::string> ids;
-  for (const char* type : {"backend-engineer", "backend-engineer",
-                           "backend-engineer", "frontend-engineer",
-                           "frontend-engineer"}) {
+  for (const char* type :
+       {"backend-engineer", "backend-engineer", "backend-engineer",
+        "frontend-engineer", "frontend-engineer"}) {
     auto r = h.engine->Allocate(Req("wf", type));
     ASSERT_TRUE(r.ok()) << r.status().ToString();
     ids.push_back(r->allocation.id);
@@ -118,7 +118,8 @@ TEST(EngineTest, LowerScoredRequestDoesNotTakeWhatAHigherOneWaitsFor) {
   ASSERT_EQ(held->allocation.status, AllocStatus::kActive);
   auto waiting = h.engine->Allocate(big);  // needs 6 of the 4 free
   ASSERT_EQ(waiting->allocation.status, AllocStatus::kQueued);
-  EXPECT_EQ(waiting->allocation.reason_queued, "cpu_cores: needs 6, 4 of 8 free");
+  EXPECT_EQ(waiting->allocation.reason_queued,
+            "cpu_cores: needs 6, 4 of 8 free");
   AllocationRequest small = Req("small", "x", "low");
   small.resources = {{"cpu_cores", 1}};
   auto s = h.engine->Allocate(small);
@@ -398,7 +399,8 @@ TEST(EngineTest, BatchAllOrNothingGrantsAllOrNone) {
   batch.pop_back();
   auto all = h.engine->AllocateBatch(batch, true);
   ASSERT_TRUE(all.ok());
-  for (const auto& r : *all) EXPECT_EQ(r.allocation.status, AllocStatus::kActive);
+  for (const auto& r : *all)
+    EXPECT_EQ(r.allocation.status, AllocStatus::kActive);
   EXPECT_TRUE(h.engine->CheckInvariants().ok());
 }
 
@@ -455,16 +457,25 @@ TEST(EngineTest, BadRequestsNameTheFieldAndChangeNothing) {
       {"long workflow",
        [](AllocationRequest& r) { r.workflow_id = std::string(5000, 'w'); },
        "workflow_id"},
-      {"negative", [](AllocationRequest& r) { r.resources = {{"cpu_cores", -1}}; },
+      {"negative",
+       [](AllocationRequest& r) {
+         r.resources = {{"cpu_cores", -1}};
+       },
        "resources.cpu_cores"},
       {"nan",
-       [](AllocationRequest& r) { r.resources = {{"memory_gb", std::nan("")}}; },
+       [](AllocationRequest& r) {
+         r.resources = {{"memory_gb", std::nan("")}};
+       },
        "resources.memory_gb"},
       {"inf",
-       [](AllocationRequest& r) { r.resources = {{"memory_gb", INFINITY}}; },
+       [](AllocationRequest& r) {
+         r.resources = {{"memory_gb", INFINITY}};
+       },
        "resources.memory_gb"},
       {"unknown resource",
-       [](AllocationRequest& r) { r.resources = {{"gpu", 1}}; },
+       [](AllocationRequest& r) {
+         r.resources = {{"gpu", 1}};
+       },
        "resources.gpu"},
       {"too many resources",
        [](AllocationRequest& r) {
@@ -480,8 +491,8 @@ TEST(EngineTest, BadRequestsNameTheFieldAndChangeNothing) {
        "agent_type"},
       {"bad priority", [](AllocationRequest& r) { r.priority = "urgent"; },
        "priority"},
-      {"priority out of range", [](AllocationRequest& r) { r.priority = "101"; },
-       "priority"},
+      {"priority out of range",
+       [](AllocationRequest& r) { r.priority = "101"; }, "priority"},
       {"negative tokens", [](AllocationRequest& r) { r.estimated_tokens = -5; },
        "estimated_tokens"},
       {"nan minutes",
@@ -525,9 +536,11 @@ TEST(EngineTest, BadRequestsNameTheFieldAndChangeNothing) {
 TEST(EngineTest, NumericPrioritiesMapToTheSeedBands) {
   Harness h(Config::Defaults());
   const std::pair<const char*, Level> cases[] = {
-      {"100", Level::kCritical}, {"90", Level::kCritical}, {"89", Level::kHigh},
-      {"70", Level::kHigh},      {"69", Level::kNormal},   {"40", Level::kNormal},
-      {"39", Level::kLow},       {"0", Level::kLow},       {"medium", Level::kNormal}};
+      {"100", Level::kCritical}, {"90", Level::kCritical},
+      {"89", Level::kHigh},      {"70", Level::kHigh},
+      {"69", Level::kNormal},    {"40", Level::kNormal},
+      {"39", Level::kLow},       {"0", Level::kLow},
+      {"medium", Level::kNormal}};
   int i = 0;
   for (const auto& [text, level] : cases) {
     AllocationRequest r = Req("wf" + std::to_string(i++), "x", text);

@@ -57,9 +57,9 @@ Split RunPool(Config c, double a_minutes, double b_minutes, Duration window) {
     for (const std::string& id : due) {
       auto info = h.engine->Release(id);
       EXPECT_TRUE(info.ok());
-      const double minutes =
-          std::chrono::duration<double, std::ratio<60>>(next - *info->granted_at)
-              .count();
+      const double minutes = std::chrono::duration<double, std::ratio<60>>(
+                                 next - *info->granted_at)
+                                 .count();
       (info->product == "a" ? split.a : split.b) += minutes;
     }
   }

@@ -29,8 +29,8 @@ class RandomOps {
     r.workflow_id = "wf" + std::to_string(Int(0, 30));
     r.product = "p" + std::to_string(Int(0, 3));
     r.agent_type = "t" + std::to_string(Int(0, 5));
-    static const char* kPriorities[] = {"critical", "high", "normal", "low",
-                                        "medium", "95", "50", "10", ""};
+    static const char* kPriorities[] = {
+        "critical", "high", "normal", "low", "medium", "95", "50", "10", ""};
     r.priority = kPriorities[Int(0, 8)];
     r.resources.push_back({"agents", Int(0, 3)});
     if (Chance(0.5)) r.resources.push_back({"cpu_cores", Int(0, 8) * 0.25});
@@ -43,15 +43,32 @@ class RandomOps {
     if (Chance(0.05)) r.idempotency_key = "k" + std::to_string(Int(0, 20));
     // Make some of them invalid.
     switch (Int(0, 30)) {
-      case 0: r.workflow_id.clear(); break;
-      case 1: r.resources.push_back({"cpu_cores", -1}); break;
-      case 2: r.resources.push_back({"memory_gb", std::nan("")}); break;
-      case 3: r.resources.push_back({"unknown", 1}); break;
-      case 4: r.priority = "urgent"; break;
-      case 5: r.resources = {{"agents", 1.5}}; break;
-      case 6: r.product = std::string(5000, 'p'); break;
-      case 7: r.blocks = 50; break;
-      default: break;
+      case 0:
+        r.workflow_id.clear();
+        break;
+      case 1:
+        r.resources.push_back({"cpu_cores", -1});
+        break;
+      case 2:
+        r.resources.push_back({"memory_gb", std::nan("")});
+        break;
+      case 3:
+        r.resources.push_back({"unknown", 1});
+        break;
+      case 4:
+        r.priority = "urgent";
+        break;
+      case 5:
+        r.resources = {{"agents", 1.5}};
+        break;
+      case 6:
+        r.product = std::string(5000, 'p');
+        break;
+      case 7:
+        r.blocks = 50;
+        break;
+      default:
+        break;
     }
     return r;
   }
@@ -109,16 +126,16 @@ TEST(InvariantsTest, HundredThousandRandomOperationsKeepEveryInvariant) {
       UsageReport u;
       u.tokens = ops.Int(-2, 100000);
       u.outcome = ops.Chance(0.1) ? Outcome::kFailure : Outcome::kSuccess;
-      status = h.engine->Release(ids[ops.Int(0, int(ids.size()) - 1)], u)
-                   .status();
+      status =
+          h.engine->Release(ids[ops.Int(0, int(ids.size()) - 1)], u).status();
     } else if (kind < 78 && !ids.empty()) {
       status = h.engine->Renew(ids[ops.Int(0, int(ids.size()) - 1)]).status();
     } else if (kind < 84 && !ids.empty()) {
       ResourceAmounts change = {{"cpu_cores", ops.Int(-1, 8) * 0.5}};
       if (ops.Chance(0.3)) change.push_back({"agents", ops.Int(0, 3)});
-      status = h.engine
-                   ->Reallocate(ids[ops.Int(0, int(ids.size()) - 1)], change)
-                   .status();
+      status =
+          h.engine->Reallocate(ids[ops.Int(0, int(ids.size()) - 1)], change)
+              .status();
     } else if (kind < 90 && !ids.empty()) {
       status = h.engine->Cancel(ids[ops.Int(0, int(ids.size()) - 1)]).status();
     } else {
@@ -128,8 +145,8 @@ TEST(InvariantsTest, HundredThousandRandomOperationsKeepEveryInvariant) {
     if (status.code() == Code::kInvalidRequest) {
       ++refused;
       ASSERT_TRUE(Take(h) == before)
-          << "step " << step << ": a refused operation changed state: "
-          << status.ToString();
+          << "step " << step
+          << ": a refused operation changed state: " << status.ToString();
     }
     const Status inv = h.engine->CheckInvariants();
     ASSERT_TRUE(inv.ok()) << "step " << step << ": " << inv.ToString();

@@ -1,5 +1,5 @@
 // Tests of the text helpers behind "did you mean" and number output.
-#include "config/config_text.h"
+#include "core/text.h"
 
 #include <gtest/gtest.h>
 
@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-namespace qm::config_internal {
+namespace qm {
 namespace {
 
 TEST(EditDistanceTest, CountsEditsIgnoringCase) {
@@ -69,4 +69,4 @@ TEST(QuoteTest, EscapesAndShortens) {
 }
 
 }  // namespace
-}  // namespace qm::config_internal
+}  // namespace qm
