@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake
   nlohmann-json3-dev libyaml-cpp-dev libcli11-dev libspdlog-dev libfmt-dev
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libabsl-dev
   clang-format
 )
 

@@ -58,6 +58,7 @@ Status EngineImpl::Init() {
     resource_index_[r.name] = idx;
     resource_counter_.push_back(
         NewCounter(Counter::Kind::kResource, r.name, ToMilli(r.capacity)));
+    counters_[resource_counter_.back()].owner = idx;
     if (r.name == "agents") agents_resource_ = idx;
   }
   for (const auto& [type, limit] : config_.per_type_limits) {
@@ -171,7 +172,16 @@ void EngineImpl::ReleaseWorkflowRef(const std::string& id) {
 Demand EngineImpl::BuildDemand(const ParsedRequest& p, uint32_t product,
                                uint32_t type, const Workflow* wf) const {
   Demand d;
-  d.reserve(p.resources.size() + 4);
+  // Exactly: resources, then type, product and up to three workflow
+  // counters (a demand lives as long as its allocation).
+  size_t n = p.resources.size();
+  if (p.agents > 0) n += 2 + (wf && wf->agents != UINT32_MAX);
+  for (const auto& [idx, m] : p.resources) {
+    const std::string& name = resource_specs_[idx].name;
+    n += wf && ((name == "cpu_cores" && wf->cpu != UINT32_MAX) ||
+                (name == "memory_gb" && wf->memory != UINT32_MAX));
+  }
+  d.reserve(n);
   Milli cpu = 0, mem = 0;
   for (const auto& [idx, m] : p.resources) {
     d.emplace_back(resource_counter_[idx], m);
@@ -583,7 +593,7 @@ AllocationInfo EngineImpl::Finish(Alloc& a, AllocStatus status, EventType event,
   StopHolding(a);
   a.status = status;
   a.ended_at = now_;
-  a.end_reason = reason;
+  a.Extras().end_reason = reason;
   Emit(event, a, std::move(reason));
   ReleaseWorkflowRef(a.req.workflow_id);
   const Demand freed = a.demand;
@@ -599,7 +609,7 @@ AllocationInfo EngineImpl::ForceRelease(Alloc& a, AllocStatus status,
     StopHolding(a);
     a.status = AllocStatus::kPreempted;
     Emit(event, a, reason);
-    a.end_reason = std::move(reason);
+    a.Extras().end_reason = std::move(reason);
     Admit(a, false);  // keeps the original queued_at
     if (a.status == AllocStatus::kQueued) {
       Emit(EventType::kRequeued, a,
@@ -621,8 +631,8 @@ void EngineImpl::Retire(Alloc& a) {
     history_.pop_front();
     auto it = allocs_.find(old);
     if (it == allocs_.end()) continue;
-    if (!it->second.req.idempotency_key.empty()) {
-      idempotency_.erase(it->second.req.idempotency_key);
+    if (!it->second.idempotency_key().empty()) {
+      idempotency_.erase(it->second.idempotency_key());
     }
     allocs_.erase(it);
   }
@@ -695,9 +705,8 @@ void EngineImpl::RunPass(const std::vector<uint32_t>* seeds) {
   }
   const uint64_t serial = ++pass_serial_;
   const std::vector<double>& fs = FairShare();
-  using MemberIt = std::set<QKey, QKeyBefore>::const_iterator;
-  using BandIt =
-      std::set<std::pair<QKey, uint32_t>, LaneHeadBefore>::const_iterator;
+  using MemberIt = decltype(Lane::members)::const_iterator;
+  using BandIt = decltype(Band::lanes)::const_iterator;
   struct Cursor {
     int tier;
     double score;
@@ -985,10 +994,12 @@ StatusOr<std::vector<AllocateResult>> EngineImpl::AllocateMany(
     if (!p->idempotency_key.empty()) {
       auto it = idempotency_.find(p->idempotency_key);
       if (it != idempotency_.end()) {
-        const ParsedRequest& old = allocs_.at(it->second).req;
-        if (old.workflow_id != p->workflow_id || old.product != p->product ||
-            old.agent_type != p->agent_type || old.level != p->level ||
-            old.resources != p->resources) {
+        const Alloc& prior = allocs_.at(it->second);
+        const RequestCore& old = prior.req;
+        if (old.workflow_id != p->workflow_id ||
+            products_[prior.product].name != p->product ||
+            types_[prior.type].name != p->agent_type || old.level != p->level ||
+            Reconstruct(prior).resources != p->resources) {
           return Conflict(prefix + "idempotency_key \"" +
                           Truncate(p->idempotency_key, 64) +
                           "\" was already used by " + IdText(it->second) +
@@ -1003,7 +1014,9 @@ StatusOr<std::vector<AllocateResult>> EngineImpl::AllocateMany(
         }
       }
     }
-    if (!replay[i]) QM_RETURN_IF_ERROR(CheckCanEverFit(*p));
+    if (!replay[i]) {
+      QM_RETURN_IF_ERROR(CheckCanEverFit(*p, p->product, p->agent_type));
+    }
     parsed.push_back(std::move(*p));
   }
   if (all_or_nothing) {
@@ -1055,12 +1068,19 @@ StatusOr<std::vector<AllocateResult>> EngineImpl::AllocateMany(
     a.id = id;
     a.product = InternProduct(p.product);
     a.type = InternType(p.agent_type);
+    auto [rit, rnew] = requester_index_.try_emplace(
+        p.requester, static_cast<uint32_t>(requesters_.size()));
+    if (rnew) requesters_.push_back(p.requester);
+    a.requester = rit->second;
+    if (!p.metadata.empty() || !p.idempotency_key.empty()) {
+      a.Extras().metadata = std::move(p.metadata);
+      a.Extras().idempotency_key = p.idempotency_key;
+    }
     Workflow& wf = AcquireWorkflow(p.workflow_id);
     a.demand = BuildDemand(p, a.product, a.type, &wf);
-    a.req = std::move(p);
+    a.req = static_cast<RequestCore&&>(p);
     a.queued_at = now_;
-    if (!a.req.idempotency_key.empty())
-      idempotency_[a.req.idempotency_key] = id;
+    if (!a.idempotency_key().empty()) idempotency_[a.idempotency_key()] = id;
     Admit(a, true);
     if (a.status == AllocStatus::kQueued) {
       Emit(EventType::kQueued, a, ReasonText(a), CurrentScore(a));
@@ -1103,6 +1123,16 @@ StatusOr<const Alloc*> EngineImpl::Find(std::string_view id) const {
   return &it->second;
 }
 
+ParsedRequest EngineImpl::Reconstruct(const Alloc& a) const {
+  ParsedRequest p;
+  static_cast<RequestCore&>(p) = a.req;
+  for (const auto& [c, m] : a.demand) {
+    const Counter& k = counters_[c];
+    if (k.kind == Counter::Kind::kResource) p.resources.emplace_back(k.owner, m);
+  }
+  return p;
+}
+
 std::string EngineImpl::IdText(uint64_t id) {
   return "alloc_" + std::to_string(id);
 }
@@ -1135,7 +1165,7 @@ StatusOr<AllocationInfo> EngineImpl::Release(std::string_view id,
     case AllocStatus::kExpired:
       return Conflict(IdText(a.id) + " already expired at " +
                       FormatTime(a.ended_at) + "; its resources were reclaimed")
-          .WithDetails(a.end_reason);
+          .WithDetails(a.extras ? a.extras->end_reason : "");
     case AllocStatus::kCancelled:
       return Conflict(IdText(a.id) + " was cancelled");
     case AllocStatus::kReserved:
@@ -1145,13 +1175,13 @@ StatusOr<AllocationInfo> EngineImpl::Release(std::string_view id,
         return Conflict(IdText(a.id) +
                         " was preempted; its resources were "
                         "taken back")
-            .WithDetails(a.end_reason);
+            .WithDetails(a.extras ? a.extras->end_reason : "");
       }
-      a.usage = usage;
+      a.Extras().usage = usage;
       return ForceRelease(a, AllocStatus::kPreempted, EventType::kPreempted,
                           "released by the holder after the preemption notice");
     case AllocStatus::kActive:
-      a.usage = usage;
+      a.Extras().usage = usage;
       if (usage.outcome == Outcome::kFailure) {
         return Finish(a, AllocStatus::kFailed, EventType::kFailed,
                       "the holder reported failure");
@@ -1216,7 +1246,7 @@ StatusOr<AllocationInfo> EngineImpl::Reallocate(
     return InvalidRequest("resources names too many resources (limit " +
                           std::to_string(kMaxResourcesPerRequest) + ")");
   }
-  ParsedRequest next = a.req;
+  ParsedRequest next = Reconstruct(a);
   std::vector<bool> seen(resource_specs_.size(), false);
   for (const auto& [name, amount] : resources) {
     const std::string field = "resources." + Truncate(name, 64);
@@ -1242,7 +1272,8 @@ StatusOr<AllocationInfo> EngineImpl::Reallocate(
     return Conflict(IdText(a.id) + " is " + AllocStatusName(a.status) +
                     "; only active allocations can be reallocated");
   }
-  QM_RETURN_IF_ERROR(CheckCanEverFit(next));
+  QM_RETURN_IF_ERROR(
+      CheckCanEverFit(next, products_[a.product].name, types_[a.type].name));
   auto wit = workflows_.find(a.req.workflow_id);
   const Demand demand =
       BuildDemand(next, a.product, a.type,
@@ -1274,7 +1305,7 @@ StatusOr<AllocationInfo> EngineImpl::Reallocate(
     counters_[c].holders.erase({a.expected_end, a.id});
   }
   CountRunning(a, -1);
-  a.req = std::move(next);
+  a.req = static_cast<RequestCore&&>(next);
   CountRunning(a, +1);
   a.demand = demand;
   ApplyCounters(a, +1);
@@ -1411,14 +1442,16 @@ AllocationInfo EngineImpl::Info(const Alloc& a) const {
   i.id = IdText(a.id);
   i.status = a.status;
   i.workflow_id = a.req.workflow_id;
-  i.requester = a.req.requester;
-  i.product = a.req.product;
-  i.agent_type = a.req.agent_type;
+  i.requester = requesters_[a.requester];
+  i.product = products_[a.product].name;
+  i.agent_type = types_[a.type].name;
   i.level = a.req.level;
   i.priority_value = a.req.priority_value;
   i.preemptible = a.req.preemptible;
-  for (const auto& [idx, m] : a.req.resources) {
-    i.resources.emplace_back(resource_specs_[idx].name, FromMilli(m));
+  for (const auto& [c, m] : a.demand) {
+    const Counter& k = counters_[c];
+    if (k.kind != Counter::Kind::kResource) continue;
+    i.resources.emplace_back(resource_specs_[k.owner].name, FromMilli(m));
   }
   i.fencing_token = a.fencing;
   i.queued_at = a.queued_at;
@@ -1440,9 +1473,11 @@ AllocationInfo EngineImpl::Info(const Alloc& a) const {
   }
   i.estimated_tokens = a.req.estimated_tokens;
   i.estimated_minutes = a.req.estimated_minutes;
-  i.usage = a.usage;
-  i.metadata = a.req.metadata;
-  i.idempotency_key = a.req.idempotency_key;
+  if (a.extras) {
+    i.usage = a.extras->usage;
+    i.metadata = a.extras->metadata;
+    i.idempotency_key = a.extras->idempotency_key;
+  }
   return i;
 }
 
@@ -1459,8 +1494,8 @@ void EngineImpl::Emit(EventType type, const Alloc& a, std::string reason,
   e.fencing_token = a.fencing;
   e.score = score;
   e.reason = std::move(reason);
-  e.product = a.req.product;
-  e.agent_type = a.req.agent_type;
+  e.product = products_[a.product].name;
+  e.agent_type = types_[a.type].name;
   e.level = a.req.level;
   sink_->OnEvent(e);
 }
@@ -1537,8 +1572,8 @@ std::vector<QueueEntry> EngineImpl::Queue() const {
       QueueEntry e;
       e.id = IdText(a.id);
       e.level = a.req.level;
-      e.product = a.req.product;
-      e.agent_type = a.req.agent_type;
+      e.product = products_[a.product].name;
+      e.agent_type = types_[a.type].name;
       e.score = Score(a, now_, fs, &e);
       e.waited = now_ - a.queued_at;
       e.reason_queued = ReasonText(a);

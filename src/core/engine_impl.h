@@ -18,6 +18,8 @@
 #include <optional>
 #include <queue>
 #include <set>
+
+#include "absl/container/btree_set.h"
 #include <span>
 #include <string>
 #include <unordered_map>
@@ -52,29 +54,44 @@ struct Counter {
   uint64_t blocked_epoch = 0;
   uint64_t blocked_by = 0;
   uint64_t blocked_serial = 0;
-  // The type or product index of a kAgentType / kProduct counter.
+  // The resource, type or product index of a kResource / kAgentType /
+  // kProduct counter.
   uint32_t owner = 0;
   // Active holders ordered by expected end (for expected_start estimates and
   // for naming who holds a limit).
-  std::set<std::pair<Time, uint64_t>> holders;
+  // (A B-tree: a sixth of the memory of a std::set per holder.)
+  absl::btree_set<std::pair<Time, uint64_t>> holders;
   bool in_use = true;  // false when a workflow counter sits on the free list
 };
 
 using Demand = std::vector<std::pair<uint32_t, Milli>>;  // counter, amount
 
-// A validated request with every default applied and names interned.
-struct ParsedRequest {
-  std::string workflow_id, requester, product, agent_type;
+// What an allocation keeps of its request for its whole life (kept small:
+// names live interned in the engine, rarely used text in AllocExtras).
+struct RequestCore {
+  std::string workflow_id;
   Level level = Level::kNormal;
   int priority_value = 55;
-  std::vector<std::pair<uint32_t, Milli>> resources;  // resource idx, amount
   Milli agents = 1000;
   std::optional<int64_t> estimated_tokens;
   std::optional<double> estimated_minutes;
   int64_t blocks = 0, total_tasks = 10;
   Duration ttl{}, max_duration{};
   bool preemptible = true, requeue_on_preempt = false;
+};
+
+// A validated request with every default applied, before interning. (An
+// allocation keeps its resources only in its demand.)
+struct ParsedRequest : RequestCore {
+  std::vector<std::pair<uint32_t, Milli>> resources;  // resource idx, amount
+  std::string requester, product, agent_type, metadata, idempotency_key;
+};
+
+// The parts of an allocation most never have or need only at the end.
+struct AllocExtras {
   std::string metadata, idempotency_key;
+  std::optional<UsageReport> usage;
+  std::string end_reason;
 };
 
 // Ordering key of a queued request inside its lane: higher `key` first, then
@@ -110,8 +127,8 @@ struct Workflow {
 struct Alloc {
   uint64_t id = 0;
   AllocStatus status = AllocStatus::kQueued;
-  ParsedRequest req;
-  uint32_t product = 0, type = 0;  // interned indexes
+  RequestCore req;
+  uint32_t product = 0, type = 0, requester = 0;  // interned indexes
   Demand demand;
   bool holding = false;  // counted in counters (active, or preempted in grace)
   uint64_t fencing = 0;
@@ -125,8 +142,16 @@ struct Alloc {
   uint32_t lane = 0;
   QKey qkey;
   WaitReason wait;
-  std::optional<UsageReport> usage;
-  std::string end_reason;
+  std::unique_ptr<AllocExtras> extras;  // null while nothing to keep
+
+  AllocExtras& Extras() {
+    if (!extras) extras = std::make_unique<AllocExtras>();
+    return *extras;
+  }
+  const std::string& idempotency_key() const {
+    static const std::string kEmpty;
+    return extras ? extras->idempotency_key : kEmpty;
+  }
 };
 
 // All queued requests of one (level, product, agent type, uses agents) share
@@ -137,7 +162,7 @@ struct Lane {
   uint32_t type = 0, product = 0;
   bool uses_agents = true;
   uint64_t seen_serial = 0;  // the last pass that put this lane on its heap
-  std::set<QKey, QKeyBefore> members;
+  absl::btree_set<QKey, QKeyBefore> members;
 };
 struct LaneHeadBefore {
   bool operator()(const std::pair<QKey, uint32_t>& a,
@@ -154,7 +179,7 @@ struct LaneHeadBefore {
 struct Band {
   Level level = Level::kNormal;
   uint32_t product = 0;
-  std::set<std::pair<QKey, uint32_t>, LaneHeadBefore> lanes;
+  absl::btree_set<std::pair<QKey, uint32_t>, LaneHeadBefore> lanes;
 };
 
 struct ProductState {
@@ -231,7 +256,8 @@ class EngineImpl {
   Status ValidateAmount(const std::string& field, const std::string& name,
                         double amount, uint32_t* resource, Milli* out) const;
   // RESOURCE_EXHAUSTED when some amount exceeds a limit outright.
-  Status CheckCanEverFit(const ParsedRequest& p) const;
+  Status CheckCanEverFit(const ParsedRequest& p, const std::string& product,
+                         const std::string& agent_type) const;
 
   // --- interning and counters ---
   uint32_t InternProduct(const std::string& name);
@@ -328,6 +354,9 @@ class EngineImpl {
   WaitReason Diagnose(const Demand& d, uint64_t self) const;
   std::optional<Time> ExpectedStart(const Alloc& a) const;
   std::string CounterLabel(const Counter& c) const;
+  // The allocation's request as validated: its core and its resources (from
+  // its demand).
+  ParsedRequest Reconstruct(const Alloc& a) const;
   StatusOr<Alloc*> Find(std::string_view id);
   StatusOr<const Alloc*> Find(std::string_view id) const;
   static std::string IdText(uint64_t id);
@@ -350,6 +379,8 @@ class EngineImpl {
   std::vector<ProductState> products_;
   std::unordered_map<std::string, uint32_t> product_index_;
   std::vector<TypeState> types_;
+  std::vector<std::string> requesters_;
+  std::unordered_map<std::string, uint32_t> requester_index_;
   std::unordered_map<std::string, uint32_t> type_index_;
   std::unordered_map<std::string, Workflow> workflows_;
 

@@ -214,7 +214,9 @@ StatusOr<ParsedRequest> EngineImpl::Validate(const AllocationRequest& r,
   return p;
 }
 
-Status EngineImpl::CheckCanEverFit(const ParsedRequest& p) const {
+Status EngineImpl::CheckCanEverFit(const ParsedRequest& p,
+                                   const std::string& product,
+                                   const std::string& agent_type) const {
   for (const auto& [idx, m] : p.resources) {
     const Counter& c = counters_[resource_counter_[idx]];
     if (m > c.limit) {
@@ -225,17 +227,17 @@ Status EngineImpl::CheckCanEverFit(const ParsedRequest& p) const {
     }
   }
   if (p.agents > 0) {
-    const Milli tl = TypeLimit(p.agent_type);
+    const Milli tl = TypeLimit(agent_type);
     if (p.agents > tl) {
-      return ResourceExhausted("agent type " + p.agent_type +
+      return ResourceExhausted("agent type " + agent_type +
                                " allows at most " + FormatMilli(tl) +
                                " running at once; requested " +
                                FormatMilli(p.agents))
           .AddAffected("agents");
     }
-    const Milli pl = ProductLimit(p.product);
+    const Milli pl = ProductLimit(product);
     if (p.agents > pl) {
-      return ResourceExhausted("product " + p.product + " allows at most " +
+      return ResourceExhausted("product " + product + " allows at most " +
                                FormatMilli(pl) +
                                " agents at once (max_concurrent_agents); "
                                "requested " +
