@@ -1128,7 +1128,8 @@ ParsedRequest EngineImpl::Reconstruct(const Alloc& a) const {
   static_cast<RequestCore&>(p) = a.req;
   for (const auto& [c, m] : a.demand) {
     const Counter& k = counters_[c];
-    if (k.kind == Counter::Kind::kResource) p.resources.emplace_back(k.owner, m);
+    if (k.kind == Counter::Kind::kResource)
+      p.resources.emplace_back(k.owner, m);
   }
   return p;
 }

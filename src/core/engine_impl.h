@@ -18,13 +18,12 @@
 #include <optional>
 #include <queue>
 #include <set>
-
-#include "absl/container/btree_set.h"
 #include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "absl/container/btree_set.h"
 #include "qm/clock.h"
 #include "qm/config.h"
 #include "qm/engine.h"

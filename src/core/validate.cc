@@ -229,8 +229,8 @@ Status EngineImpl::CheckCanEverFit(const ParsedRequest& p,
   if (p.agents > 0) {
     const Milli tl = TypeLimit(agent_type);
     if (p.agents > tl) {
-      return ResourceExhausted("agent type " + agent_type +
-                               " allows at most " + FormatMilli(tl) +
+      return ResourceExhausted("agent type " + agent_type + " allows at most " +
+                               FormatMilli(tl) +
                                " running at once; requested " +
                                FormatMilli(p.agents))
           .AddAffected("agents");
