@@ -2,8 +2,10 @@
 #include "cli/cli.h"
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -119,6 +121,28 @@ TEST(CliTest, HelpAndUsageErrors) {
   EXPECT_NE(help.out.find("simulate"), std::string::npos);
   const Result bad = Qm({"no-such-command"});
   EXPECT_EQ(bad.code, 2);
+}
+
+}  // namespace
+}  // namespace qm
+
+namespace qm {
+namespace {
+
+// The built binary, end to end: exit status and output stream.
+TEST(QmBinaryTest, ExitStatusFollowsTheEnvelope) {
+  const std::string qm = QM_BINARY;
+  const std::string ok = qm + " config validate " + std::string(QM_SOURCE_DIR) +
+                         "/examples/resource-limits.yml > /dev/null";
+  EXPECT_EQ(std::system(ok.c_str()), 0);
+  const std::string bad = qm + " config validate /nonexistent.yml > /dev/null";
+  const int status = std::system(bad.c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  const std::string usage = qm + " --no-such-flag > /dev/null 2>&1";
+  const int usage_status = std::system(usage.c_str());
+  ASSERT_TRUE(WIFEXITED(usage_status));
+  EXPECT_EQ(WEXITSTATUS(usage_status), 2);
 }
 
 }  // namespace
