@@ -1,7 +1,7 @@
 #include "api/json_codec.h"
 
 #include <cmath>
-#include <sstream>
+#include <cstdio>
 
 #include "core/text.h"
 
@@ -443,10 +443,9 @@ Json SuccessEnvelope(std::string_view operation, Time timestamp, Json result,
   j["operation"] = operation;
   j["timestamp"] = FormatTime(timestamp);
   j["result"] = std::move(result);
-  const double secs = execution_time.count() / 1000.0;
-  std::ostringstream t;
-  t << secs << "s";
-  j["metrics"] = {{"execution_time", t.str()}};
+  char t[32];
+  std::snprintf(t, sizeof t, "%.3fs", execution_time.count() / 1000.0);
+  j["metrics"] = {{"execution_time", t}};
   j["recommendations"] = recommendations;
   return j;
 }

@@ -112,7 +112,9 @@ int Run(int argc, const char* const* argv, std::ostream& out,
   app.fallthrough();
   Output o;
   o.out = &out;
-  app.add_option("--output,-o", o.format, "Output format: json or table")
+  app.add_option("--output,-o", o.format,
+                 "Output format: json (the envelope), table (for people), "
+                 "or yaml (config show only: loadable YAML)")
       ->check(CLI::IsMember({"json", "table", "yaml"}))
       ->capture_default_str();
 
@@ -146,12 +148,14 @@ int Run(int argc, const char* const* argv, std::ostream& out,
       {"release", "Release an allocation with its usage"},
       {"renew", "Renew (heartbeat) an allocation's lease"},
       {"status", "Show totals, availability and the queue"},
-      {"serve", "Run the qm server"},
+      {"serve", "Run the qm server"},  // help text below says it is not built
   };
   std::vector<CLI::App*> server_cmds;
   for (const auto& [name, help] : server_ops) {
     auto* cmd = app.add_subcommand(
-        name, help + " (needs the qm server, which is not built yet)");
+        name,
+        help + (name == "serve" ? " (not built yet)"
+                                : " (needs the qm server: not built yet)"));
     cmd->allow_extras();
     cmd->fallthrough(false);
     server_cmds.push_back(cmd);
