@@ -59,7 +59,10 @@ Status EngineImpl::Init() {
     resource_counter_.push_back(
         NewCounter(Counter::Kind::kResource, r.name, ToMilli(r.capacity)));
     counters_[resource_counter_.back()].owner = idx;
-    if (r.name == "agents") agents_resource_ = idx;
+    if (r.name == "agents") {
+      agents_resource_ = idx;
+      agents_min_ = r.fractional ? 1 : 1000;
+    }
   }
   for (const auto& [type, limit] : config_.per_type_limits) {
     if (limit < 0) {
@@ -88,6 +91,13 @@ uint32_t EngineImpl::NewCounter(Counter::Kind kind, std::string name,
   c.name = std::move(name);
   c.limit = limit;
   return idx;
+}
+
+void EngineImpl::FreeCounter(uint32_t c) {
+  counters_[c].in_use = false;
+  counters_[c].holders.clear();
+  counters_[c].blocked_by = 0;
+  free_counters_.push_back(c);
 }
 
 Milli EngineImpl::TypeLimit(const std::string& type) const {
@@ -161,10 +171,7 @@ void EngineImpl::ReleaseWorkflowRef(const std::string& id) {
   if (it == workflows_.end()) return;
   if (--it->second.refs > 0) return;
   for (uint32_t c : {it->second.agents, it->second.cpu, it->second.memory}) {
-    if (c == UINT32_MAX) continue;
-    counters_[c].in_use = false;
-    counters_[c].holders.clear();
-    free_counters_.push_back(c);
+    if (c != UINT32_MAX) FreeCounter(c);
   }
   workflows_.erase(it);
 }
@@ -478,6 +485,16 @@ void EngineImpl::Dequeue(Alloc& a) {
   if (band.lanes.empty()) active_bands_.erase(lane.band);
   ++fs_version_;
   --queued_count_;
+  // A request that leaves the queue claims nothing any more. (Whoever
+  // removes it re-examines the counters it claimed.)
+  for (const auto& [c, m] : a.demand) {
+    if (Blocker(c) == a.id) counters_[c].blocked_by = 0;
+  }
+  if (queued_count_ == 0) ++pass_epoch_;  // nobody waits: B is empty
+  if (a.preempted_someone) {
+    a.preempted_someone = false;
+    relaxed_ = queued_count_ > 0;  // its parked victims may start now
+  }
   if (a.req.agents == 0) --queued_without_agents_;
   --products_[a.product].queued;
   --types_[a.type].queued;
@@ -533,9 +550,81 @@ void EngineImpl::Block(uint32_t c, const Alloc& a) {
       return;
     }
   }
+  const Milli held = AmountOn(a.demand, c);
+  // Taking over a claim with a smaller share lets requests that were held
+  // back by the old one through: they must be looked at again.
+  if (current != 0 && held < k.held && k.used + held <= k.limit) {
+    relaxed_ = true;
+  }
   k.blocked_epoch = pass_epoch_;
   k.blocked_by = a.id;
   k.blocked_serial = pass_serial_;
+  k.held = held;
+}
+
+Milli EngineImpl::Room(uint32_t c) const {
+  const Counter& k = counters_[c];
+  return k.limit - k.used - (Blocker(c) != 0 ? k.held : 0);
+}
+
+void EngineImpl::Assess(const Alloc& a, uint64_t serial,
+                        std::vector<uint32_t>* nofit, uint32_t* behind) const {
+  nofit->clear();
+  *behind = UINT32_MAX;
+  for (const auto& [c, m] : a.demand) {
+    const Counter& k = counters_[c];
+    if (k.used + m > k.limit) {
+      nofit->push_back(c);
+      continue;
+    }
+    const uint64_t b = Blocker(c);
+    if (b == 0 || b == a.id || *behind != UINT32_MAX) continue;
+    if (k.used + m + k.held <= k.limit) continue;  // room for both
+    if (serial != 0 && k.blocked_serial == serial) {
+      *behind = c;  // claimed earlier in this pass: it outranks `a`
+      continue;
+    }
+    auto it = allocs_.find(b);
+    if (it != allocs_.end() && it->second.status == AllocStatus::kQueued &&
+        Outranks(it->second, a)) {
+      *behind = c;
+    }
+  }
+}
+
+bool EngineImpl::Claim(const Alloc& a, const std::vector<uint32_t>& nofit) {
+  for (uint32_t c : nofit) Block(c, a);
+  for (uint32_t c : nofit) {
+    if (Blocker(c) != a.id) return false;
+  }
+  return true;
+}
+
+void EngineImpl::HoldRest(const Alloc& a, const std::vector<uint32_t>& nofit) {
+  for (const auto& [c, m] : a.demand) {
+    if (std::find(nofit.begin(), nofit.end(), c) == nofit.end()) Block(c, a);
+  }
+}
+
+uint64_t EngineImpl::ParkedBehind(const Alloc& a) const {
+  if (a.preempted_by == 0) return 0;
+  // Parked only until that request first starts after the preemption.
+  auto it = allocs_.find(a.preempted_by);
+  return it != allocs_.end() && it->second.status == AllocStatus::kQueued &&
+                 it->second.fencing == a.preempted_by_fence
+             ? a.preempted_by
+             : 0;
+}
+
+void EngineImpl::Wait(Alloc& a, const std::vector<uint32_t>& nofit) {
+  a.wait = {WaitReason::Kind::kNoFit, nofit[0], AmountOn(a.demand, nofit[0]),
+            0};
+  const bool heads_all = Claim(a, nofit);
+  if (heads_all &&
+      config_.levels[static_cast<int>(a.req.level)].preempt_lower &&
+      TryPreempt(a, nofit)) {
+    HoldRest(a, nofit);
+  }
 }
 
 void EngineImpl::ApplyCounters(Alloc& a, int sign) {
@@ -610,13 +699,14 @@ AllocationInfo EngineImpl::ForceRelease(Alloc& a, AllocStatus status,
     a.status = AllocStatus::kPreempted;
     Emit(event, a, reason);
     a.Extras().end_reason = std::move(reason);
-    Admit(a, false);  // keeps the original queued_at
-    if (a.status == AllocStatus::kQueued) {
-      Emit(EventType::kRequeued, a,
-           "re-queued after preemption, keeping its queue time " +
-               FormatTime(a.queued_at));
-    }
-    DispatchFreed(a.demand);
+    // Back to the queue with its original queued_at. What it freed goes to
+    // whoever ranks first, normally the request that preempted it, so the
+    // whole queue is examined in order (preemptions are rare).
+    Enqueue(a);
+    Emit(EventType::kRequeued, a,
+         "re-queued after preemption, keeping its queue time " +
+             FormatTime(a.queued_at));
+    Dispatch();
     return Info(a);
   }
   return Finish(a, status, event, std::move(reason));
@@ -644,7 +734,8 @@ WaitReason EngineImpl::Diagnose(const Demand& d, uint64_t self) const {
     const Counter& k = counters_[c];
     if (k.used + m > k.limit) return {WaitReason::Kind::kNoFit, c, m, 0};
     const uint64_t b = Blocker(c);
-    if (behind.kind == WaitReason::Kind::kNone && b != 0 && b != self) {
+    if (behind.kind == WaitReason::Kind::kNone && b != 0 && b != self &&
+        k.used + m + k.held > k.limit) {
       behind = {WaitReason::Kind::kBehind, c, m, b};
     }
   }
@@ -652,42 +743,22 @@ WaitReason EngineImpl::Diagnose(const Demand& d, uint64_t self) const {
 }
 
 void EngineImpl::Admit(Alloc& a, bool is_new) {
-  // Does it fit, and does a waiter that outranks it claim one of its
-  // counters?
-  WaitReason wait;
   std::vector<uint32_t> nofit;
-  for (const auto& [c, m] : a.demand) {
-    const Counter& k = counters_[c];
-    if (k.used + m > k.limit) {
-      nofit.push_back(c);
-      if (wait.kind == WaitReason::Kind::kNone) {
-        wait = {WaitReason::Kind::kNoFit, c, m, 0};
-      }
-      continue;
-    }
-    const uint64_t b = Blocker(c);
-    if (b == 0 || b == a.id || wait.kind == WaitReason::Kind::kBehind) continue;
-    auto it = allocs_.find(b);
-    if (it != allocs_.end() && it->second.status == AllocStatus::kQueued &&
-        Outranks(it->second, a)) {
-      wait = {WaitReason::Kind::kBehind, c, m, b};
-    }
-  }
-  if (wait.kind == WaitReason::Kind::kNone) {
+  uint32_t behind = UINT32_MAX;
+  Assess(a, 0, &nofit, &behind);
+  if (nofit.empty() && behind == UINT32_MAX) {
     ApplyCounters(a, +1);
     Grant(a, is_new ? std::nullopt : std::optional<double>(CurrentScore(a)));
     return;
   }
   Enqueue(a);
-  a.wait = wait;
-  ++pass_serial_;
-  for (uint32_t c : nofit) Block(c, a);
-  if (wait.kind == WaitReason::Kind::kNoFit &&
-      config_.levels[static_cast<int>(a.req.level)].preempt_lower) {
-    // Preempt only for counters this request now heads.
-    bool heads_all = true;
-    for (uint32_t c : nofit) heads_all &= Blocker(c) == a.id;
-    if (heads_all) TryPreempt(a, nofit);
+  if (!nofit.empty()) {
+    ++pass_serial_;
+    Wait(a, nofit);
+    if (relaxed_) Dispatch();
+  } else {
+    a.wait = {WaitReason::Kind::kBehind, behind, AmountOn(a.demand, behind),
+              Blocker(behind)};
   }
 }
 
@@ -702,6 +773,7 @@ void EngineImpl::RunPass(const std::vector<uint32_t>* seeds) {
   if (full) {
     ++pass_epoch_;  // B starts empty
     last_pass_ = now_;
+    relaxed_ = false;
   }
   const uint64_t serial = ++pass_serial_;
   const std::vector<double>& fs = FairShare();
@@ -767,7 +839,8 @@ void EngineImpl::RunPass(const std::vector<uint32_t>* seeds) {
   };
   auto all_claimed = [&] {
     for (uint32_t c : pass_counters) {
-      if (counters_[c].blocked_serial != serial || Blocker(c) == 0) {
+      if (counters_[c].blocked_serial != serial || Blocker(c) == 0 ||
+          Room(c) >= agents_min_) {
         return false;
       }
     }
@@ -795,7 +868,8 @@ void EngineImpl::RunPass(const std::vector<uint32_t>* seeds) {
   std::vector<uint32_t> nofit;
   while (!heap.empty() && !escalate) {
     if (counters_[agents_counter].blocked_serial == serial &&
-        Blocker(agents_counter) != 0 && queued_without_agents_ == 0) {
+        Blocker(agents_counter) != 0 && Room(agents_counter) < agents_min_ &&
+        queued_without_agents_ == 0) {
       break;  // everything left needs an agent a better request awaits
     }
     if (!full && all_claimed()) break;
@@ -811,52 +885,34 @@ void EngineImpl::RunPass(const std::vector<uint32_t>* seeds) {
     }
     Alloc& a = allocs_.at(cur.it->id);
     uint32_t behind = UINT32_MAX;
-    nofit.clear();
-    for (const auto& [c, m] : a.demand) {
-      const Counter& k = counters_[c];
-      if (k.used + m > k.limit) {
-        nofit.push_back(c);
-        continue;
-      }
-      const uint64_t b = Blocker(c);
-      if (b == 0 || b == a.id || behind != UINT32_MAX) continue;
-      if (k.blocked_serial == serial) {
-        behind = c;  // claimed earlier in this pass: it outranks `a`
-      } else {
-        auto it = allocs_.find(b);
-        if (it != allocs_.end() && it->second.status == AllocStatus::kQueued &&
-            Outranks(it->second, a)) {
-          behind = c;
-        }
-      }
+    if (const uint64_t p = ParkedBehind(a); p != 0) {
+      a.wait = {WaitReason::Kind::kYielding, a.demand.front().first, 0, p};
+      const MemberIt next = std::next(cur.it);
+      if (next != lane.members.end()) push(cur.lane, next, false, cur.band_it);
+      continue;
     }
-    auto lane_shared = [&](uint32_t c) {
+    Assess(a, serial, &nofit, &behind);
+    // The rest of the lane needs at least agents_min_ of the lane's shared
+    // counters (type, product, agents): skip it when they have less room.
+    auto lane_dead = [&](uint32_t c) {
       return a.req.agents > 0 &&
              (c == agents_counter || c == types_[a.type].counter ||
-              c == products_[a.product].counter);
+              c == products_[a.product].counter) &&
+             Room(c) < agents_min_;
     };
     bool skip_lane = false;
     if (!nofit.empty()) {
-      for (uint32_t c : nofit) Block(c, a);
-      bool heads_all = true;
-      for (uint32_t c : nofit) heads_all &= Blocker(c) == a.id;
-      const bool can_preempt =
-          heads_all &&
-          config_.levels[static_cast<int>(a.req.level)].preempt_lower;
-      if (!(can_preempt && TryPreempt(a, nofit))) {
-        a.wait = {WaitReason::Kind::kNoFit, nofit[0],
-                  AmountOn(a.demand, nofit[0]), 0};
-      }
-      for (uint32_t c : nofit) skip_lane |= lane_shared(c);
+      Wait(a, nofit);
+      for (uint32_t c : nofit) skip_lane |= lane_dead(c);
     } else if (behind != UINT32_MAX) {
       a.wait = {WaitReason::Kind::kBehind, behind, AmountOn(a.demand, behind),
                 Blocker(behind)};
-      skip_lane = lane_shared(behind);
+      skip_lane = lane_dead(behind);
     } else {
       ApplyCounters(a, +1);
       granted.emplace_back(a.id, Score(a, now_, fs));
-      // Counters it was waiting for are free of it now: whoever else waits
-      // for them must be looked at again.
+      // Counters it claimed are free of it now: whoever else waits for them
+      // must be looked at again.
       for (const auto& [c, m] : a.demand) {
         if (Blocker(c) != a.id) continue;
         counters_[c].blocked_by = 0;
@@ -873,7 +929,9 @@ void EngineImpl::RunPass(const std::vector<uint32_t>* seeds) {
     Dequeue(a);
     Grant(a, score);
   }
-  if (escalate) RunPass(nullptr);
+  // A full pass rebuilds every claim in order, so it only relaxes one when
+  // a request that preempted others started (its victims may go now).
+  if (escalate || relaxed_) RunPass(nullptr);
 }
 
 // Chooses victims among running preemptible allocations of strictly lower
@@ -899,8 +957,11 @@ bool EngineImpl::TryPreempt(Alloc& a,
   for (const auto& [c, s] : shortfall) {
     for (const auto& [end, id] : counters_[c].holders) {
       const Alloc& v = allocs_.at(id);
+      // Only victims the request outranks as if they were queued (a victim
+      // that would be re-queued ahead of it would just take its place back).
       if (v.status != AllocStatus::kActive || !v.req.preemptible ||
-          v.req.level >= a.req.level || !seen.insert(id).second) {
+          v.req.level >= a.req.level || !seen.insert(id).second ||
+          !Outranks(a, v)) {
         continue;
       }
       candidates.push_back(&v);
@@ -943,6 +1004,9 @@ bool EngineImpl::TryPreempt(Alloc& a,
     Alloc& v = allocs_.at(cv->id);
     v.status = AllocStatus::kPreempted;
     v.preempt_deadline = now_ + grace;
+    v.preempted_by = a.id;
+    v.preempted_by_fence = a.fencing;
+    a.preempted_someone = true;
     for (const auto& [c, m] : v.demand) counters_[c].releasing += m;
     --active_count_;
     ++preempting_count_;
@@ -1027,6 +1091,7 @@ StatusOr<std::vector<AllocateResult>> EngineImpl::AllocateMany(
     std::vector<std::string> workflows;
     std::string why;
     size_t failed = 0;
+    const size_t known_types = types_.size(), known_products = products_.size();
     for (size_t i = 0; i < parsed.size() && why.empty(); ++i) {
       if (replay[i]) continue;
       const ParsedRequest& p = parsed[i];
@@ -1048,6 +1113,19 @@ StatusOr<std::vector<AllocateResult>> EngineImpl::AllocateMany(
     }
     for (const std::string& wf : workflows) ReleaseWorkflowRef(wf);
     if (!why.empty()) {
+      // A refused batch leaves no trace: forget names it introduced.
+      while (types_.size() > known_types) {
+        FreeCounter(types_.back().counter);
+        type_index_.erase(types_.back().name);
+        types_.pop_back();
+        type_lanes_.pop_back();
+      }
+      while (products_.size() > known_products) {
+        FreeCounter(products_.back().counter);
+        product_index_.erase(products_.back().name);
+        products_.pop_back();
+        product_lanes_.pop_back();
+      }
       return Unavailable(
           "batch does not fit now as a whole; nothing was "
           "granted: requests[" +
@@ -1173,14 +1251,16 @@ StatusOr<AllocationInfo> EngineImpl::Release(std::string_view id,
       return Conflict(IdText(a.id) + " is a reservation");
     case AllocStatus::kPreempted:
       if (!a.holding) {
+        if (a.extras && a.extras->usage) return Info(a);  // a retried release
         return Conflict(IdText(a.id) +
                         " was preempted; its resources were "
                         "taken back")
             .WithDetails(a.extras ? a.extras->end_reason : "");
       }
+      // The holder finished within its notice: it is done, not re-queued.
       a.Extras().usage = usage;
-      return ForceRelease(a, AllocStatus::kPreempted, EventType::kPreempted,
-                          "released by the holder after the preemption notice");
+      return Finish(a, AllocStatus::kPreempted, EventType::kPreempted,
+                    "released by the holder after the preemption notice");
     case AllocStatus::kActive:
       a.Extras().usage = usage;
       if (usage.outcome == Outcome::kFailure) {
@@ -1205,7 +1285,10 @@ StatusOr<AllocationInfo> EngineImpl::Renew(std::string_view id,
   auto found = Find(id);
   if (!found.ok()) return found.status();
   Alloc& a = **found;
-  if (ttl && ttl->count() <= 0) return InvalidRequest("ttl must be positive");
+  if (ttl && (ttl->count() <= 0 || *ttl > kMaxTtl)) {
+    return InvalidRequest("ttl must be positive and at most " +
+                          FormatDuration(kMaxTtl));
+  }
   if (a.status != AllocStatus::kActive) {
     return Conflict(IdText(a.id) + " is " + AllocStatusName(a.status) +
                     "; only active allocations can be renewed");
@@ -1345,6 +1428,7 @@ StatusOr<AllocationInfo> EngineImpl::Cancel(std::string_view id) {
   AllocationInfo info = Info(a);
   Retire(a);
   if (!blocked.empty() && queued_count_ > 0) RunPass(&blocked);
+  if (relaxed_) Dispatch();
   return info;
 }
 
@@ -1381,9 +1465,18 @@ std::string EngineImpl::ReasonText(const WaitReason& w) const {
   switch (w.kind) {
     case WaitReason::Kind::kNone:
       break;
-    case WaitReason::Kind::kBehind:
+    case WaitReason::Kind::kBehind: {
+      auto it = allocs_.find(w.other);
+      if (it == allocs_.end() || it->second.status != AllocStatus::kQueued) {
+        return "waiting for " + CounterLabel(c) +
+               " claimed by a higher-scored request";
+      }
       return "waiting behind higher-scored " + IdText(w.other) + " for " +
              CounterLabel(c);
+    }
+    case WaitReason::Kind::kYielding:
+      return "preempted by " + IdText(w.other) +
+             "; waits for it to start before starting again";
     case WaitReason::Kind::kPreempting:
       return "preempting lower-priority work on " + CounterLabel(c) +
              "; starts when it is released";
@@ -1696,7 +1789,7 @@ Status EngineImpl::CheckInvariants() const {
   for (const Lane& lane : lanes_) {
     for (const QKey& k : lane.members) {
       const Alloc& a = allocs_.at(k.id);
-      bool held = false, fits = true;
+      bool held = ParkedBehind(a) != 0, fits = true;
       for (const auto& [c, m] : a.demand) {
         const Counter& cnt = counters_[c];
         const uint64_t b = Blocker(c);
@@ -1704,12 +1797,19 @@ Status EngineImpl::CheckInvariants() const {
           fits = false;
           held |= b != 0;
         } else {
-          held |= b != 0 && b != a.id;
+          held |= b != 0 && b != a.id && cnt.used + m + cnt.held > cnt.limit;
         }
       }
       if (!held) {
-        return Internal(IdText(a.id) + (fits ? " fits" : " does not fit") +
-                        " and no claim holds it back, yet it is queued");
+        std::string where;
+        for (const auto& [c, m] : a.demand) {
+          const Counter& cnt = counters_[c];
+          where += " " + cnt.name + "(" + FormatMilli(cnt.used) + "+" +
+                   FormatMilli(m) + "/" + FormatMilli(cnt.limit) + ")";
+        }
+        return Internal(
+            IdText(a.id) + (fits ? " fits" : " does not fit") +
+            " and no claim holds it back, yet it is queued:" + where);
       }
     }
   }

@@ -34,6 +34,9 @@ namespace qm {
 
 using Milli = int64_t;
 inline constexpr Milli kUnlimited = std::numeric_limits<int64_t>::max() / 4;
+// Longest lease a request or renewal may ask for (time arithmetic stays far
+// from overflow; max_duration caps real leases anyway).
+inline constexpr Duration kMaxTtl = std::chrono::hours(24 * 365);
 
 struct Counter {
   enum class Kind : uint8_t { kResource, kAgentType, kProduct, kWorkflow };
@@ -53,6 +56,12 @@ struct Counter {
   uint64_t blocked_epoch = 0;
   uint64_t blocked_by = 0;
   uint64_t blocked_serial = 0;
+  // The claimant's amount on this counter. Requests it outranks may take
+  // from the counter only while used + their amount + held <= limit: a
+  // claimant that does not fit (used + held > limit) shuts them out; one
+  // that fits keeps its share (a head-of-line waiter holds all of its
+  // demand, so what it already fits on cannot be taken from under it).
+  Milli held = 0;
   // The resource, type or product index of a kResource / kAgentType /
   // kProduct counter.
   uint32_t owner = 0;
@@ -111,7 +120,7 @@ struct QKeyBefore {
 
 // Why a queued request is not running (rendered to text on demand).
 struct WaitReason {
-  enum class Kind : uint8_t { kNone, kNoFit, kBehind, kPreempting };
+  enum class Kind : uint8_t { kNone, kNoFit, kBehind, kPreempting, kYielding };
   Kind kind = Kind::kNone;
   uint32_t counter = 0;
   Milli need = 0;
@@ -137,6 +146,11 @@ struct Alloc {
   bool expiring = false;  // lease_expiring notice sent
   bool starvation_alerted = false;
   uint64_t queue_gen = 0;  // bumps on every (re)queue
+  // A re-queued victim does not start again before the request that
+  // preempted it (else the two could take turns forever).
+  uint64_t preempted_by = 0;
+  uint64_t preempted_by_fence = 0;  // its fencing token then (0: never ran)
+  bool preempted_someone = false;   // sent a preemption notice while queued
   // While queued:
   uint32_t lane = 0;
   QKey qkey;
@@ -262,6 +276,8 @@ class EngineImpl {
   uint32_t InternProduct(const std::string& name);
   uint32_t InternType(const std::string& name);
   uint32_t NewCounter(Counter::Kind kind, std::string name, Milli limit);
+  // Puts an unused counter on the free list.
+  void FreeCounter(uint32_t c);
   Workflow& AcquireWorkflow(const std::string& id);
   void ReleaseWorkflowRef(const std::string& id);
   Demand BuildDemand(const ParsedRequest& p, uint32_t product, uint32_t type,
@@ -277,9 +293,28 @@ class EngineImpl {
   uint64_t Blocker(uint32_t c) const;
   // Whether queued `x` goes before queued-or-arriving `y` right now.
   bool Outranks(const Alloc& x, const Alloc& y) const;
-  // Records `a` as the blocker of `c` unless a request that outranks it
-  // already is.
+  // Records `a` as the claimant of `c` (holding its amount there) unless a
+  // request that outranks it already is.
   void Block(uint32_t c, const Alloc& a);
+  // Room left on `c` for requests its claimant outranks.
+  Milli Room(uint32_t c) const;
+  // How `a` stands: the counters it does not fit on (`nofit`), and the first
+  // counter on which a claim that outranks it leaves too little room
+  // (`behind`, UINT32_MAX if none). Claims recorded by pass `serial` outrank
+  // `a` (it is visited after them).
+  void Assess(const Alloc& a, uint64_t serial, std::vector<uint32_t>* nofit,
+              uint32_t* behind) const;
+  // `a` cannot start: it claims the counters it does not fit on. True when
+  // it heads all of them (then it may preempt).
+  bool Claim(const Alloc& a, const std::vector<uint32_t>& nofit);
+  // A preempting request also holds its share of the counters it fits on,
+  // so what its victims free is not taken by lower requests first.
+  void HoldRest(const Alloc& a, const std::vector<uint32_t>& nofit);
+  // The queued request that preempted `a`, if it has not started yet.
+  uint64_t ParkedBehind(const Alloc& a) const;
+  // Claim, then preempt when the level allows and `a` heads its claims;
+  // sets a.wait.
+  void Wait(Alloc& a, const std::vector<uint32_t>& nofit);
   // Grants a new (or re-queued) allocation at once when it fits and no
   // waiter that outranks it claims one of its counters; else queues it
   // (preempting when its level allows).
@@ -372,6 +407,7 @@ class EngineImpl {
   std::unordered_map<std::string, uint32_t> resource_index_;
   std::vector<uint32_t> resource_counter_;  // resource idx -> counter
   uint32_t agents_resource_ = 0;
+  Milli agents_min_ = 1000;  // the smallest non-zero agents amount
 
   std::vector<Counter> counters_;
   std::vector<uint32_t> free_counters_;
@@ -400,6 +436,9 @@ class EngineImpl {
   std::vector<std::vector<uint32_t>> type_lanes_, product_lanes_;
   uint64_t pass_epoch_ = 1;
   uint64_t pass_serial_ = 0;
+  // Set when a claim was taken over with a smaller share (see Block): a full
+  // pass must re-examine the queue.
+  bool relaxed_ = false;
   // Fair-share cache: valid while fs_time_ == now_ and no usage changed.
   mutable std::vector<double> fs_cache_;
   mutable Time fs_time_{};

@@ -203,8 +203,9 @@ StatusOr<ParsedRequest> EngineImpl::Validate(const AllocationRequest& r,
     }
   }
   p.max_duration = r.max_duration.value_or(cap);
-  if (r.ttl && r.ttl->count() <= 0) {
-    return InvalidRequest(prefix + "ttl must be positive");
+  if (r.ttl && (r.ttl->count() <= 0 || *r.ttl > kMaxTtl)) {
+    return InvalidRequest(prefix + "ttl must be positive and at most " +
+                          FormatDuration(kMaxTtl));
   }
   p.ttl = r.ttl.value_or(config_.scheduling.default_ttl);
   p.preemptible = r.preemptible.value_or(p.level != Level::kCritical);

@@ -90,20 +90,14 @@ Fingerprint Take(const Harness& h) {
   return f;
 }
 
-TEST(InvariantsTest, HundredThousandRandomOperationsKeepEveryInvariant) {
-  Config c = Config::Defaults();
-  c.resources[0].capacity = 12;
-  c.per_type_limits = {{"t0", 2}, {"t1", 3}, {"t2", 4}};
-  c.products["p0"].max_concurrent_agents = 5;
-  c.products["p1"].max_concurrent_agents = 8;
-  c.allocation_limits.max_agents_per_workflow = 4;
-  c.scheduling.history_limit = 200;
+// Applies `ops` random operations and checks everything after each.
+void RunRandom(const Config& c, int ops_count, uint64_t seed, int* refused,
+               int* accepted) {
   Harness h(c);
-  RandomOps ops(20260126);
+  RandomOps ops(seed);
   std::vector<std::string> ids;
-  int refused = 0, granted_or_queued = 0;
-  constexpr int kOps = 100000;
-  for (int step = 0; step < kOps; ++step) {
+  int refused_count = 0, granted_or_queued = 0;
+  for (int step = 0; step < ops_count; ++step) {
     const Fingerprint before = Take(h);
     Status status;
     const int kind = ops.Int(0, 99);
@@ -143,7 +137,7 @@ TEST(InvariantsTest, HundredThousandRandomOperationsKeepEveryInvariant) {
       h.engine->Tick();
     }
     if (status.code() == Code::kInvalidRequest) {
-      ++refused;
+      ++refused_count;
       ASSERT_TRUE(Take(h) == before)
           << "step " << step
           << ": a refused operation changed state: " << status.ToString();
@@ -152,9 +146,39 @@ TEST(InvariantsTest, HundredThousandRandomOperationsKeepEveryInvariant) {
     ASSERT_TRUE(inv.ok()) << "step " << step << ": " << inv.ToString();
     if (ids.size() > 400) ids.erase(ids.begin(), ids.begin() + 200);
   }
+  *refused = refused_count;
+  *accepted = granted_or_queued;
+}
+
+Config RandomConfig() {
+  Config c = Config::Defaults();
+  c.resources[0].capacity = 12;
+  c.per_type_limits = {{"t0", 2}, {"t1", 3}, {"t2", 4}};
+  c.products["p0"].max_concurrent_agents = 5;
+  c.products["p1"].max_concurrent_agents = 8;
+  c.allocation_limits.max_agents_per_workflow = 4;
+  c.scheduling.history_limit = 200;
+  return c;
+}
+
+TEST(InvariantsTest, HundredThousandRandomOperationsKeepEveryInvariant) {
+  int refused = 0, accepted = 0;
+  RunRandom(RandomConfig(), 100000, 20260126, &refused, &accepted);
   // The run exercised both paths.
   EXPECT_GT(refused, 1000);
-  EXPECT_GT(granted_or_queued, 10000);
+  EXPECT_GT(accepted, 10000);
+}
+
+// Preemption from two levels with no grace period: victims are taken back
+// at once and re-queued, the hardest case for ordering and liveness.
+TEST(InvariantsTest, RandomOperationsWithEagerPreemptionKeepEveryInvariant) {
+  Config c = RandomConfig();
+  c.levels[static_cast<int>(Level::kHigh)].preempt_lower = true;
+  c.scheduling.preemption_grace = Duration(0);
+  c.auto_release.grace_period = Duration(0);
+  int refused = 0, accepted = 0;
+  RunRandom(c, 50000, 7, &refused, &accepted);
+  EXPECT_GT(accepted, 5000);
 }
 
 }  // namespace
