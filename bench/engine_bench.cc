@@ -4,6 +4,7 @@
 #include <benchmark/benchmark.h>
 
 #include <fstream>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -86,44 +87,56 @@ void BM_AllocateReleaseCycle(benchmark::State& state) {
 }
 BENCHMARK(BM_AllocateReleaseCycle)->Unit(benchmark::kMicrosecond);
 
-// One slot frees with 100,000 queued requests (4 levels x 20 products x 50
-// types, every type full): the release, the dispatch pass that picks the best
-// queued request that fits and grants it, and one new request queued behind
-// (to keep the queue at 100,000).
-void BM_QueueSelectionOneSlotFrees(benchmark::State& state) {
-  ManualClock clock(Time(Duration(1769436000000LL)));
-  LastGrant sink;
-  auto engine =
-      std::move(Engine::Create(BigConfig(20, 20), &clock, &sink)).value();
-  std::vector<std::string> active;
-  int n = 0;
-  for (int t = 0; t < kTypes; ++t) {
-    for (int i = 0; i < 20; ++i, ++n) {
-      active.push_back(
-          engine->Allocate(Request(t, n % kProducts, n % 1000))->allocation.id);
+// Every agent type full (20 running each) and 100,000 requests queued
+// behind them over 4 levels x 20 products x 50 types.
+struct FullQueue {
+  FullQueue() : clock(Time(Duration(1769436000000LL))) {
+    engine =
+        std::move(Engine::Create(BigConfig(20, 20), &clock, &sink)).value();
+    int n = 0;
+    for (int t = 0; t < kTypes; ++t) {
+      for (int i = 0; i < 20; ++i, ++n) {
+        active.push_back(engine->Allocate(Request(t, n % kProducts, n % 1000))
+                             ->allocation.id);
+      }
+    }
+    static const char* kLevels[] = {"low", "normal", "high", "normal"};
+    for (int i = 0; i < 100000; ++i, ++n) {
+      clock.Advance(std::chrono::milliseconds(7));
+      engine->Allocate(Request(i % kTypes, (i / kTypes) % kProducts, n % 1000,
+                               kLevels[i % 4]));
     }
   }
-  static const char* kLevels[] = {"low", "normal", "high", "normal"};
-  for (int i = 0; i < 100000; ++i, ++n) {
-    clock.Advance(std::chrono::milliseconds(7));
-    engine->Allocate(Request(i % kTypes, (i / kTypes) % kProducts, n % 1000,
-                             kLevels[i % 4]));
+  // Releases one running allocation; the request that took the freed slot
+  // replaces it in `active`.
+  void ReleaseOne() {
+    engine->Release(active[next]);
+    active[next] = sink.last;
+    next = (next + 7) % active.size();
   }
-  if (engine->GetSnapshot().queued != 100000) {
+  ManualClock clock;
+  LastGrant sink;
+  std::unique_ptr<Engine> engine;
+  std::vector<std::string> active;
+  size_t next = 0;
+};
+
+// One slot frees with 100,000 queued: the release, the dispatch pass that
+// picks the best queued request that fits and grants it, and one new request
+// queued behind (to keep the queue at 100,000).
+void BM_QueueSelectionOneSlotFrees(benchmark::State& state) {
+  FullQueue q;
+  if (q.engine->GetSnapshot().queued != 100000) {
     state.SkipWithError("set-up: expected 100,000 queued");
     return;
   }
-  size_t next = 0;
   int i = 0;
   for (auto _ : state) {
-    const std::string victim = active[next];
-    engine->Release(victim);
-    active[next] = sink.last;  // the request that took the freed slot
-    next = (next + 7) % active.size();
-    engine->Allocate(Request(i % kTypes, i % kProducts, i % 1000));
+    q.ReleaseOne();
+    q.engine->Allocate(Request(i % kTypes, i % kProducts, i % 1000));
     ++i;
   }
-  if (engine->GetSnapshot().queued != 100000) {
+  if (q.engine->GetSnapshot().queued != 100000) {
     state.SkipWithError("queue length drifted");
   }
   state.SetItemsProcessed(state.iterations());
@@ -133,30 +146,8 @@ BENCHMARK(BM_QueueSelectionOneSlotFrees)->Unit(benchmark::kMicrosecond);
 // The same without the refill: only the release, the selection and the
 // grant (the queue shrinks from 100,000 to 50,000 over the run).
 void BM_QueueSelectionReleaseOnly(benchmark::State& state) {
-  ManualClock clock(Time(Duration(1769436000000LL)));
-  LastGrant sink;
-  auto engine =
-      std::move(Engine::Create(BigConfig(20, 20), &clock, &sink)).value();
-  std::vector<std::string> active;
-  int n = 0;
-  for (int t = 0; t < kTypes; ++t) {
-    for (int i = 0; i < 20; ++i, ++n) {
-      active.push_back(
-          engine->Allocate(Request(t, n % kProducts, n % 1000))->allocation.id);
-    }
-  }
-  static const char* kLevels[] = {"low", "normal", "high", "normal"};
-  for (int i = 0; i < 100000; ++i, ++n) {
-    clock.Advance(std::chrono::milliseconds(7));
-    engine->Allocate(Request(i % kTypes, (i / kTypes) % kProducts, n % 1000,
-                             kLevels[i % 4]));
-  }
-  size_t next = 0;
-  for (auto _ : state) {
-    engine->Release(active[next]);
-    active[next] = sink.last;
-    next = (next + 7) % active.size();
-  }
+  FullQueue q;
+  for (auto _ : state) q.ReleaseOne();
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_QueueSelectionReleaseOnly)
