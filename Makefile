@@ -6,6 +6,7 @@
 #   make test SANITIZE=address,undefined   the same under sanitizers
 #   make bench                    build and run the benchmarks (Release)
 #   make format / make lint       clang-format the tree / check it
+MAKEFLAGS += --no-print-directory
 JOBS ?= $(shell nproc)
 SANITIZE ?=
 BUILD_TYPE ?= RelWithDebInfo
@@ -32,7 +33,8 @@ configure: deps
 build: configure
 	@cmake --build $(BUILD_DIR) -j $(JOBS)
 
-run: build
+run: configure
+	@cmake --build $(BUILD_DIR) -j $(JOBS) --target qm >/dev/null
 	@$(BUILD_DIR)/qm simulate scenarios/seed001_concurrency.yaml
 
 test: build
