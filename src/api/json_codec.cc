@@ -403,8 +403,7 @@ Json ToJson(const Snapshot& s) {
   return j;
 }
 
-Json ToJson(const QueueEntry& e, Time now) {
-  (void)now;
+Json ToJson(const QueueEntry& e) {
   return Json{{"allocation_id", e.id},
               {"priority", LevelName(e.level)},
               {"product", e.product},

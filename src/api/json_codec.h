@@ -39,7 +39,7 @@ StatusOr<Duration> DurationFromJson(const Json& j, const std::string& field);
 
 Json ToJson(const AllocationInfo& a);
 Json ToJson(const Snapshot& s);
-Json ToJson(const QueueEntry& e, Time now);
+Json ToJson(const QueueEntry& e);
 Json ToJson(const Event& e);
 
 // The success envelope: status, operation, timestamp, result,

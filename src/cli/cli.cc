@@ -86,7 +86,6 @@ int ConfigShow(const Output& o, const std::string& path) {
 int Simulate(const Output& o, const std::string& path, std::ostream& err) {
   const auto t0 = std::chrono::steady_clock::now();
   sim::RunStats stats;
-  std::ostringstream buffer;
   const Status s = sim::RunScenarioFile(path, *o.out, &stats);
   if (!s.ok()) {
     o.out->flush();

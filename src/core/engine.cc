@@ -1659,7 +1659,6 @@ std::vector<QueueEntry> EngineImpl::Queue() const {
   const std::vector<double> fs = FairShareTerms(now_);
   std::vector<QueueEntry> out;
   out.reserve(static_cast<size_t>(queued_count_));
-  std::vector<int> tier;
   for (const Lane& lane : lanes_) {
     for (const QKey& k : lane.members) {
       const Alloc& a = allocs_.at(k.id);
@@ -1732,15 +1731,12 @@ Status EngineImpl::CheckInvariants() const {
     if (k.releasing != releasing[c]) {
       return Internal("counter " + k.name + " releasing mismatch");
     }
-    size_t holders = 0;
     for (const auto& [end, id] : k.holders) {
       auto it = allocs_.find(id);
       if (it == allocs_.end() || !it->second.holding) {
         return Internal("stale holder " + IdText(id) + " on " + k.name);
       }
-      ++holders;
     }
-    (void)holders;
   }
   if (active != active_count_ || queued != queued_count_ ||
       preempting != preempting_count_) {

@@ -495,7 +495,7 @@ Status Simulation::Execute(const Op& op) {
   if (op.kind == "queue") {
     Json q = Json::array();
     for (const QueueEntry& e : engine_->Queue()) {
-      Json j = api::ToJson(e, clock_.Now());
+      Json j = api::ToJson(e);
       j["allocation_id"] = Label(e.id);
       q.push_back(j);
     }
