@@ -48,13 +48,50 @@ Config BigConfig(int64_t capped_limit, int64_t open_limit) {
   return c;
 }
 
+// BigConfig plus every money feature: prices, the seed's model rules, a
+// per-task token budget for every type, global, per-product and per-type
+// period budgets (large enough never to refuse) and a breaker condition.
+Config MoneyConfig(Config c) {
+  c.pricing.models["opus"] = {15, 75, 1.5};
+  c.pricing.models["sonnet"] = {3, 15, 0.3};
+  c.pricing.models["haiku"] = {0.25, 1.25, 0.03};
+  c.pricing.default_model = "sonnet";
+  c.model_rules = {{"task.priority == critical", "opus", "sonnet"},
+                   {"task.estimated_minutes < 30", "haiku", ""},
+                   {"default", "sonnet", ""}};
+  for (int t = 0; t < kTypes; ++t) {
+    c.token_budgets.per_type["t" + std::to_string(t)] = 80000;
+    c.daily_limits.per_agent_type["t" + std::to_string(t)] = {
+        int64_t{100000000000000}, 1e9};
+  }
+  for (int p = 0; p < kProducts; ++p) {
+    c.products["p" + std::to_string(p)].token_budget_daily =
+        int64_t{100000000000000};
+    c.products["p" + std::to_string(p)].cost_budget_daily_usd = 1e9;
+  }
+  c.daily_limits.max_tokens_total = int64_t{100000000000000};
+  c.daily_limits.max_cost_usd = 1e9;
+  c.circuit_breaker.trip_conditions = {
+      "cost_daily_usd > daily_limits.max_cost_usd",
+      "projected_cost_daily_usd > 2 * daily_limits.max_cost_usd"};
+  return c;
+}
+
 // allocate + release of a 3-resource request (agents, cpu, memory) with
 // 10,000 active leases and 10,000 queued requests over 50 agent types and
 // 20 products. Types t0-t24 are full with requests queued behind them;
 // the cycle uses types t25-t49, which have room.
+//   mode 0: a bare request and release (no estimates, no usage report);
+//   mode 1: with token/minute estimates and a usage report at release;
+//   mode 2: mode 1 with every budget check (MoneyConfig).
+// What the budget checks cost is mode 2 minus mode 1.
 void BM_AllocateReleaseCycle(benchmark::State& state) {
   ManualClock clock(Time(Duration(1769436000000LL)));
-  auto engine = std::move(Engine::Create(BigConfig(200, 400), &clock)).value();
+  const int mode = static_cast<int>(state.range(0));
+  const bool money = mode == 2;
+  Config config = BigConfig(200, 400);
+  if (money) config = MoneyConfig(std::move(config));
+  auto engine = std::move(Engine::Create(config, &clock)).value();
   int n = 0;
   for (int t = 0; t < kTypes; ++t) {
     for (int i = 0; i < 200; ++i, ++n) {
@@ -75,17 +112,35 @@ void BM_AllocateReleaseCycle(benchmark::State& state) {
     return;
   }
   int i = 0;
+  UsageReport usage;
+  if (mode > 0) {
+    usage.input_tokens = 60000;
+    usage.output_tokens = 9000;
+  }
   for (auto _ : state) {
-    auto r = engine->Allocate(
-        Request(kTypes / 2 + i % (kTypes / 2), i % kProducts, i % 1000));
-    auto rel = engine->Release(r->allocation.id);
+    AllocationRequest req =
+        Request(kTypes / 2 + i % (kTypes / 2), i % kProducts, i % 1000);
+    if (mode > 0) {
+      req.estimated_tokens = 70000;
+      req.estimated_minutes = 20 + i % 40;
+    }
+    auto r = engine->Allocate(req);
+    auto rel = engine->Release(r->allocation.id, usage);
     benchmark::DoNotOptimize(rel);
     ++i;
   }
   if (!engine->CheckInvariants().ok()) state.SkipWithError("invariants");
+  if (money && engine->Costs().tokens_used != 69000LL * i) {
+    state.SkipWithError("usage not counted");
+  }
   state.SetItemsProcessed(state.iterations());
 }
-BENCHMARK(BM_AllocateReleaseCycle)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_AllocateReleaseCycle)
+    ->ArgName("mode")
+    ->Arg(0)
+    ->Arg(1)
+    ->Arg(2)
+    ->Unit(benchmark::kMicrosecond);
 
 // Every agent type full (20 running each) and 100,000 requests queued
 // behind them over 4 levels x 20 products x 50 types.

@@ -7,6 +7,7 @@ packages=(
   build-essential cmake
   nlohmann-json3-dev libyaml-cpp-dev libcli11-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev libabsl-dev
+  tzdata  # budget periods follow IANA time zones (Abseil reads zoneinfo)
   clang-format
 )
 

@@ -1,7 +1,7 @@
 // The effective configuration: plain data with every option documented next
 // to its default. Loaded from YAML by qm::LoadConfigFile (config_loader.h); the
 // engine takes it by value. Sections marked "parsed only" are validated now
-// and acted on by later work (budgets, model selection, circuit breaker...).
+// and acted on by later work (optimisation targets, monitoring).
 #ifndef QM_CONFIG_H_
 #define QM_CONFIG_H_
 
@@ -64,8 +64,9 @@ struct ProductConfig {
   std::optional<Level> priority;
   // Max agents running at once for the product; unset = no product limit.
   std::optional<int64_t> max_concurrent_agents;
-  // Parsed only (budgets): tokens per day for this product.
+  // Tokens and USD per budget period (daily by default) for the product.
   std::optional<int64_t> token_budget_daily;
+  std::optional<double> cost_budget_daily_usd;
   // Relative fair-share weight against the other products (default 1).
   double share = 1.0;
 
@@ -117,45 +118,117 @@ struct SchedulingConfig {
   bool operator==(const SchedulingConfig&) const = default;
 };
 
-// ---- Parsed only: later issues give these behaviour. ----
+// ---- Money: prices, budgets, periods, the breaker, overrides. ----
+
+// Prices of one model in USD per million tokens.
+struct ModelPrice {
+  double input_per_million = 0;
+  // Default: the input price.
+  std::optional<double> output_per_million;
+  // Default: the input price.
+  std::optional<double> cached_input_per_million;
+
+  bool operator==(const ModelPrice&) const = default;
+};
+
+struct PricingConfig {
+  // Model name -> prices. Empty: costs come only from usage reports that
+  // carry cost_usd, and no dollar amount is reserved.
+  std::map<std::string, ModelPrice> models;
+  // The model of requests that name none and match no rule; "" = none.
+  std::string default_model;
+  // Share of output tokens assumed when pricing a token count that is not
+  // split into input and output (reservations, reports with only `tokens`).
+  double estimate_output_share = 0.2;
+
+  bool operator==(const PricingConfig&) const = default;
+};
+
+// What happens when an allocation reports more tokens than its grant.
+enum class OverBudgetPolicy { kFlag, kStop };
 
 struct TokenBudgetsConfig {
-  std::map<std::string, int64_t> per_type;  // agent type -> tokens per task
+  // Agent type -> tokens one task of that type is granted (max_tokens).
+  std::map<std::string, int64_t> per_type;
+  // Budget of types not listed (key `default`); unset = no per-task budget.
+  std::optional<int64_t> default_budget;
+  // A holder may extend its grant up to multiplier x budget.
   double multiplier = 1.5;
+  // When true a request whose estimate (scaled by the learned ratio) is
+  // below its type's budget is granted the estimate instead.
+  bool use_estimate_when_smaller = false;
+  // kFlag: an over_budget event only; kStop: the allocation is also ended.
+  OverBudgetPolicy over_budget = OverBudgetPolicy::kFlag;
+  // Weight of the newest sample in the learned actual/estimate ratios.
+  double learning_rate = 0.2;
 
   bool operator==(const TokenBudgetsConfig&) const = default;
 };
 
+enum class BudgetPeriod { kDaily, kWeekly, kMonthly };
+const char* BudgetPeriodName(BudgetPeriod p);
+
+// A token and dollar allowance per budget period; unset = unlimited.
+struct PeriodBudget {
+  std::optional<int64_t> max_tokens;
+  std::optional<double> max_cost_usd;
+
+  bool operator==(const PeriodBudget&) const = default;
+};
+
+// Seed 001 daily_limits, plus the calendar the periods follow.
 struct DailyLimitsConfig {
   std::optional<int64_t> max_tokens_total;
   std::optional<double> max_cost_usd;
+  // Percentages of a limit at which an alert fires, once per period each.
   std::vector<double> alert_at_percent = {80};
+  // Budgets reset at the start of each calendar day, week or month...
+  BudgetPeriod period = BudgetPeriod::kDaily;
+  // ...at midnight in this IANA time zone ("UTC", "Europe/Berlin").
+  std::string time_zone = "UTC";
+  // First day of a weekly period: 0 = Sunday ... 6 = Saturday (default
+  // Monday).
+  int week_start = 1;
+  // Agent type -> its own allowance per period (`per_agent_type`).
+  std::map<std::string, PeriodBudget> per_agent_type;
 
   bool operator==(const DailyLimitsConfig&) const = default;
 };
 
 struct ModelRule {
-  std::string condition;  // e.g. "task.priority == critical", "default"
+  // A condition over task.* fields (see src/core/expr.h), or "default".
+  std::string condition;
   std::string model;
+  // Chosen instead when the product's (or the global) projected spend with
+  // `model` would cross its limit; "" = no downgrade.
+  std::string fallback_model;
 
   bool operator==(const ModelRule&) const = default;
 };
 
 struct CircuitBreakerConfig {
+  // Conditions over the period's spend (see docs/budgets.md); any true trips
+  // the breaker. Empty: the breaker never trips.
   std::vector<std::string> trip_conditions;
   std::string action = "pause_all";  // pause_all | pause_new_low_priority
   std::string notify = "ceo";
   bool allow_override = true;
+  // Window of the burn rate behind projected_* figures.
+  Duration burn_rate_window = std::chrono::hours(1);
 
   bool operator==(const CircuitBreakerConfig&) const = default;
 };
 
 struct ManualOverrideConfig {
+  // Start paused: no new grants until an operator resumes.
   bool pause_all_agents = false;
-  std::map<std::string, Level> priority_override;  // product -> level
+  // Product -> the level all its requests get.
+  std::map<std::string, Level> priority_override;
 
   bool operator==(const ManualOverrideConfig&) const = default;
 };
+
+// ---- Parsed only: later issues give these behaviour. ----
 
 struct OptimizationTargets {
   double efficiency_threshold = 80.0;
@@ -191,6 +264,7 @@ struct Config {
   AllocationLimits allocation_limits;
   AutoReleaseConfig auto_release;
 
+  PricingConfig pricing;
   TokenBudgetsConfig token_budgets;
   DailyLimitsConfig daily_limits;
   std::vector<ModelRule> model_rules;

@@ -81,6 +81,44 @@ class Engine {
   // Withdraws a queued request.
   StatusOr<AllocationInfo> Cancel(std::string_view id);
 
+  // ---- Money (docs/budgets.md) ----
+
+  // Records spend of an active (or preempted, in its grace) allocation:
+  // moves reserved to spent on every period budget it touches, raises
+  // over_budget past its token grant (and ends it under the stop policy),
+  // fires budget alerts and evaluates the circuit breaker. A report id seen
+  // before for this allocation changes nothing. NOT_FOUND / CONFLICT for
+  // unknown or finished allocations; INVALID_REQUEST for negative counts.
+  StatusOr<AllocationInfo> ReportUsage(std::string_view id,
+                                       const UsageReport& usage);
+
+  // Raises an active allocation's token grant to `max_tokens` (at most
+  // multiplier x its type's budget), reserving the difference against the
+  // period budgets (BUDGET_EXCEEDED when it does not fit).
+  StatusOr<AllocationInfo> ExtendTokens(std::string_view id,
+                                        int64_t max_tokens);
+
+  // Operator controls, each recorded as an `override` event with the actor.
+  // Pause: no new grants (new requests queue) until Resume.
+  Status Pause(const Actor& actor);
+  Status Resume(const Actor& actor);
+  // Every request of `product` (queued ones too) gets `level`; nullopt
+  // removes the override (queued requests keep the level they have).
+  Status SetPriorityOverride(const std::string& product,
+                             std::optional<Level> level, const Actor& actor);
+  // Breaker overrides (PERMISSION_DENIED when allow_override is false):
+  // resume grants for the rest of the period despite the breaker...
+  Status OverrideBreaker(const Actor& actor);
+  // ...or raise the global period limits until the period resets (each
+  // optional; at least one). Closes the breaker, which may trip again.
+  Status RaiseLimits(std::optional<int64_t> max_tokens,
+                     std::optional<double> max_cost_usd, const Actor& actor);
+
+  // The current period's spend against its limits.
+  CostReport Costs() const;
+  // Utilisation, cost per task, queue performance and recommendations.
+  MetricsReport Metrics() const;
+
   // Looks up any allocation still known (active, queued, or recent history).
   StatusOr<AllocationInfo> Get(std::string_view id) const;
 

@@ -6,6 +6,7 @@
 #ifndef QM_STATUS_H_
 #define QM_STATUS_H_
 
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -37,35 +38,65 @@ bool CodeFromName(std::string_view name, Code* code);
 class Status {
  public:
   Status() = default;
-  Status(Code code, std::string message)
-      : code_(code), message_(std::move(message)) {}
+  Status(Code code, std::string message);
+  Status(const Status& other);
+  Status& operator=(const Status& other);
+  Status(Status&&) noexcept = default;
+  Status& operator=(Status&&) noexcept = default;
+  ~Status() = default;
 
   static Status Ok() { return Status(); }
 
   bool ok() const { return code_ == Code::kOk; }
   Code code() const { return code_; }
-  const std::string& message() const { return message_; }
+  const std::string& message() const { return rep().message; }
   // Longer explanation, e.g. "requested 8, available 3 of 16".
-  const std::string& details() const { return details_; }
+  const std::string& details() const { return rep().details; }
   // Resource names the error concerns (the envelope's affected_resources).
   const std::vector<std::string>& affected_resources() const {
-    return affected_;
+    return rep().affected;
+  }
+  // What the caller could do instead (the envelope's alternative_options),
+  // e.g. "model haiku fits: reserves $0.03".
+  const std::vector<std::string>& alternatives() const {
+    return rep().alternatives;
+  }
+  // Machine-readable facts about the error (the envelope's error.context),
+  // e.g. {"budget", "daily cost budget"}, {"resets_at", "..."}; in order.
+  const std::vector<std::pair<std::string, std::string>>& context() const {
+    return rep().context;
   }
 
   Status& WithDetails(std::string details) & {
-    details_ = std::move(details);
+    mutable_rep().details = std::move(details);
     return *this;
   }
   Status&& WithDetails(std::string details) && {
-    details_ = std::move(details);
+    mutable_rep().details = std::move(details);
     return std::move(*this);
   }
   Status& AddAffected(std::string resource) & {
-    affected_.push_back(std::move(resource));
+    mutable_rep().affected.push_back(std::move(resource));
     return *this;
   }
   Status&& AddAffected(std::string resource) && {
-    affected_.push_back(std::move(resource));
+    mutable_rep().affected.push_back(std::move(resource));
+    return std::move(*this);
+  }
+  Status& AddAlternative(std::string text) & {
+    mutable_rep().alternatives.push_back(std::move(text));
+    return *this;
+  }
+  Status&& AddAlternative(std::string text) && {
+    mutable_rep().alternatives.push_back(std::move(text));
+    return std::move(*this);
+  }
+  Status& AddContext(std::string key, std::string value) & {
+    mutable_rep().context.emplace_back(std::move(key), std::move(value));
+    return *this;
+  }
+  Status&& AddContext(std::string key, std::string value) && {
+    mutable_rep().context.emplace_back(std::move(key), std::move(value));
     return std::move(*this);
   }
 
@@ -73,10 +104,20 @@ class Status {
   std::string ToString() const;
 
  private:
+  // The error payload; null for OK, so an OK status is one word and costs
+  // nothing to create or destroy (as leveldb's Status).
+  struct Rep {
+    std::string message;
+    std::string details;
+    std::vector<std::string> affected;
+    std::vector<std::string> alternatives;
+    std::vector<std::pair<std::string, std::string>> context;
+  };
+  const Rep& rep() const;
+  Rep& mutable_rep();
+
   Code code_ = Code::kOk;
-  std::string message_;
-  std::string details_;
-  std::vector<std::string> affected_;
+  std::unique_ptr<Rep> rep_;
 };
 
 inline Status InvalidRequest(std::string m) {

@@ -52,6 +52,12 @@ struct AllocationRequest {
   std::string metadata;
   // A retried request with the same key gets the same allocation.
   std::string idempotency_key;
+  // The model to run; "" = chosen by auto_model_selection (else
+  // pricing.default_model). Must be priced when pricing.models is set.
+  std::string model;
+  // When the budget reservation cannot fit what is left of a period budget,
+  // queue until the period resets instead of refusing with BUDGET_EXCEEDED.
+  bool wait_for_budget = false;
 };
 
 enum class AllocStatus {
@@ -74,11 +80,45 @@ inline bool IsTerminal(AllocStatus s) {
 
 enum class Outcome { kSuccess, kFailure, kCancelled };
 
-// Reported by the holder at release.
+// Spend reported by a holder: incremental reports while it runs, and a last
+// one at release. Each report adds to the allocation's totals (a release
+// without earlier reports carries the whole usage). Token counts are either
+// split (input / output / cached input) or a plain `tokens` total, priced at
+// the model's blended price (pricing.estimate_output_share); `cost_usd`, when
+// given, is taken as the report's cost instead of the price table.
 struct UsageReport {
+  // A report repeated with the same id (a retry) is counted once.
+  std::string report_id;
   std::optional<int64_t> tokens;
+  std::optional<int64_t> input_tokens, output_tokens, cached_input_tokens;
   std::optional<double> cost_usd;
+  // Priced as this model instead of the granted one ("" = the granted one).
+  std::string model;
+  // Release only.
   Outcome outcome = Outcome::kSuccess;
+};
+
+// The money side of an allocation.
+struct BudgetInfo {
+  std::string model;  // "" when no model is known
+  // Why this model: "requested", "rule 2: task.estimated_minutes < 30",
+  // "pricing.default_model".
+  std::string model_reason;
+  // Set when a rule's fallback_model replaced `downgraded_from`.
+  std::string downgraded_from;
+  // The per-task token grant (token_budgets) and how far it may be
+  // extended (multiplier x budget); unset when the type has no budget.
+  std::optional<int64_t> max_tokens, max_tokens_limit;
+  // What admission reserved against the period budgets, and what of it is
+  // still held (reports consume it; release returns the rest).
+  int64_t reserved_tokens = 0, reserved_tokens_left = 0;
+  double reserved_usd = 0, reserved_usd_left = 0;
+  // Reported so far.
+  int64_t used_tokens = 0;
+  double used_usd = 0;
+  bool over_budget = false;
+  // After release, with an estimate: "estimated 80,000, actual 75,000: good".
+  std::string accuracy;
 };
 
 using ResourceAmounts = std::vector<std::pair<std::string, double>>;
@@ -107,6 +147,7 @@ struct AllocationInfo {
   std::optional<UsageReport> usage;
   std::string metadata;
   std::string idempotency_key;
+  BudgetInfo budget;
 };
 
 struct AllocateResult {
@@ -168,6 +209,15 @@ enum class EventType {
   kPreempted,         // resources taken back from a preempted holder
   kRequeued,
   kStarvation,  // waited longer than its level's max wait
+  // Money and operator events (allocation_id set only where it applies).
+  kUsageReported,   // an allocation reported spend
+  kOverBudget,      // an allocation used more tokens than its grant
+  kBudgetExtended,  // an allocation's token grant grew
+  kBudgetAlert,     // a period budget crossed an alert threshold
+  kBudgetReset,     // a new budget period started
+  kCircuitTripped,  // the circuit breaker opened
+  kCircuitClosed,   // the breaker closed (period reset or raised limit)
+  kOverride,        // an operator action: pause, resume, priority, breaker
 };
 const char* EventTypeName(EventType t);
 
@@ -184,6 +234,108 @@ struct Event {
   std::string reason;  // why queued, who preempted it, ...
   std::string product, agent_type;
   Level level = Level::kNormal;
+  // Operator events: who acted (the reason says why).
+  std::string actor;
+};
+
+// ---- Money reports ----
+
+// One period budget (global, a product's or an agent type's).
+struct BudgetLine {
+  std::string scope;  // "global", "product", "agent_type"
+  std::string name;   // "" for global
+  std::optional<int64_t> token_limit;
+  std::optional<double> cost_limit_usd;
+  int64_t tokens_used = 0, tokens_reserved = 0;
+  double cost_used_usd = 0, cost_reserved_usd = 0;
+  std::optional<double> percent_tokens, percent_cost;  // of the limit, used
+};
+
+struct BudgetAlert {
+  Time time{};
+  std::string budget;  // "global", "product web", "agent_type architect"
+  double threshold_percent = 0;
+  std::string message;
+};
+
+struct SpendLine {  // one model, product or agent type this period
+  std::string name;
+  int64_t tasks = 0;  // allocations granted this period
+  int64_t tokens = 0;
+  double cost_usd = 0;
+  double token_share = 0;  // of all tokens this period, 0-1
+};
+
+struct BreakerState {
+  bool open = false;  // blocks grants now
+  std::string action;
+  std::string condition;  // the trip condition that held
+  std::optional<Time> tripped_at;
+  // It closes by itself at the period reset.
+  std::optional<Time> closes_at;
+  bool allow_override = true;
+  // An operator resumed for the rest of the period.
+  bool overridden = false;
+  std::string override_by, override_reason;
+};
+
+// Seed 001 "Cost tracking" and "Monitoring Dashboard Integration".
+struct CostReport {
+  Time time{};
+  BudgetPeriod period = BudgetPeriod::kDaily;
+  std::string time_zone;
+  Time period_start{}, period_end{};
+  int64_t tokens_used = 0, tokens_reserved = 0;
+  double cost_usd = 0, cost_reserved_usd = 0;
+  std::optional<int64_t> token_limit;
+  std::optional<double> cost_limit_usd;
+  std::optional<double> percent_tokens, percent_cost;
+  double burn_rate_usd_per_hour = 0, burn_rate_tokens_per_hour = 0;
+  double projected_cost_usd = 0;
+  int64_t projected_tokens = 0;
+  std::vector<BudgetAlert> alerts;  // this period, in order
+  std::vector<SpendLine> models, products, agent_types;
+  std::vector<BudgetLine> budgets;
+  BreakerState breaker;
+  bool paused = false;
+  std::string paused_by, paused_reason;
+  std::vector<std::pair<std::string, Level>> priority_overrides;
+};
+
+// What the engine has learned about one agent type's estimates.
+struct LearnedEstimate {
+  std::string agent_type;
+  int64_t samples = 0;  // releases with an estimate and a usage report
+  // Exponentially weighted actual / estimated (1 before any sample).
+  double token_ratio = 1, minute_ratio = 1;
+  std::optional<int64_t> last_estimated_tokens, last_actual_tokens;
+  std::optional<double> last_estimated_minutes, last_actual_minutes;
+  std::string accuracy;  // of the last sample: good | fair | poor
+};
+
+// Seed 001 "Metrics & Optimization", over the current period.
+struct MetricsReport {
+  Time time{};
+  Time since{};  // start of the measured span (period start or engine start)
+  struct TypeUtilization {
+    std::string agent_type;
+    double utilization = 0;  // busy agent-time / (limit x span), 0-1
+    double limit = 0;        // agents (the type's limit, else the total)
+  };
+  std::vector<TypeUtilization> agent_utilization;
+  int64_t tasks_completed = 0;
+  double cost_per_task = 0, tokens_per_task = 0, tasks_per_dollar = 0;
+  int64_t tasks_started = 0;
+  double avg_wait_minutes = 0, max_wait_minutes = 0;
+  double tasks_that_waited = 0;  // fraction of started tasks, 0-1
+  std::vector<LearnedEstimate> estimates;
+  std::vector<std::string> recommendations;
+};
+
+// Who performs an operator action, and why (both recorded in the event).
+struct Actor {
+  std::string who;
+  std::string why;
 };
 
 }  // namespace qm

@@ -101,6 +101,8 @@ const std::vector<std::string>& RequestFields() {
       "requeue_on_preempt",
       "metadata",
       "idempotency_key",
+      "model",
+      "wait_for_budget",
       "exclusive_access",
       "shared_access",
       "exclusive_files",
@@ -252,6 +254,10 @@ StatusOr<AllocationRequest> RequestFromJson(const Json& j,
       r.metadata = v.dump();
     } else if (key == "idempotency_key") {
       QM_RETURN_IF_ERROR(GetString(v, f, &r.idempotency_key));
+    } else if (key == "model") {
+      QM_RETURN_IF_ERROR(GetString(v, f, &r.model));
+    } else if (key == "wait_for_budget") {
+      QM_RETURN_IF_ERROR(GetBool(v, f, &r.wait_for_budget));
     } else if (key == "exclusive_access" || key == "shared_access" ||
                key == "exclusive_files") {
       return NotBuilt(f, "path locks");
@@ -269,19 +275,45 @@ StatusOr<AllocationRequest> RequestFromJson(const Json& j,
 }
 
 StatusOr<UsageReport> UsageFromJson(const Json& j) {
+  static const std::vector<std::string> kFields = {
+      "report_id",           "tokens",   "input_tokens", "output_tokens",
+      "cached_input_tokens", "cost_usd", "model",        "outcome"};
   UsageReport u;
   if (j.is_null()) return u;
   if (!j.is_object()) return WrongType("usage", "an object", j);
+  auto count = [](const Json& v, const std::string& f,
+                  std::optional<int64_t>* out) -> Status {
+    int64_t t = 0;
+    QM_RETURN_IF_ERROR(GetInt(v, f, &t));
+    if (t < 0) {
+      return InvalidRequest(f + " must not be negative, got " +
+                            std::to_string(t));
+    }
+    *out = t;
+    return Status::Ok();
+  };
   for (const auto& [key, v] : j.items()) {
     const std::string f = "usage." + key;
-    if (key == "tokens") {
-      int64_t t = 0;
-      QM_RETURN_IF_ERROR(GetInt(v, f, &t));
-      u.tokens = t;
+    if (key == "report_id") {
+      QM_RETURN_IF_ERROR(GetString(v, f, &u.report_id));
+    } else if (key == "tokens") {
+      QM_RETURN_IF_ERROR(count(v, f, &u.tokens));
+    } else if (key == "input_tokens") {
+      QM_RETURN_IF_ERROR(count(v, f, &u.input_tokens));
+    } else if (key == "output_tokens") {
+      QM_RETURN_IF_ERROR(count(v, f, &u.output_tokens));
+    } else if (key == "cached_input_tokens") {
+      QM_RETURN_IF_ERROR(count(v, f, &u.cached_input_tokens));
     } else if (key == "cost_usd") {
       double c = 0;
       QM_RETURN_IF_ERROR(GetNumber(v, f, &c));
+      if (!std::isfinite(c) || c < 0) {
+        return InvalidRequest(f + " must be a number of dollars >= 0, got " +
+                              FormatNumber(c));
+      }
       u.cost_usd = c;
+    } else if (key == "model") {
+      QM_RETURN_IF_ERROR(GetString(v, f, &u.model));
     } else if (key == "outcome") {
       std::string o;
       QM_RETURN_IF_ERROR(GetString(v, f, &o));
@@ -298,7 +330,7 @@ StatusOr<UsageReport> UsageFromJson(const Json& j) {
                               Truncate(o, 64) + "\"");
       }
     } else {
-      return UnknownField("usage.", key, {"tokens", "cost_usd", "outcome"});
+      return UnknownField("usage.", key, kFields);
     }
   }
   return u;
@@ -314,6 +346,51 @@ Json OptTime(const std::optional<Time>& t) {
   return t ? Json(FormatTime(*t)) : Json(nullptr);
 }
 }  // namespace
+
+const char* OutcomeName(Outcome o) {
+  switch (o) {
+    case Outcome::kSuccess:
+      return "success";
+    case Outcome::kFailure:
+      return "failure";
+    case Outcome::kCancelled:
+      return "cancelled";
+  }
+  return "success";
+}
+
+Json ToJson(const UsageReport& u) {
+  Json j = Json::object();
+  if (!u.report_id.empty()) j["report_id"] = u.report_id;
+  if (u.tokens) j["tokens"] = *u.tokens;
+  if (u.input_tokens) j["input_tokens"] = *u.input_tokens;
+  if (u.output_tokens) j["output_tokens"] = *u.output_tokens;
+  if (u.cached_input_tokens) {
+    j["cached_input_tokens"] = *u.cached_input_tokens;
+  }
+  if (u.cost_usd) j["cost_usd"] = Round6(*u.cost_usd);
+  if (!u.model.empty()) j["model"] = u.model;
+  j["outcome"] = OutcomeName(u.outcome);
+  return j;
+}
+
+Json ToJson(const BudgetInfo& b) {
+  Json j;
+  j["model"] = b.model.empty() ? Json(nullptr) : Json(b.model);
+  if (!b.model_reason.empty()) j["model_reason"] = b.model_reason;
+  if (!b.downgraded_from.empty()) j["downgraded_from"] = b.downgraded_from;
+  if (b.max_tokens) j["max_tokens"] = *b.max_tokens;
+  if (b.max_tokens_limit) j["max_tokens_limit"] = *b.max_tokens_limit;
+  j["reserved_tokens"] = b.reserved_tokens;
+  j["reserved_tokens_left"] = b.reserved_tokens_left;
+  j["reserved_usd"] = Round6(b.reserved_usd);
+  j["reserved_usd_left"] = Round6(b.reserved_usd_left);
+  j["used_tokens"] = b.used_tokens;
+  j["used_usd"] = Round6(b.used_usd);
+  j["over_budget"] = b.over_budget;
+  if (!b.accuracy.empty()) j["accuracy"] = b.accuracy;
+  return j;
+}
 
 Json ToJson(const AllocationInfo& a) {
   Json j;
@@ -341,15 +418,8 @@ Json ToJson(const AllocationInfo& a) {
     j["preempt_deadline"] = FormatTime(*a.preempt_deadline);
   if (a.estimated_tokens) j["estimated_tokens"] = *a.estimated_tokens;
   if (a.estimated_minutes) j["estimated_minutes"] = *a.estimated_minutes;
-  if (a.usage) {
-    Json u;
-    if (a.usage->tokens) u["tokens"] = *a.usage->tokens;
-    if (a.usage->cost_usd) u["cost_usd"] = *a.usage->cost_usd;
-    u["outcome"] = a.usage->outcome == Outcome::kSuccess   ? "success"
-                   : a.usage->outcome == Outcome::kFailure ? "failure"
-                                                           : "cancelled";
-    j["usage"] = u;
-  }
+  if (a.usage) j["usage"] = ToJson(*a.usage);
+  j["budget"] = ToJson(a.budget);
   if (!a.metadata.empty()) {
     j["metadata"] = Json::parse(a.metadata, nullptr, false);
   }
@@ -423,6 +493,15 @@ Json ToJson(const Event& e) {
   j["seq"] = e.seq;
   j["time"] = FormatTime(e.time);
   j["type"] = EventTypeName(e.type);
+  if (e.allocation_id.empty()) {
+    // An operator or period-budget event: no allocation, status or level;
+    // the product or agent type only when the event concerns one.
+    if (!e.reason.empty()) j["reason"] = e.reason;
+    if (!e.product.empty()) j["product"] = e.product;
+    if (!e.agent_type.empty()) j["agent_type"] = e.agent_type;
+    if (!e.actor.empty()) j["actor"] = e.actor;
+    return j;
+  }
   j["allocation_id"] = e.allocation_id;
   j["status"] = AllocStatusName(e.status);
   if (e.fencing_token) j["fencing_token"] = e.fencing_token;
@@ -431,6 +510,154 @@ Json ToJson(const Event& e) {
   j["product"] = e.product;
   j["agent_type"] = e.agent_type;
   j["priority"] = LevelName(e.level);
+  if (!e.actor.empty()) j["actor"] = e.actor;
+  return j;
+}
+
+namespace {
+
+Json OptInt(const std::optional<int64_t>& v) {
+  return v ? Json(*v) : Json(nullptr);
+}
+Json OptNumber(const std::optional<double>& v) {
+  return v ? Json(Round6(*v)) : Json(nullptr);
+}
+
+Json SpendLines(const std::vector<SpendLine>& lines) {
+  Json out = Json::array();
+  for (const SpendLine& l : lines) {
+    out.push_back({{"name", l.name},
+                   {"tasks", l.tasks},
+                   {"tokens", l.tokens},
+                   {"cost_usd", Round6(l.cost_usd)},
+                   {"token_share", Round6(l.token_share)}});
+  }
+  return out;
+}
+
+Json ToJson(const BudgetLine& b) {
+  Json j;
+  j["scope"] = b.scope;
+  if (!b.name.empty()) j["name"] = b.name;
+  j["limits"] = {{"tokens", OptInt(b.token_limit)},
+                 {"cost", OptNumber(b.cost_limit_usd)}};
+  j["tokens_used"] = b.tokens_used;
+  j["tokens_reserved"] = b.tokens_reserved;
+  j["cost_usd"] = Round6(b.cost_used_usd);
+  j["cost_reserved_usd"] = Round6(b.cost_reserved_usd);
+  j["percent_used"] = {{"tokens", OptNumber(b.percent_tokens)},
+                       {"cost", OptNumber(b.percent_cost)}};
+  return j;
+}
+
+}  // namespace
+
+Json ToJson(const BreakerState& b) {
+  Json j;
+  j["open"] = b.open;
+  j["action"] = b.action;
+  if (!b.condition.empty()) j["condition"] = b.condition;
+  j["tripped_at"] = OptTime(b.tripped_at);
+  j["closes_at"] = OptTime(b.closes_at);
+  j["allow_override"] = b.allow_override;
+  j["overridden"] = b.overridden;
+  if (b.overridden) {
+    j["override_by"] = b.override_by;
+    j["override_reason"] = b.override_reason;
+  }
+  return j;
+}
+
+Json ToJson(const LearnedEstimate& e) {
+  Json j;
+  j["agent_type"] = e.agent_type;
+  j["samples"] = e.samples;
+  j["token_ratio"] = Round6(e.token_ratio);
+  j["minute_ratio"] = Round6(e.minute_ratio);
+  if (e.last_estimated_tokens) {
+    j["last_estimated_tokens"] = *e.last_estimated_tokens;
+  }
+  if (e.last_actual_tokens) j["last_actual_tokens"] = *e.last_actual_tokens;
+  if (e.last_estimated_minutes) {
+    j["last_estimated_minutes"] = Round6(*e.last_estimated_minutes);
+  }
+  if (e.last_actual_minutes) {
+    j["last_actual_minutes"] = Round6(*e.last_actual_minutes);
+  }
+  if (!e.accuracy.empty()) j["accuracy"] = e.accuracy;
+  return j;
+}
+
+Json ToJson(const CostReport& c) {
+  Json j;
+  j["date"] = FormatTime(c.period_start);
+  j["time"] = FormatTime(c.time);
+  j["period"] = BudgetPeriodName(c.period);
+  j["time_zone"] = c.time_zone;
+  j["period_start"] = FormatTime(c.period_start);
+  j["period_end"] = FormatTime(c.period_end);
+  j["tokens_used"] = c.tokens_used;
+  j["cost_usd"] = Round6(c.cost_usd);
+  j["limits"] = {{"tokens", OptInt(c.token_limit)},
+                 {"cost", OptNumber(c.cost_limit_usd)}};
+  j["percent_used"] = {{"tokens", OptNumber(c.percent_tokens)},
+                       {"cost", OptNumber(c.percent_cost)}};
+  j["reserved"] = {{"tokens", c.tokens_reserved},
+                   {"cost_usd", Round6(c.cost_reserved_usd)}};
+  j["burn_rate"] = {{"tokens_per_hour", Round6(c.burn_rate_tokens_per_hour)},
+                    {"cost_usd_per_hour", Round6(c.burn_rate_usd_per_hour)}};
+  j["projected_eod"] = {{"cost_usd", Round6(c.projected_cost_usd)},
+                        {"tokens", c.projected_tokens}};
+  Json alerts = Json::array();
+  for (const BudgetAlert& a : c.alerts) {
+    alerts.push_back({{"time", FormatTime(a.time)},
+                      {"budget", a.budget},
+                      {"threshold_percent", Round6(a.threshold_percent)},
+                      {"message", a.message}});
+  }
+  j["alerts_triggered"] = alerts;
+  j["models"] = SpendLines(c.models);
+  j["by_product"] = SpendLines(c.products);
+  j["by_agent_type"] = SpendLines(c.agent_types);
+  Json budgets = Json::array();
+  for (const BudgetLine& b : c.budgets) budgets.push_back(ToJson(b));
+  j["budgets"] = budgets;
+  j["circuit_breaker"] = ToJson(c.breaker);
+  j["paused"] = c.paused;
+  if (c.paused) {
+    j["paused_by"] = c.paused_by;
+    j["paused_reason"] = c.paused_reason;
+  }
+  Json overrides = Json::object();
+  for (const auto& [product, level] : c.priority_overrides) {
+    overrides[product] = LevelName(level);
+  }
+  j["priority_overrides"] = overrides;
+  return j;
+}
+
+Json ToJson(const MetricsReport& m) {
+  Json j;
+  j["time"] = FormatTime(m.time);
+  j["since"] = FormatTime(m.since);
+  Json util = Json::object();
+  for (const auto& u : m.agent_utilization) {
+    util[u.agent_type] = Round6(u.utilization);
+  }
+  j["agent_utilization"] = util;
+  j["cost_efficiency"] = {{"tasks_completed", m.tasks_completed},
+                          {"cost_per_task", Round6(m.cost_per_task)},
+                          {"tokens_per_task", Round6(m.tokens_per_task)},
+                          {"tasks_per_dollar", Round6(m.tasks_per_dollar)}};
+  j["queue_performance"] = {
+      {"tasks_started", m.tasks_started},
+      {"avg_wait_time_minutes", Round6(m.avg_wait_minutes)},
+      {"max_wait_time_minutes", Round6(m.max_wait_minutes)},
+      {"tasks_that_waited", Round6(m.tasks_that_waited)}};
+  Json estimates = Json::array();
+  for (const LearnedEstimate& e : m.estimates) estimates.push_back(ToJson(e));
+  j["estimates"] = estimates;
+  j["recommendations"] = m.recommendations;
   return j;
 }
 
@@ -472,9 +699,11 @@ Json ErrorEnvelope(std::string_view operation, Time timestamp,
     case Code::kBudgetExceeded:
       recovery = {"Wait for the budget period to reset",
                   "Raise the budget in the configuration"};
+      alternatives = {"Queue until the period resets (wait_for_budget: true)"};
       break;
     case Code::kCircuitOpen:
-      recovery = {"Investigate the spend, then resume with an override"};
+      recovery = {"Investigate the spend, then resume with an override",
+                  "Wait for the breaker to close at the period reset"};
       break;
     case Code::kPermissionDenied:
       recovery = {"Use a token whose role allows this operation"};
@@ -493,6 +722,9 @@ Json ErrorEnvelope(std::string_view operation, Time timestamp,
       recovery = {"Report a bug with the command and its output"};
       break;
   }
+  // The engine's own alternatives (a cheaper model that fits, the queue...)
+  // replace the generic ones.
+  if (!status.alternatives().empty()) alternatives = status.alternatives();
   Json j;
   j["status"] = "error";
   j["operation"] = operation;
@@ -501,6 +733,11 @@ Json ErrorEnvelope(std::string_view operation, Time timestamp,
                 {"message", status.message()},
                 {"details", status.details()},
                 {"affected_resources", status.affected_resources()}};
+  if (!status.context().empty()) {
+    Json context = Json::object();
+    for (const auto& [key, value] : status.context()) context[key] = value;
+    j["error"]["context"] = context;
+  }
   j["recovery_suggestions"] = recovery;
   j["alternative_options"] = alternatives;
   return j;
@@ -534,6 +771,158 @@ void Flatten(const Json& j, const std::string& prefix,
   }
 }
 }  // namespace
+
+namespace {
+
+// A percentage for people: one decimal at most ("80", "63.8").
+std::string Percent(double p) {
+  return FormatNumber(std::round(p * 10) / 10) + "%";
+}
+
+// The period's start as seed 001 writes it: the date when the period starts
+// at midnight UTC, else the instant and the zone.
+std::string PeriodLabel(const CostReport& c) {
+  const std::string start = FormatTime(c.period_start);
+  const bool midnight_utc =
+      start.size() == 20 && start.substr(10) == "T00:00:00Z";
+  const std::string when =
+      midnight_utc
+          ? start.substr(0, 10)
+          : "since " + start +
+                (c.time_zone.empty() ? std::string() : ", " + c.time_zone);
+  switch (c.period) {
+    case BudgetPeriod::kDaily:
+      return "Today (" + when + ")";
+    case BudgetPeriod::kWeekly:
+      return "This week (" + when + ")";
+    case BudgetPeriod::kMonthly:
+      return "This month (" + when + ")";
+  }
+  return when;
+}
+
+// " ⚠️" once `percent` is at or above a threshold that fired an alert this
+// period (every budget shares daily_limits.alert_at_percent, so such a
+// figure crossed it too), " 🛑" at or past the limit.
+std::string Mark(const CostReport& c, std::optional<double> percent) {
+  if (!percent) return "";
+  if (*percent >= 100) return " \xF0\x9F\x9B\x91";
+  for (const BudgetAlert& a : c.alerts) {
+    if (a.threshold_percent <= *percent) return " \xE2\x9A\xA0\xEF\xB8\x8F";
+  }
+  return "";
+}
+
+}  // namespace
+
+std::string RenderCostDashboard(const CostReport& c, const MetricsReport& m,
+                                const Snapshot* snapshot) {
+  std::string out = "## Resource Usage\n\n**" + PeriodLabel(c) + "**\n";
+  auto line = [&out](const std::string& text) { out += "- " + text + "\n"; };
+
+  out += "\n### Agents\n";
+  if (snapshot) {
+    for (const ResourceUsage& r : snapshot->resources) {
+      if (r.name != "agents") continue;
+      line("Active: " + FormatNumber(r.allocated) + "/" +
+           FormatNumber(r.capacity) + " (" + Percent(r.utilization_percent) +
+           " utilization)");
+    }
+    line("Queue: " + FormatGrouped(snapshot->queued) +
+         (snapshot->queued == 1 ? " task" : " tasks") + " waiting");
+  }
+  line("Avg wait time: " + FormatNumber(std::round(m.avg_wait_minutes)) +
+       " minutes");
+  if (!m.agent_utilization.empty()) {
+    std::vector<std::string> parts;
+    for (const auto& u : m.agent_utilization) {
+      parts.push_back(u.agent_type + " " + Percent(100 * u.utilization));
+    }
+    line("Utilization: " + Join(parts, ", "));
+  }
+
+  out += "\n### Costs\n";
+  std::string tokens = "Tokens used: " + FormatGrouped(c.tokens_used);
+  if (c.token_limit) {
+    tokens += " / " + FormatGrouped(*c.token_limit);
+    if (c.percent_tokens) tokens += " (" + Percent(*c.percent_tokens) + ")";
+  }
+  line(tokens + Mark(c, c.percent_tokens));
+  std::string cost = "Cost: " + FormatUsd(c.cost_usd);
+  if (c.cost_limit_usd) {
+    cost += " / " + FormatUsd(*c.cost_limit_usd);
+    if (c.percent_cost) cost += " (" + Percent(*c.percent_cost) + ")";
+  }
+  line(cost + Mark(c, c.percent_cost));
+  if (c.tokens_reserved > 0 || c.cost_reserved_usd > 0) {
+    line("Reserved by running work: " + FormatGrouped(c.tokens_reserved) +
+         " tokens, " + FormatUsd(c.cost_reserved_usd));
+  }
+  line(std::string(c.period == BudgetPeriod::kDaily ? "Projected EOD: "
+                                                    : "Projected end of "
+                                                      "period: ") +
+       FormatUsd(c.projected_cost_usd) + " (" +
+       FormatGrouped(c.projected_tokens) + " tokens)");
+  if (c.breaker.open) {
+    std::string b = "Circuit breaker: OPEN";
+    if (c.breaker.tripped_at)
+      b += " since " + FormatTime(*c.breaker.tripped_at);
+    if (!c.breaker.condition.empty()) b += " (" + c.breaker.condition + ")";
+    if (c.breaker.overridden) {
+      b += "; overridden by " + c.breaker.override_by;
+      if (!c.breaker.override_reason.empty()) {
+        b += ": " + c.breaker.override_reason;
+      }
+    } else if (c.breaker.closes_at) {
+      b += "; closes " + FormatTime(*c.breaker.closes_at);
+    }
+    line(b);
+  }
+  if (c.paused) {
+    line("Paused by " + (c.paused_by.empty() ? "an operator" : c.paused_by) +
+         (c.paused_reason.empty() ? "" : ": " + c.paused_reason));
+  }
+  for (const auto& [product, level] : c.priority_overrides) {
+    line("Priority override: " + product + " -> " + LevelName(level));
+  }
+
+  if (!c.alerts.empty()) {
+    out += "\n### Alerts\n";
+    for (const BudgetAlert& a : c.alerts) {
+      line(FormatTime(a.time) + " " + a.message);
+    }
+  }
+  if (!c.models.empty()) {
+    out += "\n### Models\n";
+    for (const SpendLine& l : c.models) {
+      line(l.name + ": " + FormatGrouped(l.tasks) +
+           (l.tasks == 1 ? " task, " : " tasks, ") + FormatUsd(l.cost_usd));
+    }
+  }
+  auto shares = [&](const char* title, const std::vector<SpendLine>& lines) {
+    if (lines.empty()) return;
+    out += std::string("\n### ") + title + "\n";
+    for (const SpendLine& l : lines) {
+      line(l.name + ": " + Percent(100 * l.token_share) + " of tokens, " +
+           FormatUsd(l.cost_usd));
+    }
+  };
+  shares("By Product", c.products);
+  shares("By Agent Type", c.agent_types);
+
+  out += "\n### Efficiency\n";
+  line("Tasks completed: " + FormatGrouped(m.tasks_completed));
+  line("Cost per task: " + FormatUsd(m.cost_per_task));
+  line("Tokens per task: " +
+       FormatGrouped(static_cast<int64_t>(std::llround(m.tokens_per_task))));
+  line("Tasks per dollar: " +
+       FormatNumber(Round6(std::round(m.tasks_per_dollar * 100) / 100)));
+  if (!m.recommendations.empty()) {
+    out += "\n### Recommendations\n";
+    for (const std::string& r : m.recommendations) line(r);
+  }
+  return out;
+}
 
 std::string RenderTable(const Json& envelope) {
   std::vector<std::pair<std::string, std::string>> rows;

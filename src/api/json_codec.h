@@ -25,11 +25,15 @@ using Json = nlohmann::ordered_json;
 // `tool_instances: {bash: 2}` is accepted as tool.bash), estimated_tokens,
 // estimated_minutes, blocks, total_tasks, ttl, max_duration (also `duration`
 // and `constraints.max_duration`), preemptible, requeue_on_preempt,
-// metadata (any JSON), idempotency_key. `prefix` is prepended to field names
-// in errors (e.g. "requests[2].").
+// metadata (any JSON), idempotency_key, model (a name), wait_for_budget
+// (bool). `prefix` is prepended to field names in errors (e.g.
+// "requests[2].").
 StatusOr<AllocationRequest> RequestFromJson(const Json& j,
                                             const std::string& prefix = "");
-// tokens, cost_usd, outcome: success|failure|cancelled.
+// report_id, tokens, input_tokens, output_tokens, cached_input_tokens (whole
+// numbers >= 0), cost_usd (dollars >= 0), model, outcome:
+// success|failure|cancelled. Null is an empty report. Errors name the field
+// as "usage.<field>".
 StatusOr<UsageReport> UsageFromJson(const Json& j);
 // {name: amount}.
 StatusOr<ResourceAmounts> AmountsFromJson(const Json& j,
@@ -37,10 +41,43 @@ StatusOr<ResourceAmounts> AmountsFromJson(const Json& j,
 // A duration given as "30m"-style text or a number of seconds.
 StatusOr<Duration> DurationFromJson(const Json& j, const std::string& field);
 
+// An allocation; always carries `budget` (see ToJson(BudgetInfo)).
 Json ToJson(const AllocationInfo& a);
+// A usage report: the fields that are set, and outcome.
+Json ToJson(const UsageReport& u);
+// model (null when none), model_reason, downgraded_from, max_tokens and
+// max_tokens_limit (when set), reserved_tokens, reserved_tokens_left,
+// reserved_usd, reserved_usd_left, used_tokens, used_usd, over_budget,
+// accuracy (when set).
+Json ToJson(const BudgetInfo& b);
 Json ToJson(const Snapshot& s);
 Json ToJson(const QueueEntry& e);
+// An event. Events without an allocation (operator actions, period budget
+// alerts and resets, the breaker) carry only seq, time, type, reason, and
+// product / agent_type / actor when set.
 Json ToJson(const Event& e);
+// Seed 001 "Cost tracking": date (= period_start), time, period, time_zone,
+// period_start, period_end, tokens_used, cost_usd, limits {tokens, cost},
+// percent_used {tokens, cost} (null when unlimited), reserved, burn_rate,
+// projected_eod {cost_usd, tokens}, alerts_triggered [{time, budget,
+// threshold_percent, message}], models, by_product, by_agent_type ([{name,
+// tasks, tokens, cost_usd, token_share}]), budgets, circuit_breaker, paused
+// (+ paused_by, paused_reason), priority_overrides {product: level}.
+Json ToJson(const CostReport& c);
+// Seed 001 "Metrics & Optimization": time, since, agent_utilization {type:
+// 0-1}, cost_efficiency, queue_performance, estimates, recommendations.
+Json ToJson(const MetricsReport& m);
+Json ToJson(const BreakerState& b);
+Json ToJson(const LearnedEstimate& e);
+
+// Seed 001 "Monitoring Dashboard Integration" as Markdown text for people:
+// agents (from `snapshot` when given, and the metrics), costs against the
+// limits ("Tokens used: 1,600,000 / 2,000,000 (80%) ⚠️": the mark when the
+// figure is at or above the threshold of an alert fired this period, 🛑 at
+// the limit), projected end of period, breaker and pause state, alerts, models,
+// shares by product and agent type, efficiency and recommendations.
+std::string RenderCostDashboard(const CostReport& c, const MetricsReport& m,
+                                const Snapshot* snapshot = nullptr);
 
 // The success envelope: status, operation, timestamp, result,
 // metrics.execution_time, recommendations.
@@ -48,7 +85,10 @@ Json SuccessEnvelope(std::string_view operation, Time timestamp, Json result,
                      Duration execution_time,
                      std::vector<std::string> recommendations = {});
 // The error envelope: status, operation, timestamp, error {code, message,
-// details, affected_resources}, recovery_suggestions, alternative_options.
+// details, affected_resources, context (the Status's machine-readable facts,
+// when any: which budget, what is left, when it resets...)},
+// recovery_suggestions, alternative_options (the Status's alternatives when
+// it has any, else generic ones for the code).
 Json ErrorEnvelope(std::string_view operation, Time timestamp,
                    const Status& status);
 

@@ -147,6 +147,8 @@ void EmitProducts(YAML::Emitter& out, const Config& config) {
     EmitOptionalInt(out, product.max_concurrent_agents);
     out << YAML::Key << "token_budget_daily" << YAML::Value;
     EmitOptionalInt(out, product.token_budget_daily);
+    out << YAML::Key << "cost_budget_daily_usd" << YAML::Value;
+    EmitOptionalNumber(out, product.cost_budget_daily_usd);
     out << YAML::Key << "share" << YAML::Value;
     EmitNumber(out, product.share);
     out << YAML::EndMap;
@@ -154,15 +156,49 @@ void EmitProducts(YAML::Emitter& out, const Config& config) {
   out << YAML::EndMap;
 }
 
+void EmitPricing(YAML::Emitter& out, const Config& config) {
+  const PricingConfig& pricing = config.pricing;
+  out << YAML::Key << "pricing" << YAML::Value << YAML::BeginMap << YAML::Key
+      << "default_model" << YAML::Value;
+  EmitString(out, pricing.default_model);
+  out << YAML::Key << "estimate_output_share" << YAML::Value;
+  EmitNumber(out, pricing.estimate_output_share);
+  out << YAML::Key << "models" << YAML::Value;
+  if (pricing.models.empty()) out << YAML::Flow;
+  out << YAML::BeginMap;
+  for (const auto& [name, price] : pricing.models) {
+    out << YAML::Key;
+    EmitString(out, name);
+    out << YAML::Value << YAML::Flow << YAML::BeginMap << YAML::Key
+        << "input_per_million" << YAML::Value;
+    EmitNumber(out, price.input_per_million);
+    out << YAML::Key << "output_per_million" << YAML::Value;
+    EmitOptionalNumber(out, price.output_per_million);
+    out << YAML::Key << "cached_input_per_million" << YAML::Value;
+    EmitOptionalNumber(out, price.cached_input_per_million);
+    out << YAML::EndMap;
+  }
+  out << YAML::EndMap << YAML::EndMap;
+}
+
 void EmitBudgets(YAML::Emitter& out, const Config& config) {
+  const TokenBudgetsConfig& budgets = config.token_budgets;
   out << YAML::Key << "token_budgets" << YAML::Value << YAML::BeginMap;
-  for (const auto& [type, tokens] : config.token_budgets.per_type) {
+  for (const auto& [type, tokens] : budgets.per_type) {
     out << YAML::Key;
     EmitString(out, type);
     out << YAML::Value << std::to_string(tokens);
   }
+  out << YAML::Key << "default" << YAML::Value;
+  EmitOptionalInt(out, budgets.default_budget);
   out << YAML::Key << "multiplier" << YAML::Value;
-  EmitNumber(out, config.token_budgets.multiplier);
+  EmitNumber(out, budgets.multiplier);
+  out << YAML::Key << "use_estimate_when_smaller" << YAML::Value
+      << budgets.use_estimate_when_smaller << YAML::Key << "over_budget"
+      << YAML::Value
+      << (budgets.over_budget == OverBudgetPolicy::kStop ? "stop" : "flag")
+      << YAML::Key << "learning_rate" << YAML::Value;
+  EmitNumber(out, budgets.learning_rate);
   out << YAML::EndMap;
 }
 
@@ -176,7 +212,26 @@ void EmitDailyLimits(YAML::Emitter& out, const Config& config) {
   out << YAML::Key << "alert_at_percent" << YAML::Value << YAML::Flow
       << YAML::BeginSeq;
   for (double percent : daily.alert_at_percent) EmitNumber(out, percent);
-  out << YAML::EndSeq << YAML::EndMap;
+  out << YAML::EndSeq << YAML::Key << "period" << YAML::Value
+      << BudgetPeriodName(daily.period) << YAML::Key << "time_zone"
+      << YAML::Value;
+  EmitString(out, daily.time_zone);
+  out << YAML::Key << "week_start" << YAML::Value
+      << WeekdayName(daily.week_start) << YAML::Key << "per_agent_type"
+      << YAML::Value;
+  if (daily.per_agent_type.empty()) out << YAML::Flow;
+  out << YAML::BeginMap;
+  for (const auto& [type, budget] : daily.per_agent_type) {
+    out << YAML::Key;
+    EmitString(out, type);
+    out << YAML::Value << YAML::Flow << YAML::BeginMap << YAML::Key
+        << "max_tokens" << YAML::Value;
+    EmitOptionalInt(out, budget.max_tokens);
+    out << YAML::Key << "max_cost_usd" << YAML::Value;
+    EmitOptionalNumber(out, budget.max_cost_usd);
+    out << YAML::EndMap;
+  }
+  out << YAML::EndMap << YAML::EndMap;
 }
 
 void EmitControls(YAML::Emitter& out, const Config& config) {
@@ -187,7 +242,9 @@ void EmitControls(YAML::Emitter& out, const Config& config) {
   for (const ModelRule& rule : config.model_rules) {
     out << YAML::BeginMap << YAML::Key << "condition" << YAML::Value
         << YAML::DoubleQuoted << rule.condition << YAML::Key << "model"
-        << YAML::Value << YAML::DoubleQuoted << rule.model << YAML::EndMap;
+        << YAML::Value << YAML::DoubleQuoted << rule.model << YAML::Key
+        << "fallback_model" << YAML::Value << YAML::DoubleQuoted
+        << rule.fallback_model << YAML::EndMap;
   }
   out << YAML::EndSeq << YAML::EndMap;
 
@@ -199,11 +256,13 @@ void EmitControls(YAML::Emitter& out, const Config& config) {
   for (const std::string& condition : breaker.trip_conditions) {
     out << YAML::DoubleQuoted << condition;
   }
-  out << YAML::EndSeq << YAML::Key << "when_tripped" << YAML::Value
-      << YAML::BeginMap << YAML::Key << "action" << YAML::Value
-      << breaker.action << YAML::Key << "notify" << YAML::Value
-      << YAML::DoubleQuoted << breaker.notify << YAML::Key << "allow_override"
-      << YAML::Value << breaker.allow_override << YAML::EndMap << YAML::EndMap;
+  out << YAML::EndSeq << YAML::Key << "burn_rate_window" << YAML::Value;
+  EmitDuration(out, breaker.burn_rate_window);
+  out << YAML::Key << "when_tripped" << YAML::Value << YAML::BeginMap
+      << YAML::Key << "action" << YAML::Value << breaker.action << YAML::Key
+      << "notify" << YAML::Value << YAML::DoubleQuoted << breaker.notify
+      << YAML::Key << "allow_override" << YAML::Value << breaker.allow_override
+      << YAML::EndMap << YAML::EndMap;
 
   const ManualOverrideConfig& manual = config.manual_override;
   out << YAML::Key << "manual_override" << YAML::Value << YAML::BeginMap
@@ -326,7 +385,7 @@ StatusOr<Config> LoadConfigString(const std::string& yaml,
     config = &document;
   }
   if (config == nullptr) return Config::Defaults();
-  return ConfigFromYamlNode(*config, source);
+  return ConfigFromYamlNode(*config, source, yaml);
 }
 
 StatusOr<Config> LoadConfigFile(const std::string& path) {
@@ -354,6 +413,7 @@ std::string ConfigToYaml(const Config& config) {
   out.SetNullFormat(YAML::LowerNull);
   out << YAML::BeginMap;
   EmitResources(out, config);
+  EmitPricing(out, config);
   EmitBudgets(out, config);
   EmitLevels(out, config);
   EmitDailyLimits(out, config);

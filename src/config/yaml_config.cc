@@ -1,13 +1,17 @@
 #include "config/yaml_config.h"
 
+#include <absl/time/time.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <array>
 #include <cctype>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <exception>
+#include <filesystem>
 #include <functional>
 #include <limits>
 #include <map>
@@ -18,6 +22,8 @@
 #include <utility>
 #include <vector>
 
+#include "core/conditions.h"
+#include "core/expr.h"
 #include "core/text.h"
 
 namespace qm {
@@ -37,9 +43,14 @@ constexpr int kMaxResourceNameLength = 64;
 constexpr std::string_view kRoot = "";
 constexpr std::string_view kResourceSpec = "resources.<name>";
 constexpr std::string_view kMaxConcurrent = "max_concurrent";
+constexpr std::string_view kPricing = "pricing";
+constexpr std::string_view kModelPrice = "pricing.models.<name>";
+// Reserved keys among the agent types of token_budgets.
+constexpr std::string_view kTokenBudgets = "token_budgets";
 constexpr std::string_view kPriorityLevels = "priority_levels";
 constexpr std::string_view kPriorityLevel = "priority_levels.<level>";
 constexpr std::string_view kDailyLimits = "daily_limits";
+constexpr std::string_view kPeriodBudget = "daily_limits.per_agent_type.<name>";
 constexpr std::string_view kProduct = "products.<name>";
 constexpr std::string_view kAutoModelSelection = "auto_model_selection";
 constexpr std::string_view kModelRule = "auto_model_selection.rules[]";
@@ -68,19 +79,31 @@ struct Section {
 const std::vector<Section>& Sections() {
   static const std::vector<Section>* const kSections = new std::vector<Section>{
       {kRoot,
-       {"resources", "max_concurrent", "token_budgets", "priority_levels",
-        "daily_limits", "products", "auto_model_selection", "circuit_breaker",
-        "manual_override", "resource_policies", "auto_release", "scheduling"}},
+       {"resources", "max_concurrent", "pricing", "token_budgets",
+        "priority_levels", "daily_limits", "products", "auto_model_selection",
+        "circuit_breaker", "manual_override", "resource_policies",
+        "auto_release", "scheduling"}},
       {kResourceSpec, {"capacity", "fractional"}},
       {kMaxConcurrent, {"total", "per_type"}},
+      {kPricing, {"models", "default_model", "estimate_output_share"}},
+      {kModelPrice,
+       {"input_per_million", "output_per_million", "cached_input_per_million"}},
+      {kTokenBudgets,
+       {"default", "multiplier", "use_estimate_when_smaller", "over_budget",
+        "learning_rate"}},
       {kPriorityLevels, {"critical", "high", "normal", "medium", "low"}},
       {kPriorityLevel, {"max_wait_time_minutes", "preempt_lower", "weight"}},
-      {kDailyLimits, {"max_tokens_total", "max_cost_usd", "alert_at_percent"}},
+      {kDailyLimits,
+       {"max_tokens_total", "max_cost_usd", "alert_at_percent", "period",
+        "time_zone", "week_start", "per_agent_type"}},
+      {kPeriodBudget, {"max_tokens", "max_cost_usd"}},
       {kProduct,
-       {"priority", "max_concurrent_agents", "token_budget_daily", "share"}},
+       {"priority", "max_concurrent_agents", "token_budget_daily",
+        "cost_budget_daily_usd", "share"}},
       {kAutoModelSelection, {"rules"}},
-      {kModelRule, {"condition", "model"}},
-      {kCircuitBreaker, {"trip_conditions", "when_tripped"}},
+      {kModelRule, {"condition", "model", "fallback_model"}},
+      {kCircuitBreaker,
+       {"trip_conditions", "burn_rate_window", "when_tripped"}},
       {kWhenTripped, {"action", "notify", "allow_override"}},
       {kManualOverride, {"pause_all_agents", "priority_override"}},
       {kResourcePolicies,
@@ -299,6 +322,243 @@ constexpr Range kPositive{0, true};
 constexpr Range kFraction{0, false, 1};
 constexpr Range kPercent{0, false, 100};
 
+// ---- Positions inside a scalar (condition errors). ----
+
+bool IsBreak(char c) { return c == '\n' || c == '\r'; }
+bool IsBlank(char c) { return c == ' ' || c == '\t'; }
+
+// `at`, the mark of byte `from` of `text`, moved forward to byte `to`.
+// Columns count bytes, as yaml-cpp's do.
+YAML::Mark Advance(YAML::Mark at, std::string_view text, size_t from,
+                   size_t to) {
+  for (size_t i = from; i < to && i < text.size(); ++i) {
+    ++at.pos;
+    if (text[i] == '\n') {
+      ++at.line;
+      at.column = 0;
+    } else {
+      ++at.column;
+    }
+  }
+  return at;
+}
+
+// The length of the run of line breaks and blanks at text[p] (a line
+// break), and in `breaks` how many line breaks it holds.
+size_t FoldLength(std::string_view text, size_t p, size_t* breaks) {
+  const size_t begin = p;
+  *breaks = 0;
+  while (p < text.size() && IsBreak(text[p])) {
+    p += text.compare(p, 2, "\r\n") == 0 ? 2 : 1;
+    ++*breaks;
+    while (p < text.size() && IsBlank(text[p])) ++p;
+  }
+  return p - begin;
+}
+
+// The escape sequence at text[p] (a backslash inside a double-quoted
+// scalar): its length in `raw` and the bytes of UTF-8 it stands for in
+// `bytes`. False when it is not a complete escape.
+bool EscapeAt(std::string_view text, size_t p, size_t* raw, size_t* bytes) {
+  if (p + 1 >= text.size()) return false;
+  const char e = text[p + 1];
+  const size_t digits = e == 'x' ? 2 : e == 'u' ? 4 : e == 'U' ? 8 : 0;
+  if (digits == 0) {
+    *raw = 2;
+    // \N (U+0085) and \_ (U+00A0) take 2 bytes, \L and \P (U+2028/9) 3.
+    *bytes = (e == 'N' || e == '_') ? 2 : (e == 'L' || e == 'P') ? 3 : 1;
+    return true;
+  }
+  if (p + 2 + digits > text.size()) return false;
+  uint32_t code = 0;
+  for (size_t k = 0; k < digits; ++k) {
+    const char c = text[p + 2 + k];
+    if (!std::isxdigit(static_cast<unsigned char>(c))) return false;
+    code = code * 16 +
+           static_cast<uint32_t>(
+               std::isdigit(static_cast<unsigned char>(c))
+                   ? c - '0'
+                   : std::tolower(static_cast<unsigned char>(c)) - 'a' + 10);
+  }
+  *raw = 2 + digits;
+  *bytes = code < 0x80 ? 1 : code < 0x800 ? 2 : code < 0x10000 ? 3 : 4;
+  return true;
+}
+
+// Where byte `offset` of the value of the flow scalar `node` (plain, single-
+// or double-quoted) is written in `text`, the document it was parsed from;
+// the start of a block scalar; nullopt when the text does not match the node.
+// Walks the source the way a YAML reader decodes it: escapes, '' in single
+// quotes, and line folding (a line break and the blanks around it read as
+// one space, or as one newline per empty line).
+std::optional<YAML::Mark> ExactMarkInScalar(const YAML::Node& node,
+                                            size_t offset,
+                                            std::string_view text) {
+  const YAML::Mark start = node.Mark();
+  if (start.pos < 0) return std::nullopt;
+  // yaml-cpp counts positions after a UTF-8 byte-order mark.
+  const size_t begin = (text.substr(0, 3) == "\xEF\xBB\xBF" ? 3 : 0) +
+                       static_cast<size_t>(start.pos);
+  size_t p = begin;
+  // The mark is that of the node's properties (tag, anchor) when it has any.
+  while (p < text.size() && (text[p] == '!' || text[p] == '&')) {
+    while (p < text.size() && !IsBlank(text[p]) && !IsBreak(text[p])) ++p;
+    while (p < text.size() && (IsBlank(text[p]) || IsBreak(text[p]))) ++p;
+  }
+  if (p >= text.size()) return std::nullopt;
+  if (text[p] == '|' || text[p] == '>') return start;
+  const std::string& value = node.Scalar();
+  const char quote = text[p] == '"' || text[p] == '\'' ? text[p] : '\0';
+  if (quote == '\0' && (value.empty() || text[p] != value[0])) {
+    return std::nullopt;
+  }
+  if (quote != '\0') ++p;
+  std::optional<YAML::Mark> found;
+  size_t decoded = 0;  // bytes of the value before text[p]
+  while (p < text.size()) {
+    const char c = text[p];
+    size_t raw = 1, bytes = 1, breaks = 0;
+    if (quote != '\0' && c == quote) {
+      if (quote == '"' || text.compare(p, 2, "''") != 0) break;
+      raw = 2;  // '' is one quote
+    } else if (quote == '"' && c == '\\' && p + 1 < text.size() &&
+               IsBreak(text[p + 1])) {
+      // An escaped line break: only the empty lines after it remain.
+      raw = 1 + FoldLength(text, p + 1, &breaks);
+      bytes = breaks - 1;
+    } else if (quote == '"' && c == '\\') {
+      if (!EscapeAt(text, p, &raw, &bytes)) return std::nullopt;
+    } else if (IsBlank(c) || IsBreak(c)) {
+      size_t q = p;
+      while (q < text.size() && IsBlank(text[q])) ++q;
+      if (q < text.size() && IsBreak(text[q])) {
+        raw = q - p + FoldLength(text, q, &breaks);
+        bytes = breaks == 1 ? 1 : breaks - 1;
+      }
+    }
+    if (!found.has_value() && offset < decoded + bytes) {
+      found = Advance(start, text, begin, p);
+      // A plain scalar's end is not marked: stop at the offset.
+      if (quote == '\0') return found;
+    }
+    decoded += bytes;
+    p += raw;
+  }
+  if (quote == '\0') return std::nullopt;
+  // At the closing quote: check that the walk decoded the whole value.
+  if (p >= text.size() || decoded != value.size()) return std::nullopt;
+  if (!found.has_value()) found = Advance(start, text, begin, p);
+  return found;
+}
+
+// Where byte `offset` of the scalar `node`'s value is in the document `text`
+// it was parsed from (see ConfigFromYamlNode). Without the text, or when the
+// text does not match, a one-line scalar without escapes is assumed: plain
+// when yaml-cpp tags it "?", quoted when it tags it "!" and the value holds
+// no line break (a literal block's does); else the node's own mark.
+YAML::Mark MarkInScalar(const YAML::Node& node, size_t offset,
+                        std::string_view text) {
+  YAML::Mark at = node.Mark();
+  if (at.is_null()) return at;
+  if (!text.empty()) {
+    const std::optional<YAML::Mark> exact =
+        ExactMarkInScalar(node, offset, text);
+    if (exact.has_value()) return *exact;
+  }
+  const std::string& value = node.Scalar();
+  const int shift = static_cast<int>(std::min(offset, value.size()));
+  if (node.Tag() == "?") {
+    at.column += shift;
+  } else if (node.Tag() == "!" &&
+             value.find_first_of("\r\n") == std::string::npos) {
+    at.column += 1 + shift;
+  }
+  return at;
+}
+
+// ---- Time zones. ----
+
+// Whether `name` looks like an IANA zone name ("UTC", "Europe/Berlin",
+// "Etc/GMT+1", "America/Port-au-Prince"): no absolute paths, no "..", and
+// not "localtime", which would make the budget calendar follow the host.
+bool IsZoneName(std::string_view name) {
+  if (name.empty() || name.size() > 64 || name[0] == '/' ||
+      name.back() == '/' || name == "localtime") {
+    return false;
+  }
+  for (char c : name) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '/' && c != '_' &&
+        c != '-' && c != '+') {
+      return false;
+    }
+  }
+  return name.find("//") == std::string_view::npos;
+}
+
+// The zone names of the tz database that absl reads ($TZDIR, else
+// /usr/share/zoneinfo), sorted, for "did you mean" suggestions. Empty when
+// the directory cannot be listed.
+std::vector<std::string> TimeZoneNames() {
+  namespace fs = std::filesystem;
+  const char* env = std::getenv("TZDIR");
+  const fs::path root =
+      env != nullptr && *env != '\0' ? env : "/usr/share/zoneinfo";
+  std::vector<std::string> names;
+  std::error_code ec;
+  fs::recursive_directory_iterator it(
+      root, fs::directory_options::skip_permission_denied, ec);
+  for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    const std::string name = it->path().lexically_relative(root).string();
+    std::error_code type_ec;
+    if (it->is_directory(type_ec)) {
+      // Duplicate trees of the same zones.
+      if (name == "posix" || name == "right") it.disable_recursion_pending();
+      continue;
+    }
+    if (IsZoneName(name) && std::isupper(static_cast<unsigned char>(name[0]))) {
+      names.push_back(name);
+    }
+    if (names.size() >= 10000) break;
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// ---- Choices. ----
+
+bool EqualIgnoringCase(std::string_view a, std::string_view b) {
+  return a.size() == b.size() &&
+         std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+// The choice nearest to `text`: a plausible typo, else the only choice that
+// `text` (2 characters or more) begins ("mon" -> "monday"); "" when none.
+std::string NearestChoice(const std::string& text,
+                          const std::vector<std::string>& choices) {
+  const std::string near = ClosestMatch(text, choices);
+  if (!near.empty() || text.size() < 2) return near;
+  std::string only;
+  for (const std::string& choice : choices) {
+    if (choice.size() > text.size() &&
+        EqualIgnoringCase(std::string_view(choice).substr(0, text.size()),
+                          text)) {
+      if (!only.empty()) return "";
+      only = choice;
+    }
+  }
+  return only;
+}
+
+const std::vector<std::string>& Weekdays() {
+  static const std::vector<std::string>* const kDays =
+      new std::vector<std::string>{"sunday",   "monday", "tuesday", "wednesday",
+                                   "thursday", "friday", "saturday"};
+  return *kDays;
+}
+
 // A node, where errors about it point, and the key path that names it.
 // Never assign one Field to another: YAML::Node's operator= writes into the
 // document instead of rebinding. Construct (or std::optional::emplace) them.
@@ -313,8 +573,10 @@ struct Field {
 // Reads one config node into Config::Defaults(). Stops at the first error.
 class Reader {
  public:
-  explicit Reader(const std::string& source)
-      : source_(source), config_(Config::Defaults()) {}
+  // `text`: the document the node was parsed from, or "" (see
+  // ConfigFromYamlNode).
+  Reader(const std::string& source, std::string_view text)
+      : source_(source), text_(text), config_(Config::Defaults()) {}
 
   StatusOr<Config> Read(const YAML::Node& root);
 
@@ -340,6 +602,8 @@ class Reader {
   Status ReadOptionalInt(const Field& field, int64_t min,
                          std::optional<int64_t>* out) const;
   Status ReadNumber(const Field& field, const Range& range, double* out) const;
+  Status ReadOptionalNumber(const Field& field, const Range& range,
+                            std::optional<double>* out) const;
   // A resource amount: >= 0, at most kMaxAmount, whole thousandths.
   Status ReadAmount(const Field& field, double* out) const;
   Status ReadOptionalAmount(const Field& field,
@@ -349,6 +613,19 @@ class Reader {
                     std::string* out) const;
   Status ReadDuration(const Field& field, bool allow_zero, Duration* out) const;
   Status ReadLevel(const Field& field, Level* out) const;
+  // One of `choices`, exactly or (with `ignore_case`) without regard to
+  // ASCII case; `*index` is its position in `choices`.
+  Status ReadChoice(const Field& field, const std::vector<std::string>& choices,
+                    bool ignore_case, size_t* index) const;
+  // An IANA time zone name that absl::LoadTimeZone accepts.
+  Status ReadTimeZone(const Field& field, std::string* out) const;
+  // Compiles the condition `field` against `schema`; an error points at the
+  // offending character. `*is_default` says whether it is "default".
+  Status ReadCondition(const Field& field, const expr::Schema& schema,
+                       std::string* out, bool* is_default) const;
+  // A model name: "" for null. Non-empty names are checked against
+  // pricing.models in Finish().
+  Status ReadModel(const Field& field, bool allow_empty, std::string* out);
   // A key naming a level in priority_levels or priority_weights; refuses
   // "medium" and "normal" both in one mapping.
   Status LevelKey(const std::string& key, const Field& field,
@@ -358,6 +635,7 @@ class Reader {
   // Sections.
   Status ReadResources(const Field& field);
   Status ReadMaxConcurrent(const Field& field);
+  Status ReadPricing(const Field& field);
   Status ReadTokenBudgets(const Field& field);
   Status ReadPriorityLevels(const Field& field);
   Status ReadDailyLimits(const Field& field);
@@ -372,6 +650,7 @@ class Reader {
   Status Finish();
 
   const std::string source_;
+  const std::string_view text_;
   Config config_;
   // resources.agents and max_concurrent.total, checked against each other
   // in Finish().
@@ -383,6 +662,9 @@ class Reader {
   std::array<std::optional<double>, kNumLevels> priority_weights_;
   // Where scheduling.restrict_agent_types is set.
   std::optional<Field> restrict_agent_types_;
+  // Every non-empty model name given (pricing.default_model, the rules'
+  // model and fallback_model), in file order, checked in Finish().
+  std::vector<std::pair<std::string, Field>> models_named_;
 };
 
 std::string Reader::Where(const YAML::Mark& mark) const {
@@ -592,6 +874,96 @@ Status Reader::ReadLevel(const Field& field, Level* out) const {
   return Error(field, what);
 }
 
+Status Reader::ReadOptionalNumber(const Field& field, const Range& range,
+                                  std::optional<double>* out) const {
+  if (field.node.IsNull()) {
+    out->reset();
+    return Status::Ok();
+  }
+  double value;
+  QM_RETURN_IF_ERROR(ReadNumber(field, range, &value));
+  *out = value;
+  return Status::Ok();
+}
+
+Status Reader::ReadChoice(const Field& field,
+                          const std::vector<std::string>& choices,
+                          bool ignore_case, size_t* index) const {
+  const YAML::Node& node = field.node;
+  if (node.IsScalar()) {
+    for (size_t i = 0; i < choices.size(); ++i) {
+      if (ignore_case ? EqualIgnoringCase(node.Scalar(), choices[i])
+                      : node.Scalar() == choices[i]) {
+        *index = i;
+        return Status::Ok();
+      }
+    }
+  }
+  std::string what = "must be ";
+  if (choices.size() == 2) {
+    what += choices[0] + " or " + choices[1];
+  } else {
+    what += "one of " + Join(choices, ", ");
+  }
+  what += ", " + Got(node);
+  if (node.IsScalar()) {
+    const std::string near = NearestChoice(node.Scalar(), choices);
+    if (!near.empty()) what += ", did you mean " + Quote(near) + "?";
+  }
+  return Error(field, what);
+}
+
+Status Reader::ReadTimeZone(const Field& field, std::string* out) const {
+  std::string name;
+  QM_RETURN_IF_ERROR(ReadString(field, false, &name));
+  absl::TimeZone zone;
+  if (IsZoneName(name) && absl::LoadTimeZone(name, &zone)) {
+    *out = name;
+    return Status::Ok();
+  }
+  const std::vector<std::string> known = TimeZoneNames();
+  const std::string near = ClosestMatch(name, known);
+  if (!near.empty()) {
+    return Error(field, "unknown time zone " + Quote(name) + ", did you mean " +
+                            Quote(near) + "?");
+  }
+  if (known.empty() && name != "UTC") {
+    return Error(field, "unknown time zone " + Quote(name) +
+                            " (no time zone database found: install tzdata "
+                            "or set TZDIR; only \"UTC\" works without it)");
+  }
+  return Error(field, "unknown time zone " + Quote(name) +
+                          " (give an IANA name such as \"UTC\" or "
+                          "\"Europe/Berlin\")");
+}
+
+Status Reader::ReadCondition(const Field& field, const expr::Schema& schema,
+                             std::string* out, bool* is_default) const {
+  QM_RETURN_IF_ERROR(ReadString(field, false, out));
+  expr::CompileError error;
+  StatusOr<expr::Condition> condition =
+      expr::Condition::Compile(*out, schema, &error);
+  if (condition.ok()) {
+    *is_default = condition->is_default();
+    return Status::Ok();
+  }
+  const YAML::Mark at = MarkInScalar(field.node, error.offset, text_);
+  return InvalidRequest(
+      Where(at) + field.path + ": " +
+      (error.message.empty() ? condition.status().message() : error.message));
+}
+
+Status Reader::ReadModel(const Field& field, bool allow_empty,
+                         std::string* out) {
+  if (field.node.IsNull() && allow_empty) {
+    out->clear();
+    return Status::Ok();
+  }
+  QM_RETURN_IF_ERROR(ReadString(field, allow_empty, out));
+  if (!out->empty()) models_named_.emplace_back(*out, field);
+  return Status::Ok();
+}
+
 Status Reader::LevelKey(const std::string& key, const Field& field,
                         std::array<std::optional<YAML::Mark>, kNumLevels>* seen,
                         Level* level) const {
@@ -620,6 +992,7 @@ StatusOr<Config> Reader::Read(const YAML::Node& root) {
       field, kRoot, [&](const std::string& key, const Field& child) {
         if (key == "resources") return ReadResources(child);
         if (key == "max_concurrent") return ReadMaxConcurrent(child);
+        if (key == "pricing") return ReadPricing(child);
         if (key == "token_budgets") return ReadTokenBudgets(child);
         if (key == "priority_levels") return ReadPriorityLevels(child);
         if (key == "daily_limits") return ReadDailyLimits(child);
@@ -721,12 +1094,83 @@ Status Reader::ReadMaxConcurrent(const Field& field) {
       });
 }
 
+Status Reader::ReadPricing(const Field& field) {
+  PricingConfig& pricing = config_.pricing;
+  return ForEachKnownEntry(
+      field, kPricing, [&](const std::string& key, const Field& child) {
+        if (key == "models") {
+          pricing.models.clear();
+          return ForEachEntry(child, [&](const std::string& name,
+                                         const Field& model) {
+            if (!model.node.IsMap()) {
+              return Error(model,
+                           "must be a mapping {input_per_million: N, "
+                           "output_per_million: N, "
+                           "cached_input_per_million: N}, " +
+                               Got(model.node));
+            }
+            ModelPrice price;
+            bool has_input = false;
+            QM_RETURN_IF_ERROR(ForEachKnownEntry(
+                model, kModelPrice, [&](const std::string& k, const Field& f) {
+                  if (k == "input_per_million") {
+                    has_input = true;
+                    return ReadNumber(f, kNonNegative,
+                                      &price.input_per_million);
+                  }
+                  if (k == "output_per_million") {
+                    return ReadOptionalNumber(f, kNonNegative,
+                                              &price.output_per_million);
+                  }
+                  return ReadOptionalNumber(f, kNonNegative,
+                                            &price.cached_input_per_million);
+                }));
+            if (!has_input) {
+              return Error(model, "missing key \"input_per_million\"");
+            }
+            pricing.models[name] = price;
+            return Status::Ok();
+          });
+        }
+        if (key == "default_model") {
+          return ReadModel(child, true, &pricing.default_model);
+        }
+        return ReadNumber(child, kFraction, &pricing.estimate_output_share);
+      });
+}
+
 Status Reader::ReadTokenBudgets(const Field& field) {
+  TokenBudgetsConfig& budgets = config_.token_budgets;
   return ForEachEntry(field, [&](const std::string& key, const Field& child) {
-    if (key == "multiplier") {
-      return ReadNumber(child, Range{1}, &config_.token_budgets.multiplier);
+    if (key == "default") {
+      return ReadOptionalInt(child, 0, &budgets.default_budget);
     }
-    return ReadInt(child, 0, &config_.token_budgets.per_type[key]);
+    if (key == "multiplier") {
+      return ReadNumber(child, Range{1}, &budgets.multiplier);
+    }
+    if (key == "use_estimate_when_smaller") {
+      return ReadBool(child, &budgets.use_estimate_when_smaller);
+    }
+    if (key == "over_budget") {
+      size_t index;
+      QM_RETURN_IF_ERROR(ReadChoice(child, {"flag", "stop"}, false, &index));
+      budgets.over_budget =
+          index == 0 ? OverBudgetPolicy::kFlag : OverBudgetPolicy::kStop;
+      return Status::Ok();
+    }
+    if (key == "learning_rate") {
+      return ReadNumber(child, Range{0, true, 1}, &budgets.learning_rate);
+    }
+    // An agent type. One a typo away from a reserved key is taken for that
+    // typo rather than silently budgeted.
+    for (const std::string& reserved : KeysOf(kTokenBudgets)) {
+      if (EditDistance(key, reserved) <= 1) {
+        return Error(child, "unknown key, did you mean " + Quote(reserved) +
+                                "? (agent types this close to a reserved "
+                                "key are refused)");
+      }
+    }
+    return ReadInt(child, 0, &budgets.per_type[key]);
   });
 }
 
@@ -760,14 +1204,37 @@ Status Reader::ReadDailyLimits(const Field& field) {
           return ReadOptionalInt(child, 0, &limits.max_tokens_total);
         }
         if (key == "max_cost_usd") {
-          if (child.node.IsNull()) {
-            limits.max_cost_usd.reset();
-            return Status::Ok();
-          }
-          double cost;
-          QM_RETURN_IF_ERROR(ReadNumber(child, kNonNegative, &cost));
-          limits.max_cost_usd = cost;
+          return ReadOptionalNumber(child, kNonNegative, &limits.max_cost_usd);
+        }
+        if (key == "period") {
+          size_t index;
+          QM_RETURN_IF_ERROR(
+              ReadChoice(child, {"daily", "weekly", "monthly"}, false, &index));
+          limits.period = static_cast<BudgetPeriod>(index);
           return Status::Ok();
+        }
+        if (key == "time_zone") return ReadTimeZone(child, &limits.time_zone);
+        if (key == "week_start") {
+          size_t index;
+          QM_RETURN_IF_ERROR(ReadChoice(child, Weekdays(), true, &index));
+          limits.week_start = static_cast<int>(index);
+          return Status::Ok();
+        }
+        if (key == "per_agent_type") {
+          limits.per_agent_type.clear();
+          return ForEachEntry(
+              child, [&](const std::string& type, const Field& entry) {
+                PeriodBudget& budget = limits.per_agent_type[type];
+                return ForEachKnownEntry(
+                    entry, kPeriodBudget,
+                    [&](const std::string& k, const Field& f) {
+                      if (k == "max_tokens") {
+                        return ReadOptionalInt(f, 0, &budget.max_tokens);
+                      }
+                      return ReadOptionalNumber(f, kNonNegative,
+                                                &budget.max_cost_usd);
+                    });
+              });
         }
         constexpr Range kAlertPercent{0, true, 100};
         limits.alert_at_percent.clear();
@@ -807,6 +1274,10 @@ Status Reader::ReadProducts(const Field& field) {
           if (key == "token_budget_daily") {
             return ReadOptionalInt(f, 0, &product.token_budget_daily);
           }
+          if (key == "cost_budget_daily_usd") {
+            return ReadOptionalNumber(f, kNonNegative,
+                                      &product.cost_budget_daily_usd);
+          }
           return ReadNumber(f, kPositive, &product.share);
         });
   });
@@ -828,10 +1299,15 @@ Status Reader::ReadAutoModelSelection(const Field& field) {
               item, kModelRule, [&](const std::string& key, const Field& f) {
                 if (key == "condition") {
                   has_condition = true;
-                  return ReadString(f, false, &rule.condition);
+                  bool is_default;
+                  return ReadCondition(f, TaskSchema(), &rule.condition,
+                                       &is_default);
+                }
+                if (key == "fallback_model") {
+                  return ReadModel(f, true, &rule.fallback_model);
                 }
                 has_model = true;
-                return ReadString(f, false, &rule.model);
+                return ReadModel(f, false, &rule.model);
               }));
           if (!has_condition || !has_model) {
             return Error(item, std::string("missing key \"") +
@@ -852,10 +1328,21 @@ Status Reader::ReadCircuitBreaker(const Field& field) {
           breaker.trip_conditions.clear();
           return ForEachItem(child, [&](const Field& item) {
             std::string condition;
-            QM_RETURN_IF_ERROR(ReadString(item, false, &condition));
+            bool is_default;
+            QM_RETURN_IF_ERROR(
+                ReadCondition(item, BreakerSchema(), &condition, &is_default));
+            if (is_default) {
+              return Error(item,
+                           "\"default\" is for auto_model_selection rules; a "
+                           "trip condition compares spend, e.g. "
+                           "\"cost_daily_usd > daily_limits.max_cost_usd\"");
+            }
             breaker.trip_conditions.push_back(condition);
             return Status::Ok();
           });
+        }
+        if (key == "burn_rate_window") {
+          return ReadDuration(child, false, &breaker.burn_rate_window);
         }
         return ForEachKnownEntry(
             child, kWhenTripped, [&](const std::string& k, const Field& f) {
@@ -865,22 +1352,10 @@ Status Reader::ReadCircuitBreaker(const Field& field) {
               }
               const std::vector<std::string> actions = {
                   "pause_all", "pause_new_low_priority"};
-              if (f.node.IsScalar()) {
-                for (const std::string& action : actions) {
-                  if (f.node.Scalar() == action) {
-                    breaker.action = action;
-                    return Status::Ok();
-                  }
-                }
-              }
-              std::string what =
-                  "must be pause_all or pause_new_low_priority, " + Got(f.node);
-              if (f.node.IsScalar()) {
-                const std::string near = ClosestMatch(f.node.Scalar(), actions);
-                if (!near.empty())
-                  what += ", did you mean " + Quote(near) + "?";
-              }
-              return Error(f, what);
+              size_t index;
+              QM_RETURN_IF_ERROR(ReadChoice(f, actions, false, &index));
+              breaker.action = actions[index];
+              return Status::Ok();
             });
       });
 }
@@ -1064,15 +1539,39 @@ Status Reader::Finish() {
                  "so every request would be refused; list the agent types "
                  "there or set this to false");
   }
+  // Every model named must have a price once any model has one.
+  const std::map<std::string, ModelPrice>& models = config_.pricing.models;
+  if (!models.empty()) {
+    std::vector<std::string> priced;
+    for (const auto& [name, price] : models) priced.push_back(name);
+    for (const auto& [name, field] : models_named_) {
+      if (models.count(name) != 0) continue;
+      const std::string near = ClosestMatch(name, priced);
+      if (!near.empty()) {
+        return Error(field, "unknown model " + Quote(name) +
+                                " (not in pricing.models), did you mean " +
+                                Quote(near) + "?");
+      }
+      return Error(field, "unknown model " + Quote(name) +
+                              " (pricing.models has " + Join(priced, ", ") +
+                              ")");
+    }
+  }
   return Status::Ok();
 }
 
 }  // namespace
 
+const char* WeekdayName(int day) {
+  if (day < 0 || day >= static_cast<int>(Weekdays().size())) return "";
+  return Weekdays()[day].c_str();
+}
+
 StatusOr<Config> ConfigFromYamlNode(const YAML::Node& node,
-                                    const std::string& source) {
+                                    const std::string& source,
+                                    std::string_view text) {
   try {
-    Reader reader(source);
+    Reader reader(source, text);
     return reader.Read(node);
   } catch (const YAML::Exception& e) {
     std::string where = source + ": ";

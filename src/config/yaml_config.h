@@ -7,6 +7,7 @@
 #include <yaml-cpp/node/node.h>
 
 #include <string>
+#include <string_view>
 
 #include "qm/config.h"
 #include "qm/status.h"
@@ -22,8 +23,22 @@ namespace qm {
 // node's own marks, so a config embedded in a larger document reports the
 // line and column inside that document. `source` is the name to print (a
 // file path). Never throws.
+//
+// `text`, when given, is the whole text the node was parsed from (the marks
+// index into it). Errors inside a condition (auto_model_selection rules,
+// circuit_breaker.trip_conditions) then point at the exact offending
+// character of plain, single- and double-quoted scalars, escapes and line
+// folding included; a block scalar (| or >) points at its start. Without
+// `text` the column assumes a one-line scalar without escapes: exact for
+// plain scalars and for quoted ones without escapes, and a block scalar
+// without line breaks in its value is mistaken for a quoted one.
 StatusOr<Config> ConfigFromYamlNode(const YAML::Node& node,
-                                    const std::string& source);
+                                    const std::string& source,
+                                    std::string_view text = {});
+
+// "sunday" ... "saturday" for 0 ... 6: the names daily_limits.week_start
+// takes. "" outside that range.
+const char* WeekdayName(int day);
 
 }  // namespace qm
 

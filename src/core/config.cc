@@ -31,6 +31,18 @@ bool LevelFromName(const std::string& name, Level* level) {
   return true;
 }
 
+const char* BudgetPeriodName(BudgetPeriod p) {
+  switch (p) {
+    case BudgetPeriod::kDaily:
+      return "daily";
+    case BudgetPeriod::kWeekly:
+      return "weekly";
+    case BudgetPeriod::kMonthly:
+      return "monthly";
+  }
+  return "daily";
+}
+
 Config Config::Defaults() {
   Config c;
   c.resources = {

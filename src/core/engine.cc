@@ -72,7 +72,7 @@ Status EngineImpl::Init() {
     InternType(type);
   }
   for (const auto& [name, product] : config_.products) InternProduct(name);
-  return Status::Ok();
+  return InitMoney();
 }
 
 uint32_t EngineImpl::NewCounter(Counter::Kind kind, std::string name,
@@ -177,11 +177,12 @@ void EngineImpl::ReleaseWorkflowRef(const std::string& id) {
 }
 
 Demand EngineImpl::BuildDemand(const ParsedRequest& p, uint32_t product,
-                               uint32_t type, const Workflow* wf) const {
+                               uint32_t type, const Workflow* wf,
+                               size_t extra) const {
   Demand d;
   // Exactly: resources, then type, product and up to three workflow
-  // counters (a demand lives as long as its allocation).
-  size_t n = p.resources.size();
+  // counters, and `extra` (a demand lives as long as its allocation).
+  size_t n = p.resources.size() + extra;
   if (p.agents > 0) n += 2 + (wf && wf->agents != UINT32_MAX);
   for (const auto& [idx, m] : p.resources) {
     const std::string& name = resource_specs_[idx].name;
@@ -244,7 +245,7 @@ void EngineImpl::ProcessTimersUpTo(Time t) {
 std::optional<Time> EngineImpl::NextDeadline() const {
   std::optional<Time> next;
   if (!timers_.empty()) next = timers_.top().at;
-  if (queued_count_ > 0) {
+  if (queued_count_ > 0 && !AllHeld()) {
     const Time rescore = last_pass_ + kRescoreInterval;
     if (!next || rescore < *next) next = rescore;
   }
@@ -252,6 +253,10 @@ std::optional<Time> EngineImpl::NextDeadline() const {
 }
 
 void EngineImpl::HandleTimer(const Timer& t) {
+  if (t.kind == Timer::Kind::kPeriodReset) {
+    ResetPeriod();
+    return;
+  }
   auto it = allocs_.find(t.id);
   if (it == allocs_.end()) return;
   Alloc& a = it->second;
@@ -293,6 +298,8 @@ void EngineImpl::HandleTimer(const Timer& t) {
       }
       ForceRelease(a, AllocStatus::kPreempted, EventType::kPreempted,
                    "forced release: the preemption grace period ended");
+      return;
+    case Timer::Kind::kPeriodReset:
       return;
     case Timer::Kind::kStarvation: {
       if (a.status != AllocStatus::kQueued || a.queue_gen != t.gen ||
@@ -619,8 +626,21 @@ uint64_t EngineImpl::ParkedBehind(const Alloc& a) const {
 void EngineImpl::Wait(Alloc& a, const std::vector<uint32_t>& nofit) {
   a.wait = {WaitReason::Kind::kNoFit, nofit[0], AmountOn(a.demand, nofit[0]),
             0};
+  bool short_of_budget = false;
+  for (uint32_t c : nofit) {
+    const Counter& k = counters_[c];
+    if (k.kind != Counter::Kind::kBudget) continue;
+    short_of_budget = true;
+    if (k.spent + AmountOn(a.demand, c) > k.limit) {
+      // Nothing but the period reset makes room: claiming would only hold
+      // back requests that fit today.
+      a.wait = {WaitReason::Kind::kBudgetReset, c, AmountOn(a.demand, c), 0};
+      return;
+    }
+  }
   const bool heads_all = Claim(a, nofit);
-  if (heads_all &&
+  // Preempting running work cannot give back money it already spent.
+  if (heads_all && !short_of_budget &&
       config_.levels[static_cast<int>(a.req.level)].preempt_lower &&
       TryPreempt(a, nofit)) {
     HoldRest(a, nofit);
@@ -643,10 +663,11 @@ void EngineImpl::Grant(Alloc& a, std::optional<double> score) {
                                     *a.req.estimated_minutes * kMsPerMinute))
                        : a.expires_at;
   for (const auto& [c, m] : a.demand) {
-    counters_[c].holders.insert({a.expected_end, a.id});
+    if (TracksHolders(c)) counters_[c].holders.insert({a.expected_end, a.id});
   }
   CountRunning(a, +1);
   ++active_count_;
+  OnGrantMoney(a);
   Schedule(a.expires_at, a.id, Timer::Kind::kLeaseExpiry);
   Emit(EventType::kGranted, a, {}, score);
 }
@@ -656,10 +677,16 @@ void EngineImpl::StopHolding(Alloc& a) {
   ApplyCounters(a, -1);
   const bool preempted = a.status == AllocStatus::kPreempted;
   for (const auto& [c, m] : a.demand) {
-    counters_[c].holders.erase({a.expected_end, a.id});
+    if (TracksHolders(c)) counters_[c].holders.erase({a.expected_end, a.id});
     if (preempted) counters_[c].releasing -= m;
   }
   CountRunning(a, -1);
+  const Time from = std::max(a.granted_at, metrics_since_);
+  if (now_ > from) {
+    if (busy_agent_ms_.size() <= a.type) busy_agent_ms_.resize(types_.size());
+    busy_agent_ms_[a.type] +=
+        static_cast<double>((now_ - from).count()) * FromMilli(a.req.agents);
+  }
   a.holding = false;
   if (preempted) {
     --preempting_count_;
@@ -683,6 +710,7 @@ AllocationInfo EngineImpl::Finish(Alloc& a, AllocStatus status, EventType event,
   a.status = status;
   a.ended_at = now_;
   a.Extras().end_reason = reason;
+  OnFinishMoney(a);
   Emit(event, a, std::move(reason));
   ReleaseWorkflowRef(a.req.workflow_id);
   const Demand freed = a.demand;
@@ -743,6 +771,10 @@ WaitReason EngineImpl::Diagnose(const Demand& d, uint64_t self) const {
 }
 
 void EngineImpl::Admit(Alloc& a, bool is_new) {
+  if (GrantsHeld(a)) {
+    Enqueue(a);  // claims nothing: the pause holds it
+    return;
+  }
   std::vector<uint32_t> nofit;
   uint32_t behind = UINT32_MAX;
   Assess(a, 0, &nofit, &behind);
@@ -769,6 +801,12 @@ void EngineImpl::Admit(Alloc& a, bool is_new) {
 // "Dispatch".
 void EngineImpl::RunPass(const std::vector<uint32_t>* seeds) {
   if (queued_count_ == 0) return;
+  if (AllHeld()) {
+    // Nothing may start: there is nothing to re-score until grants resume
+    // (Resume, a breaker override and the period reset dispatch then).
+    if (seeds == nullptr) last_pass_ = now_;
+    return;
+  }
   const bool full = seeds == nullptr;
   if (full) {
     ++pass_epoch_;  // B starts empty
@@ -884,6 +922,7 @@ void EngineImpl::RunPass(const std::vector<uint32_t>* seeds) {
       }
     }
     Alloc& a = allocs_.at(cur.it->id);
+    if (GrantsHeld(a)) continue;  // the breaker holds this level: skip the lane
     uint32_t behind = UINT32_MAX;
     if (const uint64_t p = ParkedBehind(a); p != 0) {
       a.wait = {WaitReason::Kind::kYielding, a.demand.front().first, 0, p};
@@ -1049,6 +1088,7 @@ StatusOr<std::vector<AllocateResult>> EngineImpl::AllocateMany(
   // Validate everything before changing anything.
   std::vector<ParsedRequest> parsed;
   std::vector<std::optional<uint64_t>> replay(requests.size());
+  std::vector<MoneyPlan> plans(MoneyEnabled() ? requests.size() : 0);
   parsed.reserve(requests.size());
   for (size_t i = 0; i < requests.size(); ++i) {
     const std::string prefix =
@@ -1080,6 +1120,12 @@ StatusOr<std::vector<AllocateResult>> EngineImpl::AllocateMany(
     }
     if (!replay[i]) {
       QM_RETURN_IF_ERROR(CheckCanEverFit(*p, p->product, p->agent_type));
+      if (MoneyEnabled()) {
+        auto plan = PlanMoney(*p, prefix);
+        if (!plan.ok()) return plan.status();
+        QM_RETURN_IF_ERROR(CheckMoney(*p, *plan, prefix));
+        plans[i] = std::move(*plan);
+      }
     }
     parsed.push_back(std::move(*p));
   }
@@ -1098,10 +1144,19 @@ StatusOr<std::vector<AllocateResult>> EngineImpl::AllocateMany(
       const uint32_t product = InternProduct(p.product);
       const uint32_t type = InternType(p.agent_type);
       workflows.push_back(p.workflow_id);
-      Demand d = BuildDemand(p, product, type, &AcquireWorkflow(p.workflow_id));
+      Demand d = BuildDemand(p, product, type, &AcquireWorkflow(p.workflow_id),
+                             MoneyEnabled() ? plans[i].num_budgets : 0);
+      if (MoneyEnabled()) AddBudgetDemand(plans[i], &d);
       const WaitReason w = Diagnose(d, 0);
+      const bool held =
+          paused_ || (BreakerBlocks() && (breaker_.action == "pause_all" ||
+                                          p.level == Level::kLow));
       if (w.kind != WaitReason::Kind::kNone) {
         why = ReasonText(w);
+        failed = i;
+      } else if (held) {
+        why = paused_ ? "grants are paused by an operator"
+                      : "the circuit breaker is open";
         failed = i;
       } else {
         for (const auto& [c, m] : d) counters_[c].used += m;
@@ -1155,7 +1210,12 @@ StatusOr<std::vector<AllocateResult>> EngineImpl::AllocateMany(
       a.Extras().idempotency_key = p.idempotency_key;
     }
     Workflow& wf = AcquireWorkflow(p.workflow_id);
-    a.demand = BuildDemand(p, a.product, a.type, &wf);
+    a.demand = BuildDemand(p, a.product, a.type, &wf,
+                           MoneyEnabled() ? plans[i].num_budgets : 0);
+    if (MoneyEnabled()) {
+      AddBudgetDemand(plans[i], &a.demand);
+      a.money = MakeMoney(plans[i]);
+    }
     a.req = static_cast<RequestCore&&>(p);
     a.queued_at = now_;
     if (!a.idempotency_key().empty()) idempotency_[a.idempotency_key()] = id;
@@ -1226,13 +1286,11 @@ StatusOr<AllocationInfo> EngineImpl::Release(std::string_view id,
   auto found = Find(id);
   if (!found.ok()) return found.status();
   Alloc& a = **found;
-  if (usage.tokens && *usage.tokens < 0) {
-    return InvalidRequest("usage.tokens must not be negative");
+  if (HasSpend(usage)) {
+    auto priced = PriceUsage(a, usage, "usage.");
+    if (!priced.ok()) return priced.status();
   }
-  if (usage.cost_usd &&
-      (!std::isfinite(*usage.cost_usd) || *usage.cost_usd < 0)) {
-    return InvalidRequest("usage.cost_usd must be a finite number >= 0");
-  }
+  bool stopped = false;  // at release over-budget is only flagged
   switch (a.status) {
     case AllocStatus::kQueued:
       return Conflict(IdText(a.id) +
@@ -1258,10 +1316,12 @@ StatusOr<AllocationInfo> EngineImpl::Release(std::string_view id,
             .WithDetails(a.extras ? a.extras->end_reason : "");
       }
       // The holder finished within its notice: it is done, not re-queued.
+      QM_RETURN_IF_ERROR(RecordUsage(a, usage, "usage.", &stopped));
       a.Extras().usage = usage;
       return Finish(a, AllocStatus::kPreempted, EventType::kPreempted,
                     "released by the holder after the preemption notice");
     case AllocStatus::kActive:
+      QM_RETURN_IF_ERROR(RecordUsage(a, usage, "usage.", &stopped));
       a.Extras().usage = usage;
       if (usage.outcome == Outcome::kFailure) {
         return Finish(a, AllocStatus::kFailed, EventType::kFailed,
@@ -1303,6 +1363,7 @@ StatusOr<AllocationInfo> EngineImpl::Renew(std::string_view id,
   a.expiring = false;
   if (!a.req.estimated_minutes) {
     for (const auto& [c, m] : a.demand) {
+      if (!TracksHolders(c)) continue;
       counters_[c].holders.erase({a.expected_end, a.id});
       counters_[c].holders.insert({next, a.id});
     }
@@ -1359,9 +1420,11 @@ StatusOr<AllocationInfo> EngineImpl::Reallocate(
   QM_RETURN_IF_ERROR(
       CheckCanEverFit(next, products_[a.product].name, types_[a.type].name));
   auto wit = workflows_.find(a.req.workflow_id);
-  const Demand demand =
-      BuildDemand(next, a.product, a.type,
-                  wit == workflows_.end() ? nullptr : &wit->second);
+  Demand demand = BuildDemand(next, a.product, a.type,
+                              wit == workflows_.end() ? nullptr : &wit->second);
+  for (const auto& [c, m] : a.demand) {  // reservations stay as they are
+    if (counters_[c].kind == Counter::Kind::kBudget) demand.emplace_back(c, m);
+  }
   Demand freed;
   for (const auto& [c, m] : demand) {
     const Milli delta = m - AmountOn(a.demand, c);
@@ -1386,7 +1449,7 @@ StatusOr<AllocationInfo> EngineImpl::Reallocate(
   }
   ApplyCounters(a, -1);
   for (const auto& [c, m] : a.demand) {
-    counters_[c].holders.erase({a.expected_end, a.id});
+    if (TracksHolders(c)) counters_[c].holders.erase({a.expected_end, a.id});
   }
   CountRunning(a, -1);
   a.req = static_cast<RequestCore&&>(next);
@@ -1394,7 +1457,7 @@ StatusOr<AllocationInfo> EngineImpl::Reallocate(
   a.demand = demand;
   ApplyCounters(a, +1);
   for (const auto& [c, m] : a.demand) {
-    counters_[c].holders.insert({a.expected_end, a.id});
+    if (TracksHolders(c)) counters_[c].holders.insert({a.expected_end, a.id});
   }
   Emit(EventType::kReallocated, a, "resources changed");
   DispatchFreed(freed);
@@ -1450,12 +1513,23 @@ std::string EngineImpl::CounterLabel(const Counter& c) const {
       return "product " + c.name + " agent slots";
     case Counter::Kind::kWorkflow:
       return "workflow " + c.name;
+    case Counter::Kind::kBudget:
+      return c.name;
   }
   return c.name;
 }
 
 std::string EngineImpl::ReasonText(const Alloc& a) const {
   if (a.status != AllocStatus::kQueued) return "";
+  if (paused_) {
+    return "grants are paused" +
+           (paused_by_.empty() ? std::string() : " by " + paused_by_) +
+           (paused_reason_.empty() ? std::string() : ": " + paused_reason_);
+  }
+  if (GrantsHeld(a)) {
+    return "circuit breaker is open (" + breaker_.condition +
+           "); it closes at " + FormatTime(period_end_);
+  }
   return ReasonText(a.wait);
 }
 
@@ -1480,6 +1554,13 @@ std::string EngineImpl::ReasonText(const WaitReason& w) const {
     case WaitReason::Kind::kPreempting:
       return "preempting lower-priority work on " + CounterLabel(c) +
              "; starts when it is released";
+    case WaitReason::Kind::kBudgetReset: {
+      const BudgetState& b = budgets_[c.owner];
+      return "the " + BudgetLabel(b) + " has " +
+             BudgetAmount(b, std::max<Milli>(0, c.limit - c.spent)) +
+             " left, needs " + BudgetAmount(b, w.need) +
+             "; waits for the reset at " + FormatTime(period_end_);
+    }
     case WaitReason::Kind::kNoFit:
       switch (c.kind) {
         case Counter::Kind::kAgentType:
@@ -1498,6 +1579,13 @@ std::string EngineImpl::ReasonText(const WaitReason& w) const {
           return "workflow " + c.name.substr(0, slash) + " at " + key + " (" +
                  FormatMilli(c.limit) + ")";
         }
+        case Counter::Kind::kBudget: {
+          const BudgetState& b = budgets_[c.owner];
+          return "the " + BudgetLabel(b) + " has " +
+                 BudgetAmount(b, std::max<Milli>(0, c.limit - c.used)) +
+                 " unreserved, needs " + BudgetAmount(b, w.need) +
+                 "; waits for running work to report or release";
+        }
         case Counter::Kind::kResource:
           if (c.name == "agents") {
             return "all " + FormatMilli(c.limit) + " agents in use";
@@ -1512,6 +1600,10 @@ std::string EngineImpl::ReasonText(const WaitReason& w) const {
 
 std::optional<Time> EngineImpl::ExpectedStart(const Alloc& a) const {
   if (a.status != AllocStatus::kQueued) return std::nullopt;
+  if (paused_) return std::nullopt;
+  if (GrantsHeld(a) || a.wait.kind == WaitReason::Kind::kBudgetReset) {
+    return period_end_;
+  }
   if (a.wait.kind == WaitReason::Kind::kNone) return now_;
   const Counter& c = counters_[a.wait.counter];
   const Milli need = AmountOn(a.demand, a.wait.counter);
@@ -1567,6 +1659,7 @@ AllocationInfo EngineImpl::Info(const Alloc& a) const {
   }
   i.estimated_tokens = a.req.estimated_tokens;
   i.estimated_minutes = a.req.estimated_minutes;
+  FillBudgetInfo(a, &i.budget);
   if (a.extras) {
     i.usage = a.extras->usage;
     i.metadata = a.extras->metadata;
@@ -1685,6 +1778,10 @@ std::vector<QueueEntry> EngineImpl::Queue() const {
 
 Status EngineImpl::CheckInvariants() const {
   std::vector<Milli> used(counters_.size(), 0), releasing(counters_.size(), 0);
+  for (size_t c = 0; c < counters_.size(); ++c) {
+    if (counters_[c].kind == Counter::Kind::kBudget)
+      used[c] = counters_[c].spent;
+  }
   int64_t active = 0, queued = 0, preempting = 0;
   for (const auto& [id, a] : allocs_) {
     if (a.id != id)
@@ -1698,7 +1795,8 @@ Status EngineImpl::CheckInvariants() const {
       for (const auto& [c, m] : a.demand) {
         used[c] += m;
         if (a.status == AllocStatus::kPreempted) releasing[c] += m;
-        if (!counters_[c].holders.count({a.expected_end, id})) {
+        if (TracksHolders(c) &&
+            !counters_[c].holders.count({a.expected_end, id})) {
           return Internal(IdText(id) + " missing from holders of " +
                           counters_[c].name);
         }
@@ -1723,7 +1821,8 @@ Status EngineImpl::CheckInvariants() const {
       return Internal("counter " + k.name + " says " + FormatMilli(k.used) +
                       " used, allocations hold " + FormatMilli(used[c]));
     }
-    if (k.used > k.limit) {
+    // A budget may be overspent (usage beyond a reservation is a fact).
+    if (k.used > k.limit && k.kind != Counter::Kind::kBudget) {
       return Internal("counter " + k.name + " over its limit: " +
                       FormatMilli(k.used) + " > " + FormatMilli(k.limit));
     }
@@ -1785,7 +1884,8 @@ Status EngineImpl::CheckInvariants() const {
   for (const Lane& lane : lanes_) {
     for (const QKey& k : lane.members) {
       const Alloc& a = allocs_.at(k.id);
-      bool held = ParkedBehind(a) != 0, fits = true;
+      bool held = ParkedBehind(a) != 0 || GrantsHeld(a) || WaitsForReset(a),
+           fits = true;
       for (const auto& [c, m] : a.demand) {
         const Counter& cnt = counters_[c];
         const uint64_t b = Blocker(c);
@@ -1851,6 +1951,31 @@ StatusOr<AllocationInfo> Engine::Get(std::string_view id) const {
   return impl_->Get(id);
 }
 Snapshot Engine::GetSnapshot() const { return impl_->GetSnapshot(); }
+StatusOr<AllocationInfo> Engine::ReportUsage(std::string_view id,
+                                             const UsageReport& usage) {
+  return impl_->ReportUsage(id, usage);
+}
+StatusOr<AllocationInfo> Engine::ExtendTokens(std::string_view id,
+                                              int64_t max_tokens) {
+  return impl_->ExtendTokens(id, max_tokens);
+}
+Status Engine::Pause(const Actor& actor) { return impl_->Pause(actor); }
+Status Engine::Resume(const Actor& actor) { return impl_->Resume(actor); }
+Status Engine::SetPriorityOverride(const std::string& product,
+                                   std::optional<Level> level,
+                                   const Actor& actor) {
+  return impl_->SetPriorityOverride(product, level, actor);
+}
+Status Engine::OverrideBreaker(const Actor& actor) {
+  return impl_->OverrideBreaker(actor);
+}
+Status Engine::RaiseLimits(std::optional<int64_t> max_tokens,
+                           std::optional<double> max_cost_usd,
+                           const Actor& actor) {
+  return impl_->RaiseLimits(max_tokens, max_cost_usd, actor);
+}
+CostReport Engine::Costs() const { return impl_->Costs(); }
+MetricsReport Engine::Metrics() const { return impl_->Metrics(); }
 std::vector<QueueEntry> Engine::Queue() const { return impl_->Queue(); }
 void Engine::Tick() { impl_->Tick(); }
 std::optional<Time> Engine::NextDeadline() const {

@@ -10,6 +10,8 @@
 #ifndef QM_CORE_ENGINE_IMPL_H_
 #define QM_CORE_ENGINE_IMPL_H_
 
+#include <algorithm>
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <limits>
@@ -24,6 +26,8 @@
 #include <vector>
 
 #include "absl/container/btree_set.h"
+#include "absl/time/time.h"
+#include "core/expr.h"
 #include "qm/clock.h"
 #include "qm/config.h"
 #include "qm/engine.h"
@@ -39,7 +43,16 @@ inline constexpr Milli kUnlimited = std::numeric_limits<int64_t>::max() / 4;
 inline constexpr Duration kMaxTtl = std::chrono::hours(24 * 365);
 
 struct Counter {
-  enum class Kind : uint8_t { kResource, kAgentType, kProduct, kWorkflow };
+  // kBudget: a period budget (tokens, or micro-USD). Its `used` is what was
+  // spent this period plus what running allocations still have reserved;
+  // an allocation's demand on it is its remaining reservation.
+  enum class Kind : uint8_t {
+    kResource,
+    kAgentType,
+    kProduct,
+    kWorkflow,
+    kBudget
+  };
   Kind kind = Kind::kResource;
   std::string name;  // resource, type, product, or "wf/resource"
   Milli limit = kUnlimited;
@@ -70,6 +83,8 @@ struct Counter {
   // (A B-tree: a sixth of the memory of a std::set per holder.)
   absl::btree_set<std::pair<Time, uint64_t>> holders;
   bool in_use = true;  // false when a workflow counter sits on the free list
+  // kBudget: spent this period (part of `used`); `owner` indexes budgets_.
+  Milli spent = 0;
 };
 
 using Demand = std::vector<std::pair<uint32_t, Milli>>;  // counter, amount
@@ -84,6 +99,7 @@ struct RequestCore {
   std::optional<int64_t> estimated_tokens;
   std::optional<double> estimated_minutes;
   int64_t blocks = 0, total_tasks = 10;
+  bool wait_for_budget = false;
   Duration ttl{}, max_duration{};
   bool preemptible = true, requeue_on_preempt = false;
 };
@@ -93,6 +109,32 @@ struct RequestCore {
 struct ParsedRequest : RequestCore {
   std::vector<std::pair<uint32_t, Milli>> resources;  // resource idx, amount
   std::string requester, product, agent_type, metadata, idempotency_key;
+  std::string model;  // as requested ("" = choose)
+};
+
+// The money side of an allocation (only when pricing or budgets are
+// configured). Token amounts are tokens, dollar amounts micro-USD. Its
+// remaining reservation on each budget counter is its demand there:
+// max(reserved - used, 0) of the counter's unit.
+struct AllocMoney {
+  std::string model;
+  // Why this model: a fixed reason, or rule `rule` (0-based), plus the
+  // downgrade note when a fallback replaced `downgraded_from`.
+  const char* reason = "";
+  int rule = -1;
+  std::string downgraded_from, downgrade_note;
+  std::optional<int64_t> max_tokens, max_tokens_limit;
+  int64_t reserved_tokens = 0, reserved_micro = 0;
+  int64_t used_tokens = 0, used_micro = 0;
+  bool over_budget = false;
+  std::vector<std::string> report_ids;  // seen report ids (duplicates ignored)
+  bool learned = false;  // its release taught the estimate ratios
+  int64_t RemainingTokens() const {
+    return std::max<int64_t>(0, reserved_tokens - used_tokens);
+  }
+  int64_t RemainingMicro() const {
+    return std::max<int64_t>(0, reserved_micro - used_micro);
+  }
 };
 
 // The parts of an allocation most never have or need only at the end.
@@ -120,7 +162,15 @@ struct QKeyBefore {
 
 // Why a queued request is not running (rendered to text on demand).
 struct WaitReason {
-  enum class Kind : uint8_t { kNone, kNoFit, kBehind, kPreempting, kYielding };
+  // kBudgetReset: a budget it needs cannot fit before the period resets.
+  enum class Kind : uint8_t {
+    kNone,
+    kNoFit,
+    kBehind,
+    kPreempting,
+    kYielding,
+    kBudgetReset
+  };
   Kind kind = Kind::kNone;
   uint32_t counter = 0;
   Milli need = 0;
@@ -156,6 +206,7 @@ struct Alloc {
   QKey qkey;
   WaitReason wait;
   std::unique_ptr<AllocExtras> extras;  // null while nothing to keep
+  std::unique_ptr<AllocMoney> money;    // null without pricing or budgets
 
   AllocExtras& Extras() {
     if (!extras) extras = std::make_unique<AllocExtras>();
@@ -221,6 +272,7 @@ struct Timer {
     kForceExpire,
     kPreemptDeadline,
     kStarvation,
+    kPeriodReset,  // not tied to an allocation
   };
   Time at{};
   uint64_t seq = 0;  // tie-break: scheduling order
@@ -230,6 +282,71 @@ struct Timer {
   bool operator>(const Timer& o) const {
     return at != o.at ? at > o.at : seq > o.seq;
   }
+};
+
+// One period budget: a scope (global, a product, an agent type) and a
+// metric. Its counter holds the (possibly raised) limit.
+struct BudgetState {
+  enum class Scope : uint8_t { kGlobal, kProduct, kAgentType };
+  enum class Metric : uint8_t { kTokens, kMicroUsd };
+  Scope scope = Scope::kGlobal;
+  Metric metric = Metric::kTokens;
+  std::string name;  // product or agent type; "" for global
+  uint32_t counter = 0;
+  Milli configured_limit = 0;  // the limit RaiseLimits reverts to at reset
+  std::vector<bool> alerted;   // per alert threshold, this period
+};
+
+// Spend of one model, product or agent type this period.
+struct Spend {
+  int64_t tasks = 0, tokens = 0, micro = 0;
+};
+
+struct ModelState {
+  std::string name;
+  ModelPrice price;
+  bool priced = false;
+  // Blended USD per million tokens used for estimates and plain `tokens`.
+  double blended = 0;
+};
+
+struct CompiledRule {
+  expr::Condition condition;
+  std::string model, fallback;
+  std::string reason;  // "rule 2: task.estimated_minutes < 30"
+};
+
+// Whether a usage report carries anything to record.
+inline bool HasSpend(const UsageReport& u) {
+  return u.tokens || u.input_tokens || u.output_tokens ||
+         u.cached_input_tokens || u.cost_usd || !u.report_id.empty() ||
+         !u.model.empty();
+}
+
+// What admission reserves for a new request.
+struct MoneyPlan {
+  std::string model;
+  const char* reason = "";
+  int rule = -1;
+  std::string downgraded_from, downgrade_note;
+  std::optional<int64_t> max_tokens, max_tokens_limit;
+  int64_t tokens = 0, micro = 0;  // the reservation
+  // budgets_ indexes the request touches (global, product, agent type: at
+  // most two each).
+  std::array<uint32_t, 6> budgets{};
+  size_t num_budgets = 0;
+  std::span<const uint32_t> Budgets() const {
+    return {budgets.data(), num_budgets};
+  }
+};
+
+struct Learned {
+  int64_t samples = 0;
+  double token_ratio = 1, minute_ratio = 1;
+  int64_t minute_samples = 0;
+  std::optional<int64_t> last_est_tokens, last_actual_tokens;
+  std::optional<double> last_est_minutes, last_actual_minutes;
+  std::string accuracy;
 };
 
 class EngineImpl {
@@ -254,6 +371,19 @@ class EngineImpl {
   StatusOr<AllocationInfo> Get(std::string_view id) const;
   Snapshot GetSnapshot() const;
   std::vector<QueueEntry> Queue() const;
+  StatusOr<AllocationInfo> ReportUsage(std::string_view id,
+                                       const UsageReport& usage);
+  StatusOr<AllocationInfo> ExtendTokens(std::string_view id,
+                                        int64_t max_tokens);
+  Status Pause(const Actor& actor);
+  Status Resume(const Actor& actor);
+  Status SetPriorityOverride(const std::string& product,
+                             std::optional<Level> level, const Actor& actor);
+  Status OverrideBreaker(const Actor& actor);
+  Status RaiseLimits(std::optional<int64_t> max_tokens,
+                     std::optional<double> max_cost_usd, const Actor& actor);
+  CostReport Costs() const;
+  MetricsReport Metrics() const;
   void Tick();
   std::optional<Time> NextDeadline() const;
   Status CheckInvariants() const;
@@ -272,6 +402,63 @@ class EngineImpl {
   Status CheckCanEverFit(const ParsedRequest& p, const std::string& product,
                          const std::string& agent_type) const;
 
+  // --- money (budget.cc) ---
+  Status InitMoney();
+  bool MoneyEnabled() const { return money_enabled_; }
+  // Chooses the model and sizes the reservation of a validated request.
+  StatusOr<MoneyPlan> PlanMoney(const ParsedRequest& p,
+                                const std::string& prefix) const;
+  // BUDGET_EXCEEDED when the plan can never fit what is left of a period
+  // budget (unless the request waits for the reset), CIRCUIT_OPEN when the
+  // breaker refuses new work of this level.
+  Status CheckMoney(const ParsedRequest& p, const MoneyPlan& plan,
+                    const std::string& prefix) const;
+  // Appends the plan's budget counters to a demand.
+  void AddBudgetDemand(const MoneyPlan& plan, Demand* d) const;
+  std::unique_ptr<AllocMoney> MakeMoney(const MoneyPlan& plan) const;
+  // Moves `tokens`/`micro` of `a` from reserved to spent everywhere.
+  void ApplySpend(Alloc& a, int64_t tokens, int64_t micro);
+  // Prices a usage report for `a` in micro-USD; INVALID_REQUEST on bad
+  // counts or an unknown model.
+  StatusOr<std::pair<int64_t, int64_t>> PriceUsage(
+      const Alloc& a, const UsageReport& u, const std::string& prefix) const;
+  // Records a usage report (dedup by id); may end `a` under the stop policy
+  // (then `*stopped` is set).
+  Status RecordUsage(Alloc& a, const UsageReport& u, const std::string& prefix,
+                     bool* stopped);
+  // At the end of a held allocation: learning, accuracy, metrics.
+  void OnFinishMoney(Alloc& a);
+  void OnGrantMoney(const Alloc& a);
+  // Grants are withheld from `a` (pause, or the breaker).
+  bool GrantsHeld(const Alloc& a) const;
+  bool BreakerBlocks() const { return breaker_.open && !breaker_.overridden; }
+  // Nothing at all may be granted now.
+  bool AllHeld() const {
+    return paused_ || (BreakerBlocks() && breaker_.action == "pause_all");
+  }
+  // A budget counter of `a`'s demand that cannot fit before the reset.
+  bool WaitsForReset(const Alloc& a) const;
+  void ComputePeriod(Time t, Time* start, Time* end) const;
+  void StartPeriod();
+  void ResetPeriod();
+  // Fires the alert thresholds crossed by the budgets `a` touches (all
+  // budgets when null).
+  void CheckAlerts(const Alloc* a);
+  void CheckAlert(BudgetState& b);
+  void EvaluateBreaker();
+  std::vector<expr::Value> BreakerValues() const;
+  double BurnRate(bool micro) const;  // per hour
+  void RecordBurn(int64_t tokens, int64_t micro);
+  void EmitOp(EventType type, std::string reason, const std::string& actor,
+              const std::string& product = "");
+  std::string BudgetLabel(const BudgetState& b) const;
+  std::string BudgetAmount(const BudgetState& b, Milli amount) const;
+  void FillBudgetInfo(const Alloc& a, BudgetInfo* out) const;
+  const ModelState* FindModel(const std::string& name) const;
+  // Reservation in micro-USD of `tokens` with `model` (0 when unpriced).
+  int64_t PriceTokens(const std::string& model, int64_t tokens) const;
+  std::optional<Level> PriorityOverride(const std::string& product) const;
+
   // --- interning and counters ---
   uint32_t InternProduct(const std::string& name);
   uint32_t InternType(const std::string& name);
@@ -280,14 +467,20 @@ class EngineImpl {
   void FreeCounter(uint32_t c);
   Workflow& AcquireWorkflow(const std::string& id);
   void ReleaseWorkflowRef(const std::string& id);
+  // `extra`: room to reserve for entries the caller appends (budgets).
   Demand BuildDemand(const ParsedRequest& p, uint32_t product, uint32_t type,
-                     const Workflow* wf) const;
+                     const Workflow* wf, size_t extra = 0) const;
   // Milli limits a request would face, without creating state (for
   // CheckCanEverFit before interning).
   Milli TypeLimit(const std::string& type) const;
   Milli ProductLimit(const std::string& product) const;
 
   // --- admission ---
+  // Budget counters keep no holder index (nothing reads it: a reservation
+  // comes back when its holder reports or releases, not at a known time).
+  bool TracksHolders(uint32_t c) const {
+    return counters_[c].kind != Counter::Kind::kBudget;
+  }
   bool Fits(const Demand& d) const;
   // The queued request blocking counter `c`, or 0.
   uint64_t Blocker(uint32_t c) const;
@@ -444,6 +637,44 @@ class EngineImpl {
   mutable Time fs_time_{};
   mutable uint64_t fs_cached_version_ = UINT64_MAX;
   uint64_t fs_version_ = 0;
+
+  // --- money state ---
+  bool money_enabled_ = false;
+  absl::TimeZone tz_;
+  Time period_start_{}, period_end_{};
+  std::map<std::string, ModelState> models_;
+  std::vector<CompiledRule> rules_;
+  std::vector<expr::Condition> trip_conditions_;
+  std::vector<BudgetState> budgets_;
+  // budgets_ indexes by scope name: tokens first, then micro-USD
+  // (UINT32_MAX when not configured).
+  std::array<uint32_t, 2> global_budgets_ = {UINT32_MAX, UINT32_MAX};
+  std::unordered_map<std::string, std::array<uint32_t, 2>> product_budgets_,
+      type_budgets_;
+  // This period's spend (all of it, whether a budget is configured or not).
+  int64_t period_tokens_ = 0, period_micro_ = 0;
+  // By model name (few), and by product / agent type index.
+  std::map<std::string, Spend> spend_by_model_;
+  std::vector<Spend> spend_by_product_, spend_by_type_;
+  // Scratch values of the task variables for rule evaluation (reused so
+  // evaluating rules allocates nothing once warm).
+  mutable std::vector<expr::Value> task_values_;
+  std::vector<bool> rule_vars_;  // variables some rule reads
+  std::vector<BudgetAlert> alerts_;
+  // Spend per minute over the burn-rate window: minute index -> spend.
+  std::deque<std::pair<int64_t, std::pair<int64_t, int64_t>>> burn_;
+  BreakerState breaker_;
+  bool paused_ = false;
+  std::string paused_by_, paused_reason_;
+  std::map<std::string, Level> priority_overrides_;
+  std::unordered_map<std::string, Learned> learned_;
+  // Metrics over the period.
+  Time metrics_since_{};
+  std::vector<double> busy_agent_ms_;  // agent-ms by agent type index
+  int64_t tasks_completed_ = 0, tasks_completed_tokens_ = 0,
+          tasks_completed_micro_ = 0;
+  int64_t tasks_started_ = 0, tasks_waited_ = 0;
+  double wait_ms_sum_ = 0, wait_ms_max_ = 0;
 
   std::priority_queue<Timer, std::vector<Timer>, std::greater<Timer>> timers_;
   uint64_t timer_seq_ = 0;

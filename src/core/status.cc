@@ -25,14 +25,41 @@ bool CodeFromName(std::string_view name, Code* code) {
   return false;
 }
 
+Status::Status(Code code, std::string message)
+    : code_(code), rep_(std::make_unique<Rep>()) {
+  rep_->message = std::move(message);
+}
+
+Status::Status(const Status& other)
+    : code_(other.code_),
+      rep_(other.rep_ ? std::make_unique<Rep>(*other.rep_) : nullptr) {}
+
+Status& Status::operator=(const Status& other) {
+  if (this != &other) {
+    code_ = other.code_;
+    rep_ = other.rep_ ? std::make_unique<Rep>(*other.rep_) : nullptr;
+  }
+  return *this;
+}
+
+const Status::Rep& Status::rep() const {
+  static const Rep* const kEmpty = new Rep();
+  return rep_ ? *rep_ : *kEmpty;
+}
+
+Status::Rep& Status::mutable_rep() {
+  if (!rep_) rep_ = std::make_unique<Rep>();
+  return *rep_;
+}
+
 std::string Status::ToString() const {
   if (ok()) return "OK";
   std::string s(CodeName(code_));
   s += ": ";
-  s += message_;
-  if (!details_.empty()) {
+  s += message();
+  if (!details().empty()) {
     s += " (";
-    s += details_;
+    s += details();
     s += ")";
   }
   return s;

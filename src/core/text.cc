@@ -153,4 +153,34 @@ std::string FormatMilli(int64_t milli) {
   return neg ? "-" + s : s;
 }
 
+std::string FormatGrouped(int64_t value) {
+  const bool negative = value < 0;
+  uint64_t v = negative ? 0 - static_cast<uint64_t>(value)
+                        : static_cast<uint64_t>(value);
+  std::string digits = std::to_string(v), out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return negative ? "-" + out : out;
+}
+
+std::string FormatUsd(double usd) {
+  if (!std::isfinite(usd)) return "$?";
+  const bool negative = usd < 0;
+  const double a = std::fabs(usd);
+  char buf[64];
+  if (a > 0 && a < 0.01) {
+    std::snprintf(buf, sizeof buf, "%.6f", a);
+    std::string s = buf;
+    while (s.back() == '0') s.pop_back();
+    return (negative ? "-$" : "$") + s;
+  }
+  const int64_t cents = static_cast<int64_t>(std::llround(a * 100));
+  std::string s = FormatGrouped(cents / 100);
+  std::snprintf(buf, sizeof buf, ".%02lld",
+                static_cast<long long>(cents % 100));
+  return (negative ? "-$" : "$") + s + buf;
+}
+
 }  // namespace qm

@@ -40,6 +40,13 @@ std::string Quote(std::string_view text);
 // A fixed-point amount (thousandths) as decimal text ("2", "0.5").
 std::string FormatMilli(int64_t milli);
 
+// An integer with thousands separators: "1,600,000", "-75,000".
+std::string FormatGrouped(int64_t value);
+
+// Dollars for people: "$2.25", "$0.025", "$1,480.00" (two decimals, or up to
+// six significant ones below a cent).
+std::string FormatUsd(double usd);
+
 }  // namespace qm
 
 #endif  // QM_CORE_TEXT_H_

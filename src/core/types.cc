@@ -52,6 +52,22 @@ const char* EventTypeName(EventType t) {
       return "requeued";
     case EventType::kStarvation:
       return "starvation";
+    case EventType::kUsageReported:
+      return "usage_reported";
+    case EventType::kOverBudget:
+      return "over_budget";
+    case EventType::kBudgetExtended:
+      return "budget_extended";
+    case EventType::kBudgetAlert:
+      return "budget_alert";
+    case EventType::kBudgetReset:
+      return "budget_reset";
+    case EventType::kCircuitTripped:
+      return "circuit_tripped";
+    case EventType::kCircuitClosed:
+      return "circuit_closed";
+    case EventType::kOverride:
+      return "override";
   }
   return "unknown";
 }

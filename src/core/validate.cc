@@ -142,6 +142,14 @@ StatusOr<ParsedRequest> EngineImpl::Validate(const AllocationRequest& r,
   }
   QM_RETURN_IF_ERROR(ParsePriority(r.priority, p.product, &p.level,
                                    &p.priority_value, prefix + "priority"));
+  if (const std::optional<Level> forced = PriorityOverride(p.product)) {
+    static constexpr int kNamedValue[kNumLevels] = {20, 55, 80, 95};
+    p.level = *forced;
+    p.priority_value = kNamedValue[static_cast<int>(*forced)];
+  }
+  QM_RETURN_IF_ERROR(CheckName(prefix + "model", r.model, false));
+  p.model = r.model;
+  p.wait_for_budget = r.wait_for_budget;
 
   if (r.resources.size() > kMaxResourcesPerRequest) {
     return InvalidRequest(

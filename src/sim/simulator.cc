@@ -93,10 +93,15 @@ class Collector : public EventSink {
 
 class Simulation {
  public:
-  Simulation(std::string source, std::string base_dir, std::ostream& out)
-      : source_(std::move(source)), base_dir_(std::move(base_dir)), out_(out) {}
+  Simulation(std::string source, std::string base_dir, std::string text,
+             std::ostream& out)
+      : source_(std::move(source)),
+        base_dir_(std::move(base_dir)),
+        text_(std::move(text)),
+        out_(out) {}
 
-  Status Run(const YAML::Node& root, RunStats* stats);
+  Status Run(const YAML::Node& root, RunStats* stats,
+             const RunOptions& options);
 
  private:
   Status Parse(const YAML::Node& root);
@@ -104,6 +109,19 @@ class Simulation {
   Status DoAllocate(const Op& op);
   Status DoAllocateBatch(const Op& op);
   Status Expect(const Op& op);
+  Status ExpectAllocation(const Op& op);
+  Status ExpectCosts(const YAML::Node& want);
+  Status DoUsage(const Op& op);
+  Status DoExtend(const Op& op);
+  Status DoOperator(const Op& op);
+  // INVALID_REQUEST naming the first key of `n` not in `keys` (and when `n`
+  // is neither a mapping nor null).
+  Status CheckKeys(const YAML::Node& n, const std::string& what,
+                   const std::vector<std::string>& keys) const;
+  StatusOr<Actor> ActorOf(const YAML::Node& n, const std::string& what) const;
+  // Prints the allocation's money state after an operation.
+  void PrintBudget(const char* op, const std::string& id);
+  void PrintReport(const std::string& report);
   StatusOr<std::string> AllocIdFor(const YAML::Node& n,
                                    const std::string& what);
   StatusOr<AllocSpec> SplitSpec(const YAML::Node& n, Json* request);
@@ -126,7 +144,7 @@ class Simulation {
   void Line(const std::string& s) { out_ << s << '\n'; }
   void PrintSummary();
 
-  std::string source_, base_dir_;
+  std::string source_, base_dir_, text_;
   std::ostream& out_;
   std::string name_;
   Time start_{Duration(kDefaultStartMs)};
@@ -200,7 +218,7 @@ Status Simulation::Parse(const YAML::Node& root) {
         if (!c.ok()) return c.status();
         config_ = std::move(*c);
       } else {
-        auto c = ConfigFromYamlNode(v, source_);
+        auto c = ConfigFromYamlNode(v, source_, text_);
         if (!c.ok()) return c.status();
         config_ = std::move(*c);
       }
@@ -210,9 +228,26 @@ Status Simulation::Parse(const YAML::Node& root) {
         return InvalidRequest(Where(source_, kv.first) +
                               "timeline: must be a list of operations");
       }
-      static const std::vector<std::string> kOps = {
-          "allocate", "allocate_batch", "release",  "renew",   "reallocate",
-          "cancel",   "queue",          "snapshot", "advance", "expect"};
+      static const std::vector<std::string> kOps = {"allocate",
+                                                    "allocate_batch",
+                                                    "release",
+                                                    "renew",
+                                                    "reallocate",
+                                                    "cancel",
+                                                    "queue",
+                                                    "snapshot",
+                                                    "advance",
+                                                    "expect",
+                                                    "usage",
+                                                    "extend",
+                                                    "pause",
+                                                    "resume",
+                                                    "priority_override",
+                                                    "breaker_override",
+                                                    "raise_limits",
+                                                    "costs",
+                                                    "metrics",
+                                                    "dashboard"};
       Duration last{0};
       for (auto it = v.begin(); it != v.end(); ++it) {
         const YAML::Node entry = *it;
@@ -347,7 +382,34 @@ void Simulation::PrintError(const char* op, const std::string& label,
   AppendString(&line, std::string(CodeName(s.code())));
   line += ",\"message\":";
   AppendString(&line, s.message());
-  line += "}}";
+  const bool money =
+      s.code() == Code::kBudgetExceeded || s.code() == Code::kCircuitOpen;
+  if (money && !s.details().empty()) {
+    line += ",\"details\":";
+    AppendString(&line, s.details());
+  }
+  if (!s.context().empty()) {
+    line += ",\"context\":{";
+    bool first = true;
+    for (const auto& [key, value] : s.context()) {
+      if (!first) line += ",";
+      first = false;
+      AppendString(&line, key);
+      line += ":";
+      AppendString(&line, value);
+    }
+    line += "}";
+  }
+  line += "}";
+  if (!s.alternatives().empty()) {
+    line += ",\"alternative_options\":[";
+    for (size_t i = 0; i < s.alternatives().size(); ++i) {
+      if (i) line += ",";
+      AppendString(&line, s.alternatives()[i]);
+    }
+    line += "]";
+  }
+  line += "}";
   Line(line);
   ++decisions_["refused"];
 }
@@ -452,12 +514,120 @@ StatusOr<std::string> Simulation::AllocIdFor(const YAML::Node& n,
   return it->second;
 }
 
+Status Simulation::CheckKeys(const YAML::Node& n, const std::string& what,
+                             const std::vector<std::string>& keys) const {
+  if (n.IsNull()) return Status::Ok();
+  if (!n.IsMap()) {
+    return InvalidRequest(Where(source_, n) + what + ": must be a mapping {" +
+                          Join(keys, ", ") + "}");
+  }
+  const std::string known =
+      keys.empty() ? "it takes none" : "known: " + Join(keys, ", ");
+  for (const auto& kv : n) {
+    const std::string k = kv.first.as<std::string>();
+    if (std::find(keys.begin(), keys.end(), k) != keys.end()) continue;
+    std::string msg = Where(source_, kv.first) + what + "." + k +
+                      ": unknown key (" + known + ")";
+    const std::string guess = ClosestMatch(k, keys);
+    if (!guess.empty()) msg += "; did you mean \"" + guess + "\"?";
+    return InvalidRequest(msg);
+  }
+  return Status::Ok();
+}
+
+StatusOr<Actor> Simulation::ActorOf(const YAML::Node& n,
+                                    const std::string& what) const {
+  Actor actor;
+  if (!n.IsMap()) return actor;
+  for (const char* key : {"by", "reason"}) {
+    if (!n[key]) continue;
+    if (!n[key].IsScalar()) {
+      return InvalidRequest(Where(source_, n[key]) + what + "." + key +
+                            ": must be text");
+    }
+    (std::string(key) == "by" ? actor.who : actor.why) = n[key].Scalar();
+  }
+  return actor;
+}
+
+namespace {
+
+// Within 1e-6 of `want`, relative to its size (at least 1).
+bool Near(double got, double want) {
+  return std::fabs(got - want) <= 1e-6 * std::max(1.0, std::fabs(want));
+}
+
+std::string Num(double v) { return FormatNumber(api::Round6(v)); }
+
+}  // namespace
+
 Status Simulation::Expect(const Op& op) {
+  static const std::vector<std::string> kKeys = {
+      "id",          "status", "reason_contains", "model", "over_budget",
+      "used_tokens", "costs"};
+  if (op.node.IsMap()) QM_RETURN_IF_ERROR(CheckKeys(op.node, "expect", kKeys));
+  const bool costs = op.node.IsMap() && op.node["costs"];
+  if (costs) {
+    QM_RETURN_IF_ERROR(ExpectCosts(op.node["costs"]));
+    if (!op.node["id"]) return Status::Ok();
+  }
+  return ExpectAllocation(op);
+}
+
+Status Simulation::ExpectCosts(const YAML::Node& want) {
+  static const std::vector<std::string> kKeys = {
+      "cost_usd", "tokens_used", "breaker_open", "paused", "alerts"};
+  if (!want.IsMap()) {
+    return InvalidRequest(Where(source_, want) +
+                          "expect.costs: must be a mapping {" +
+                          Join(kKeys, ", ") + "}");
+  }
+  QM_RETURN_IF_ERROR(CheckKeys(want, "expect.costs", kKeys));
+  const CostReport report = engine_->Costs();
+  Json seen = Json::object();
+  for (const auto& kv : want) {
+    const std::string key = kv.first.as<std::string>();
+    const Json w = ToJsonValue(kv.second);
+    const std::string where = Where(source_, kv.first) + "expect: costs." + key;
+    if (key == "breaker_open" || key == "paused") {
+      if (!w.is_boolean()) {
+        return InvalidRequest(where + " must be true or false");
+      }
+      const bool got = key == "paused" ? report.paused : report.breaker.open;
+      if (got != w.get<bool>()) {
+        return Conflict(where + " is " + (got ? "true" : "false") + " at " +
+                        Offset(clock_.Now()) + ", expected " +
+                        (got ? "false" : "true"));
+      }
+      seen[key] = got;
+      continue;
+    }
+    if (!w.is_number()) return InvalidRequest(where + " must be a number");
+    const double got = key == "cost_usd" ? report.cost_usd
+                       : key == "tokens_used"
+                           ? static_cast<double>(report.tokens_used)
+                           : static_cast<double>(report.alerts.size());
+    if (!Near(got, w.get<double>())) {
+      return Conflict(where + " is " + Num(got) + " at " +
+                      Offset(clock_.Now()) + ", expected " +
+                      Num(w.get<double>()));
+    }
+    seen[key] = api::Round6(got);
+  }
+  Line(Json{{"t", Offset(clock_.Now())}, {"expect", "ok"}, {"costs", seen}}
+           .dump());
+  return Status::Ok();
+}
+
+Status Simulation::ExpectAllocation(const Op& op) {
   auto id = AllocIdFor(op.node, "expect");
   if (!id.ok()) return id.status();
   auto info = engine_->Get(*id);
   const std::string label = Label(*id);
   std::string got = info.ok() ? AllocStatusName(info->status) : "unknown";
+  auto fail = [&](const std::string& what) {
+    return Conflict(Where(source_, op.node) + "expect: " + label + " " + what);
+  };
   if (op.node["status"]) {
     const std::string want = op.node["status"].as<std::string>();
     if (want != got) {
@@ -475,6 +645,40 @@ Status Simulation::Expect(const Op& op) {
                       "\", expected it to contain \"" + want + "\"");
     }
   }
+  const BudgetInfo budget = info.ok() ? info->budget : BudgetInfo{};
+  if (op.node["model"]) {
+    const std::string want = op.node["model"].as<std::string>();
+    if (budget.model != want) {
+      return fail("model is \"" + budget.model + "\" at " +
+                  Offset(clock_.Now()) + ", expected \"" + want + "\"");
+    }
+  }
+  if (op.node["over_budget"]) {
+    const Json want = ToJsonValue(op.node["over_budget"]);
+    if (!want.is_boolean()) {
+      return InvalidRequest(Where(source_, op.node["over_budget"]) +
+                            "expect.over_budget: must be true or false");
+    }
+    if (budget.over_budget != want.get<bool>()) {
+      return fail(std::string("over_budget is ") +
+                  (budget.over_budget ? "true" : "false") + " at " +
+                  Offset(clock_.Now()) + ", expected " +
+                  (budget.over_budget ? "false" : "true"));
+    }
+  }
+  if (op.node["used_tokens"]) {
+    const Json want = ToJsonValue(op.node["used_tokens"]);
+    if (!want.is_number()) {
+      return InvalidRequest(Where(source_, op.node["used_tokens"]) +
+                            "expect.used_tokens: must be a number");
+    }
+    const double used = static_cast<double>(budget.used_tokens);
+    if (!Near(used, want.get<double>())) {
+      return fail("used_tokens is " + Num(used) + " at " +
+                  Offset(clock_.Now()) + ", expected " +
+                  Num(want.get<double>()));
+    }
+  }
   std::string line = "{\"t\":";
   AppendString(&line, Offset(clock_.Now()));
   line += ",\"expect\":\"ok\",\"id\":";
@@ -484,6 +688,146 @@ Status Simulation::Expect(const Op& op) {
   line += "}";
   Line(line);
   return Status::Ok();
+}
+
+void Simulation::PrintBudget(const char* op, const std::string& id) {
+  auto info = engine_->Get(id);
+  if (!info.ok()) return;
+  Line(Json{{"t", Offset(clock_.Now())},
+            {"op", op},
+            {"id", Label(id)},
+            {"status", AllocStatusName(info->status)},
+            {"budget", api::ToJson(info->budget)}}
+           .dump());
+}
+
+Status Simulation::DoUsage(const Op& op) {
+  if (!op.node.IsMap()) {
+    return InvalidRequest(Where(source_, op.node) +
+                          "usage: needs {id, tokens, cost_usd, ...}");
+  }
+  auto id = AllocIdFor(op.node, "usage");
+  if (!id.ok()) return id.status();
+  Json j = ToJsonValue(op.node);
+  j.erase("id");
+  auto usage = api::UsageFromJson(j);
+  if (!usage.ok()) {
+    PrintError("usage", Label(*id), usage.status());
+    return Status::Ok();
+  }
+  auto r = engine_->ReportUsage(*id, *usage);
+  Drain();
+  if (!r.ok()) {
+    PrintError("usage", Label(*id), r.status());
+    return Status::Ok();
+  }
+  PrintBudget("usage", *id);
+  return Status::Ok();
+}
+
+Status Simulation::DoExtend(const Op& op) {
+  QM_RETURN_IF_ERROR(CheckKeys(op.node, "extend", {"id", "max_tokens"}));
+  if (!op.node.IsMap() || !op.node["max_tokens"]) {
+    return InvalidRequest(Where(source_, op.node) +
+                          "extend: needs {id, max_tokens}");
+  }
+  auto id = AllocIdFor(op.node, "extend");
+  if (!id.ok()) return id.status();
+  const Json t = ToJsonValue(op.node["max_tokens"]);
+  if (!t.is_number_integer()) {
+    return InvalidRequest(Where(source_, op.node["max_tokens"]) +
+                          "extend.max_tokens: must be a whole number");
+  }
+  auto r = engine_->ExtendTokens(*id, t.get<int64_t>());
+  Drain();
+  if (!r.ok()) {
+    PrintError("extend", Label(*id), r.status());
+    return Status::Ok();
+  }
+  PrintBudget("extend", *id);
+  return Status::Ok();
+}
+
+Status Simulation::DoOperator(const Op& op) {
+  const std::string& k = op.kind;
+  std::vector<std::string> keys = {"by", "reason"};
+  if (k == "priority_override") {
+    keys.insert(keys.begin(), {"product", "level"});
+  } else if (k == "raise_limits") {
+    keys.insert(keys.begin(), {"max_tokens", "max_cost_usd"});
+  }
+  QM_RETURN_IF_ERROR(CheckKeys(op.node, k, keys));
+  auto actor = ActorOf(op.node, k);
+  if (!actor.ok()) return actor.status();
+  Status s;
+  if (k == "pause") {
+    s = engine_->Pause(*actor);
+  } else if (k == "resume") {
+    s = engine_->Resume(*actor);
+  } else if (k == "breaker_override") {
+    s = engine_->OverrideBreaker(*actor);
+  } else if (k == "priority_override") {
+    if (!op.node.IsMap() || !op.node["product"] ||
+        !op.node["product"].IsScalar()) {
+      return InvalidRequest(Where(source_, op.node) +
+                            "priority_override: needs {product, level}");
+    }
+    std::optional<Level> level;
+    const YAML::Node l = op.node["level"];
+    if (l && !l.IsNull() && !(l.IsScalar() && l.Scalar() == "null")) {
+      Level parsed;
+      if (!l.IsScalar() || !LevelFromName(l.Scalar(), &parsed)) {
+        return InvalidRequest(Where(source_, l) +
+                              "priority_override.level: must be critical, "
+                              "high, normal, low or null (to clear)");
+      }
+      level = parsed;
+    }
+    s = engine_->SetPriorityOverride(op.node["product"].Scalar(), level,
+                                     *actor);
+  } else if (k == "raise_limits") {
+    std::optional<int64_t> tokens;
+    std::optional<double> cost;
+    if (op.node.IsMap() && op.node["max_tokens"]) {
+      const Json t = ToJsonValue(op.node["max_tokens"]);
+      if (!t.is_number_integer()) {
+        return InvalidRequest(Where(source_, op.node["max_tokens"]) +
+                              "raise_limits.max_tokens: must be a whole "
+                              "number");
+      }
+      tokens = t.get<int64_t>();
+    }
+    if (op.node.IsMap() && op.node["max_cost_usd"]) {
+      const Json c = ToJsonValue(op.node["max_cost_usd"]);
+      if (!c.is_number()) {
+        return InvalidRequest(Where(source_, op.node["max_cost_usd"]) +
+                              "raise_limits.max_cost_usd: must be a number");
+      }
+      cost = c.get<double>();
+    }
+    s = engine_->RaiseLimits(tokens, cost, *actor);
+  }
+  if (!s.ok()) PrintError(k.c_str(), "", s);
+  Drain();
+  return Status::Ok();
+}
+
+void Simulation::PrintReport(const std::string& report) {
+  if (report == "costs") {
+    Line(Json{{"t", Offset(clock_.Now())},
+              {"costs", api::ToJson(engine_->Costs())}}
+             .dump());
+  } else if (report == "metrics") {
+    Line(Json{{"t", Offset(clock_.Now())},
+              {"metrics", api::ToJson(engine_->Metrics())}}
+             .dump());
+  } else if (report == "dashboard") {
+    const Snapshot snap = engine_->GetSnapshot();
+    Line(Json{{"t", Offset(clock_.Now())},
+              {"dashboard", api::RenderCostDashboard(
+                                engine_->Costs(), engine_->Metrics(), &snap)}}
+             .dump());
+  }
 }
 
 Status Simulation::Execute(const Op& op) {
@@ -501,6 +845,18 @@ Status Simulation::Execute(const Op& op) {
     }
     Json line = {{"t", Offset(clock_.Now())}, {"queue", q}};
     Line(line.dump());
+    return Status::Ok();
+  }
+  if (op.kind == "usage") return DoUsage(op);
+  if (op.kind == "extend") return DoExtend(op);
+  if (op.kind == "pause" || op.kind == "resume" ||
+      op.kind == "priority_override" || op.kind == "breaker_override" ||
+      op.kind == "raise_limits") {
+    return DoOperator(op);
+  }
+  if (op.kind == "costs" || op.kind == "metrics" || op.kind == "dashboard") {
+    QM_RETURN_IF_ERROR(CheckKeys(op.node, op.kind, {}));
+    PrintReport(op.kind);
     return Status::Ok();
   }
   if (op.kind == "snapshot") {
@@ -615,12 +971,38 @@ void Simulation::Drain() {
         drop(e.allocation_id);
         break;
       default:
+        // E.g. an over_budget stop that ends the allocation.
+        if (!e.allocation_id.empty() && IsTerminal(e.status)) {
+          drop(e.allocation_id);
+        }
         break;
     }
     std::string line = "{\"t\":";
     AppendString(&line, Offset(e.time));
     line += ",\"event\":";
     AppendString(&line, EventTypeName(e.type));
+    if (e.allocation_id.empty()) {
+      // Operator, period budget and breaker events concern no allocation.
+      if (!e.product.empty()) {
+        line += ",\"product\":";
+        AppendString(&line, e.product);
+      }
+      if (!e.agent_type.empty()) {
+        line += ",\"agent_type\":";
+        AppendString(&line, e.agent_type);
+      }
+      if (!e.actor.empty()) {
+        line += ",\"actor\":";
+        AppendString(&line, e.actor);
+      }
+      if (!e.reason.empty()) {
+        line += ",\"reason\":";
+        AppendString(&line, e.reason);
+      }
+      line += "}";
+      Line(line);
+      continue;
+    }
     line += ",\"id\":";
     AppendString(&line, Label(e.allocation_id));
     line += ",\"alloc\":";
@@ -636,6 +1018,10 @@ void Simulation::Drain() {
     if (!e.reason.empty()) {
       line += ",\"reason\":";
       AppendString(&line, e.reason);
+    }
+    if (!e.actor.empty()) {
+      line += ",\"actor\":";
+      AppendString(&line, e.actor);
     }
     line += "}";
     Line(line);
@@ -679,10 +1065,25 @@ void Simulation::PrintSummary() {
   for (const auto& [p, m] : agent_minutes_) am[p] = api::Round6(m);
   s["agent_minutes"] = am;
   s["final"] = {{"active", snap.active}, {"queued", snap.queued}};
+  const CostReport costs = engine_->Costs();
+  if (costs.tokens_used > 0 || costs.cost_usd > 0 || !costs.alerts.empty() ||
+      costs.breaker.open || costs.paused) {
+    s["spend"] = {{"tokens_used", costs.tokens_used},
+                  {"cost_usd", api::Round6(costs.cost_usd)},
+                  {"alerts", costs.alerts.size()},
+                  {"breaker_open", costs.breaker.open},
+                  {"paused", costs.paused}};
+  }
   Line(Json{{"summary", s}}.dump());
 }
 
-Status Simulation::Run(const YAML::Node& root, RunStats* stats) {
+Status Simulation::Run(const YAML::Node& root, RunStats* stats,
+                       const RunOptions& options) {
+  if (!options.report.empty() && options.report != "costs" &&
+      options.report != "metrics" && options.report != "dashboard") {
+    return InvalidRequest("report: must be costs, metrics or dashboard, got " +
+                          Quote(options.report));
+  }
   QM_RETURN_IF_ERROR(Parse(root));
   clock_.Set(start_);
   integrated_to_ = start_;
@@ -734,6 +1135,15 @@ Status Simulation::Run(const YAML::Node& root, RunStats* stats) {
     }
     engine_->Tick();
     Drain();
+    // A Tick handles everything due by now; a deadline still due would make
+    // this loop spin forever, so stop with the engine's bug instead.
+    const std::optional<Time> after = engine_->NextDeadline();
+    if (after && *after <= clock_.Now()) {
+      return Internal("engine: deadline " + FormatTime(*after) +
+                      " is still due after a Tick at " +
+                      FormatTime(clock_.Now()) + " (offset " +
+                      Offset(clock_.Now()) + "); this is a bug in qm");
+    }
   }
   if (until && clock_.Now() < *until) {
     clock_.Set(*until);
@@ -742,6 +1152,16 @@ Status Simulation::Run(const YAML::Node& root, RunStats* stats) {
   }
   Integrate(clock_.Now());
   PrintSummary();
+  if (options.report == "dashboard") {
+    const Snapshot snap = engine_->GetSnapshot();
+    out_ << api::RenderCostDashboard(engine_->Costs(), engine_->Metrics(),
+                                     &snap);
+  } else if (!options.report.empty()) {
+    Line(Json{{options.report, options.report == "costs"
+                                   ? api::ToJson(engine_->Costs())
+                                   : api::ToJson(engine_->Metrics())}}
+             .dump());
+  }
   if (stats) *stats = stats_;
   return Status::Ok();
 }
@@ -750,11 +1170,11 @@ Status Simulation::Run(const YAML::Node& root, RunStats* stats) {
 
 Status RunScenarioString(const std::string& yaml, const std::string& source,
                          const std::string& base_dir, std::ostream& out,
-                         RunStats* stats) {
+                         RunStats* stats, const RunOptions& options) {
   try {
     const YAML::Node root = YAML::Load(yaml);
-    Simulation sim(source, base_dir, out);
-    return sim.Run(root, stats);
+    Simulation sim(source, base_dir, yaml, out);
+    return sim.Run(root, stats, options);
   } catch (const YAML::Exception& e) {
     return InvalidRequest(source + ":" + std::to_string(e.mark.line + 1) + ":" +
                           std::to_string(e.mark.column + 1) + ": " + e.msg);
@@ -762,7 +1182,7 @@ Status RunScenarioString(const std::string& yaml, const std::string& source,
 }
 
 Status RunScenarioFile(const std::string& path, std::ostream& out,
-                       RunStats* stats) {
+                       RunStats* stats, const RunOptions& options) {
   std::ifstream in(path);
   if (!in) return NotFound("cannot read scenario file " + path);
   std::stringstream buf;
@@ -771,7 +1191,7 @@ Status RunScenarioFile(const std::string& path, std::ostream& out,
   const auto slash = path.rfind('/');
   if (slash != std::string::npos) dir = path.substr(0, slash);
   if (slash == 0) dir = "/";
-  return RunScenarioString(buf.str(), path, dir, out, stats);
+  return RunScenarioString(buf.str(), path, dir, out, stats, options);
 }
 
 }  // namespace qm::sim

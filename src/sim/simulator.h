@@ -16,9 +16,32 @@
 //       release: b1                    # or {id: b1, tokens: 75000, ...}
 //   Other operations: allocate_batch {all_or_nothing, requests: [...]},
 //   renew (id or {id, ttl}), reallocate {id, resources}, cancel id,
-//   queue {} (prints scores), snapshot {}, advance {}, and
-//   expect {id, status, reason_contains} (a failed expectation stops the run
-//   with an error).
+//   queue {} (prints scores), snapshot {}, advance {}.
+//   Money operations (docs/budgets.md):
+//     usage: {id, report_id, tokens, input_tokens, output_tokens,
+//             cached_input_tokens, cost_usd, model}   spend while running;
+//             prints {"op":"usage","id","budget":{...}} after its events
+//     extend: {id, max_tokens}        raise the grant; prints the budget too
+//     pause: {by, reason}             operator: no new grants...
+//     resume: {by, reason}            ...until resumed
+//     priority_override: {product, level, by, reason}  (level null clears)
+//     breaker_override: {by, reason}  resume despite the tripped breaker
+//     raise_limits: {max_tokens, max_cost_usd, by, reason}  for the period
+//     costs: {}      prints {"t","costs":{...}} (seed 001 "Cost tracking")
+//     metrics: {}    prints {"t","metrics":{...}} ("Metrics & Optimization")
+//     dashboard: {}  prints {"t","dashboard":"<Markdown text>"}
+//   Operator actions print through their `override` events. An operation
+//   the engine refuses prints {"t","op","id","error":{code, message, ...}}
+//   (budget and breaker errors add details, context, alternative_options)
+//   and the run goes on.
+//   `allocate` specs take every request field (model, wait_for_budget...)
+//   plus `id`, `run_for` and `usage` (the release's usage report, with the
+//   fields above and `outcome`).
+//   expect {id, status, reason_contains, model, over_budget, used_tokens}
+//   checks an allocation; expect {costs: {cost_usd, tokens_used,
+//   breaker_open, paused, alerts}} checks the cost report (`alerts`: how
+//   many fired this period; numbers within 1e-6 relative). A failed
+//   expectation stops the run with CONFLICT.
 //   `run_for` releases the allocation that long after its grant, with the
 //   optional `usage` object of the allocate spec. Such a task is taken to
 //   heartbeat: without an explicit `ttl` its lease is a minute longer than
@@ -39,17 +62,27 @@ struct RunStats {
   uint64_t operations = 0;  // timeline operations and automatic releases
 };
 
+struct RunOptions {
+  // A report printed after the summary: "costs" or "metrics" (a JSON line
+  // {"costs": {...}} / {"metrics": {...}}), "dashboard" (the Markdown text
+  // of api::RenderCostDashboard, not JSON), or "" for none. Anything else
+  // is INVALID_REQUEST before the run starts.
+  std::string report;
+};
+
 // Runs the scenario file at `path`, writing JSON lines to `out`.
 // INVALID_REQUEST (with file:line:column) for a malformed scenario,
 // NOT_FOUND for a missing file, CONFLICT for a failed `expect`.
 Status RunScenarioFile(const std::string& path, std::ostream& out,
-                       RunStats* stats = nullptr);
+                       RunStats* stats = nullptr,
+                       const RunOptions& options = {});
 
 // Same, from text. `source` names it in errors; relative config paths are
 // resolved against `base_dir`.
 Status RunScenarioString(const std::string& yaml, const std::string& source,
                          const std::string& base_dir, std::ostream& out,
-                         RunStats* stats = nullptr);
+                         RunStats* stats = nullptr,
+                         const RunOptions& options = {});
 
 }  // namespace qm::sim
 

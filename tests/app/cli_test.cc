@@ -115,6 +115,46 @@ TEST(CliTest, ServerOperationsSayTheyAreNotBuiltYet) {
   EXPECT_EQ(j["error"]["code"], "UNIMPLEMENTED");
 }
 
+TEST(CliTest, SpendReportsNeedTheServerAndPointToTheSimulator) {
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"usage"},
+        std::vector<std::string>{"status", "costs"}}) {
+    const Result r = Qm(args);
+    EXPECT_EQ(r.code, 1);
+    const Json j = Json::parse(r.out);
+    EXPECT_EQ(j["error"]["code"], "UNIMPLEMENTED");
+    const std::string msg = j["error"]["message"];
+    EXPECT_NE(msg.find("running qm server"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("qm simulate SCENARIO --report costs"),
+              std::string::npos)
+        << msg;
+    EXPECT_EQ(j["alternative_options"][0],
+              "qm simulate SCENARIO --report costs");
+  }
+  const Json plain = Json::parse(Qm({"status"}).out);
+  EXPECT_EQ(plain["operation"], "status");
+}
+
+TEST(CliTest, SimulateReportFollowsTheSummary) {
+  const std::string scenario =
+      std::string(QM_SOURCE_DIR) + "/scenarios/seed001_concurrency.yaml";
+  const Result r = Qm({"simulate", scenario, "--report", "costs"});
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::istringstream in(r.out);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  ASSERT_GE(lines.size(), 2u);
+  EXPECT_TRUE(Json::parse(lines[lines.size() - 2]).contains("summary"));
+  const Json costs = Json::parse(lines.back());
+  EXPECT_TRUE(costs["costs"].contains("tokens_used")) << lines.back();
+
+  const Result dash = Qm({"simulate", scenario, "--report", "dashboard"});
+  ASSERT_EQ(dash.code, 0) << dash.out;
+  EXPECT_NE(dash.out.find("## Resource Usage"), std::string::npos);
+
+  EXPECT_EQ(Qm({"simulate", scenario, "--report", "bogus"}).code, 2);
+}
+
 TEST(CliTest, HelpAndUsageErrors) {
   const Result help = Qm({"--help"});
   EXPECT_EQ(help.code, 0);

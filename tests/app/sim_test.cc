@@ -80,9 +80,44 @@ TEST(SimulatorTest, FairShareScenarioSplitsAgentMinutesEvenly) {
   EXPECT_NEAR(a / (a + b), 0.5, 0.05) << a << " vs " << b;
 }
 
+// Seed 001's money scenarios: their `expect` entries check the story (the
+// 80% alert once, the breaker at 100%, the raised limit, the midnight reset;
+// the architect's 120,000 of 150,000 tokens); here, the run passes them and
+// the events happened as often as they should.
+TEST(SimulatorTest, SeedBudgetDayAlertsOnceTripsAndResumes) {
+  const auto lines = RunLines("seed001_budget_day.yaml");
+  int alerts = 0, trips = 0, closes = 0, resets = 0, refused = 0;
+  for (const Json& l : lines) {
+    if (!l.contains("event")) {
+      if (l.contains("error") &&
+          l["error"]["code"].get<std::string>() == "CIRCUIT_OPEN") {
+        ++refused;
+      }
+      continue;
+    }
+    const std::string e = l["event"].get<std::string>();
+    alerts += e == "budget_alert";
+    trips += e == "circuit_tripped";
+    closes += e == "circuit_closed";
+    resets += e == "budget_reset";
+  }
+  EXPECT_EQ(alerts, 1);
+  EXPECT_EQ(trips, 1);
+  EXPECT_EQ(closes, 1);
+  EXPECT_EQ(resets, 1);
+  EXPECT_EQ(refused, 1);
+}
+
+TEST(SimulatorTest, SeedArchitectUsesItsBudget) {
+  const auto lines = RunLines("seed001_architect.yaml");
+  const Json& spend = lines.back()["summary"]["spend"];
+  EXPECT_EQ(spend["tokens_used"].get<int64_t>(), 300000);
+}
+
 TEST(SimulatorTest, SameScenarioGivesByteIdenticalOutput) {
-  for (const char* s : {"seed001_concurrency.yaml", "seed001_scoring.yaml",
-                        "fair_share.yaml"}) {
+  for (const char* s :
+       {"seed001_concurrency.yaml", "seed001_scoring.yaml", "fair_share.yaml",
+        "seed001_architect.yaml", "seed001_budget_day.yaml"}) {
     std::ostringstream one, two;
     const std::string path = std::string(QM_SOURCE_DIR) + "/scenarios/" + s;
     ASSERT_TRUE(sim::RunScenarioFile(path, one).ok());

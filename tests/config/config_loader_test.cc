@@ -3,6 +3,7 @@
 // suggestions, and the ConfigToYaml round trip.
 #include "qm/config_loader.h"
 
+#include <absl/time/time.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -49,7 +50,15 @@ std::string LoadError(const std::string& yaml) {
   return config.status().message();
 }
 
-// Field-by-field equality of two configs (Config has no operator==).
+// Whether the host has a time zone database (tzdata); without one only "UTC"
+// loads.
+bool HaveTzdata() {
+  absl::TimeZone zone;
+  return absl::LoadTimeZone("America/Argentina/Buenos_Aires", &zone);
+}
+
+// Equality of two configs, field by field so that a failure names the field,
+// then as a whole (Config::operator==) for anything not listed here.
 void ExpectSameConfig(const Config& a, const Config& b) {
   ASSERT_EQ(a.resources.size(), b.resources.size());
   for (size_t i = 0; i < a.resources.size(); ++i) {
@@ -84,6 +93,7 @@ void ExpectSameConfig(const Config& a, const Config& b) {
     EXPECT_EQ(pa.priority, pb.priority);
     EXPECT_EQ(pa.max_concurrent_agents, pb.max_concurrent_agents);
     EXPECT_EQ(pa.token_budget_daily, pb.token_budget_daily);
+    EXPECT_EQ(pa.cost_budget_daily_usd, pb.cost_budget_daily_usd);
     EXPECT_EQ(pa.share, pb.share);
   }
   EXPECT_EQ(a.allocation_limits.max_cpu_per_workflow,
@@ -97,18 +107,49 @@ void ExpectSameConfig(const Config& a, const Config& b) {
   EXPECT_EQ(a.auto_release.on_timeout, b.auto_release.on_timeout);
   EXPECT_EQ(a.auto_release.on_failure, b.auto_release.on_failure);
   EXPECT_EQ(a.auto_release.grace_period, b.auto_release.grace_period);
+  ASSERT_EQ(a.pricing.models.size(), b.pricing.models.size());
+  for (const auto& [name, ma] : a.pricing.models) {
+    SCOPED_TRACE("model " + name);
+    ASSERT_EQ(b.pricing.models.count(name), 1u);
+    const ModelPrice& mb = b.pricing.models.at(name);
+    EXPECT_EQ(ma.input_per_million, mb.input_per_million);
+    EXPECT_EQ(ma.output_per_million, mb.output_per_million);
+    EXPECT_EQ(ma.cached_input_per_million, mb.cached_input_per_million);
+  }
+  EXPECT_EQ(a.pricing.default_model, b.pricing.default_model);
+  EXPECT_EQ(a.pricing.estimate_output_share, b.pricing.estimate_output_share);
   EXPECT_EQ(a.token_budgets.per_type, b.token_budgets.per_type);
+  EXPECT_EQ(a.token_budgets.default_budget, b.token_budgets.default_budget);
   EXPECT_EQ(a.token_budgets.multiplier, b.token_budgets.multiplier);
+  EXPECT_EQ(a.token_budgets.use_estimate_when_smaller,
+            b.token_budgets.use_estimate_when_smaller);
+  EXPECT_EQ(a.token_budgets.over_budget, b.token_budgets.over_budget);
+  EXPECT_EQ(a.token_budgets.learning_rate, b.token_budgets.learning_rate);
   EXPECT_EQ(a.daily_limits.max_tokens_total, b.daily_limits.max_tokens_total);
   EXPECT_EQ(a.daily_limits.max_cost_usd, b.daily_limits.max_cost_usd);
   EXPECT_EQ(a.daily_limits.alert_at_percent, b.daily_limits.alert_at_percent);
+  EXPECT_EQ(a.daily_limits.period, b.daily_limits.period);
+  EXPECT_EQ(a.daily_limits.time_zone, b.daily_limits.time_zone);
+  EXPECT_EQ(a.daily_limits.week_start, b.daily_limits.week_start);
+  ASSERT_EQ(a.daily_limits.per_agent_type.size(),
+            b.daily_limits.per_agent_type.size());
+  for (const auto& [type, ba] : a.daily_limits.per_agent_type) {
+    SCOPED_TRACE("per_agent_type " + type);
+    ASSERT_EQ(b.daily_limits.per_agent_type.count(type), 1u);
+    EXPECT_EQ(ba.max_tokens, b.daily_limits.per_agent_type.at(type).max_tokens);
+    EXPECT_EQ(ba.max_cost_usd,
+              b.daily_limits.per_agent_type.at(type).max_cost_usd);
+  }
   ASSERT_EQ(a.model_rules.size(), b.model_rules.size());
   for (size_t i = 0; i < a.model_rules.size(); ++i) {
     EXPECT_EQ(a.model_rules[i].condition, b.model_rules[i].condition);
     EXPECT_EQ(a.model_rules[i].model, b.model_rules[i].model);
+    EXPECT_EQ(a.model_rules[i].fallback_model, b.model_rules[i].fallback_model);
   }
   EXPECT_EQ(a.circuit_breaker.trip_conditions,
             b.circuit_breaker.trip_conditions);
+  EXPECT_EQ(a.circuit_breaker.burn_rate_window,
+            b.circuit_breaker.burn_rate_window);
   EXPECT_EQ(a.circuit_breaker.action, b.circuit_breaker.action);
   EXPECT_EQ(a.circuit_breaker.notify, b.circuit_breaker.notify);
   EXPECT_EQ(a.circuit_breaker.allow_override, b.circuit_breaker.allow_override);
@@ -132,6 +173,7 @@ void ExpectSameConfig(const Config& a, const Config& b) {
             b.monitoring_intervals.capacity_analysis);
   EXPECT_EQ(a.monitoring_intervals.trend_analysis,
             b.monitoring_intervals.trend_analysis);
+  EXPECT_TRUE(a == b) << "the configs differ in a field not compared above";
 }
 
 // Dumps `config`, loads the dump, and expects the same config back.
@@ -207,6 +249,13 @@ TEST(ConfigLoaderTest, ExampleFileReproducesSeed001) {
   EXPECT_EQ(c.circuit_breaker.action, "pause_all");
   EXPECT_EQ(c.circuit_breaker.notify, "ceo");
   EXPECT_TRUE(c.circuit_breaker.allow_override);
+  // The price table the example adds to the seed.
+  EXPECT_EQ(c.pricing.default_model, "sonnet");
+  ASSERT_EQ(c.pricing.models.size(), 3u);
+  EXPECT_EQ(c.pricing.models.at("opus"), (ModelPrice{15, 75, std::nullopt}));
+  EXPECT_EQ(c.pricing.models.at("sonnet"), (ModelPrice{3, 15, std::nullopt}));
+  EXPECT_EQ(c.pricing.models.at("haiku"),
+            (ModelPrice{0.25, 1.25, std::nullopt}));
   // What the example leaves out keeps its default.
   EXPECT_EQ(c.FindResource("cpu_cores")->capacity, 8);
   EXPECT_FALSE(c.manual_override.pause_all_agents);
@@ -225,6 +274,9 @@ TEST(ConfigLoaderTest, RoundTripExample) {
 }
 
 TEST(ConfigLoaderTest, RoundTripEverySettingChanged) {
+  // Without tzdata only UTC loads.
+  const std::string zone =
+      HaveTzdata() ? "America/Argentina/Buenos_Aires" : "UTC";
   const Config c = Load(R"(resources:
   cpu_cores: 12.5
   gpu: {capacity: 2}
@@ -232,20 +284,42 @@ TEST(ConfigLoaderTest, RoundTripEverySettingChanged) {
 max_concurrent:
   total: 7
   per_type: {backend-engineer: 3, "odd name: x": 1}
-token_budgets: {architect: 1, multiplier: 2.25}
+pricing:
+  default_model: "null"
+  estimate_output_share: 1
+  models:
+    "null": {input_per_million: 0}
+    "'quoted'": {input_per_million: 15, output_per_million: 75,
+                 cached_input_per_million: 1.5}
+    sonnet: {input_per_million: 3.3333333333333335, output_per_million: null,
+             cached_input_per_million: 0}
+token_budgets: {architect: 1, default: 0, multiplier: 2.25,
+                use_estimate_when_smaller: true, over_budget: stop,
+                learning_rate: 0.05}
 priority_levels:
   low: {max_wait_time_minutes: 0.5, preempt_lower: true, weight: 0.1}
 daily_limits: {max_tokens_total: null, max_cost_usd: 0.01,
-               alert_at_percent: [50, 75.5, 100]}
+               alert_at_percent: [50, 75.5, 100], period: monthly,
+               time_zone: )" +
+                        zone + R"(, week_start: SATURDAY,
+               per_agent_type: {architect: {max_tokens: 500000, max_cost_usd: 20},
+                                "007": {}, qa: {max_cost_usd: 0}}}
 products:
-  "true": {priority: medium, share: 0.3333333333333333}
+  "true": {priority: medium, share: 0.3333333333333333,
+           cost_budget_daily_usd: 12.5}
   plain: ~
-  limited: {max_concurrent_agents: 0, token_budget_daily: 9000000000}
+  limited: {max_concurrent_agents: 0, token_budget_daily: 9000000000,
+            cost_budget_daily_usd: null}
 auto_model_selection:
   rules:
-    - {condition: "a: b # c", model: "'quoted'"}
+    - {condition: "task.product == 'a: b # c' || task.requester in ['null', \"it's\"]",
+       model: "'quoted'", fallback_model: sonnet}
+    - {condition: true, model: sonnet, fallback_model: null}
+    - {condition: default, model: "null", fallback_model: ""}
 circuit_breaker:
-  trip_conditions: ["x > 1", "null", "~"]
+  trip_conditions: ["cost_daily_usd > 1", "true",
+                    "percent_cost_used >= 99.5 || tokens_daily > 1e6"]
+  burn_rate_window: 15m
   when_tripped: {action: pause_new_low_priority, notify: "", allow_override: false}
 manual_override:
   pause_all_agents: true
@@ -273,7 +347,18 @@ scheduling:
   ASSERT_NE(c.FindResource("gpu"), nullptr);
   EXPECT_EQ(c.FindResource("gpu")->capacity, 2);
   EXPECT_EQ(c.circuit_breaker.trip_conditions,
-            (std::vector<std::string>{"x > 1", "null", "~"}));
+            (std::vector<std::string>{
+                "cost_daily_usd > 1", "true",
+                "percent_cost_used >= 99.5 || tokens_daily > 1e6"}));
+  EXPECT_EQ(c.model_rules[0].condition,
+            "task.product == 'a: b # c' || task.requester in ['null', "
+            "\"it's\"]");
+  EXPECT_EQ(c.pricing.default_model, "null");
+  EXPECT_EQ(c.pricing.models.at("sonnet").output_per_million, std::nullopt);
+  EXPECT_EQ(c.token_budgets.over_budget, OverBudgetPolicy::kStop);
+  EXPECT_EQ(c.daily_limits.week_start, 6);
+  EXPECT_EQ(c.daily_limits.time_zone, zone);
+  EXPECT_EQ(c.circuit_breaker.burn_rate_window, minutes(15));
   EXPECT_EQ(c.allocation_limits.max_duration,
             hours(26) + minutes(3) + seconds(4) + milliseconds(5));
   EXPECT_EQ(c.scheduling.fair_share_half_life, seconds(90));
@@ -299,6 +384,19 @@ TEST(ConfigLoaderTest, DumpUsesTheDocumentedKeys) {
                           "max_wait_time_minutes: 240",
                           "daily_limits:",
                           "alert_at_percent: [80]",
+                          "period: daily",
+                          "time_zone: UTC",
+                          "week_start: monday",
+                          "per_agent_type: {}",
+                          "pricing:",
+                          "default_model: \"\"",
+                          "estimate_output_share: 0.2",
+                          "models: {}",
+                          "default: null",
+                          "use_estimate_when_smaller: false",
+                          "over_budget: flag",
+                          "learning_rate: 0.2",
+                          "burn_rate_window: 1h",
                           "products:",
                           "auto_model_selection:",
                           "circuit_breaker:",

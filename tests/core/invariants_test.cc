@@ -41,6 +41,10 @@ class RandomOps {
     if (Chance(0.2)) r.requeue_on_preempt = true;
     if (Chance(0.1)) r.preemptible = false;
     if (Chance(0.05)) r.idempotency_key = "k" + std::to_string(Int(0, 20));
+    if (Chance(0.4)) r.estimated_tokens = Int(0, 200000);
+    if (Chance(0.3)) r.estimated_minutes = Int(0, 120);
+    if (Chance(0.1)) r.model = Chance(0.9) ? "haiku" : "gpt-unknown";
+    if (Chance(0.1)) r.wait_for_budget = true;
     // Make some of them invalid.
     switch (Int(0, 30)) {
       case 0:
@@ -80,27 +84,35 @@ struct Fingerprint {
   int64_t active, queued, preempting;
   std::vector<double> allocated;
   size_t events;
+  int64_t tokens_used, tokens_reserved;
+  double cost_used;
   bool operator==(const Fingerprint&) const = default;
 };
 
 Fingerprint Take(const Harness& h) {
   Snapshot s = h.engine->GetSnapshot();
-  Fingerprint f{s.active, s.queued, s.preempting, {}, h.events.size()};
+  const CostReport c = h.engine->Costs();
+  Fingerprint f{s.active,        s.queued,      s.preempting,      {},
+                h.events.size(), c.tokens_used, c.tokens_reserved, c.cost_usd};
   for (const auto& r : s.resources) f.allocated.push_back(r.allocated);
   return f;
 }
 
 // Applies `ops` random operations and checks everything after each.
+// `money`: also report usage, extend grants, pause, resume, override
+// priorities and the breaker.
 void RunRandom(const Config& c, int ops_count, uint64_t seed, int* refused,
-               int* accepted) {
+               int* accepted, bool money = false) {
   Harness h(c);
   RandomOps ops(seed);
   std::vector<std::string> ids;
+  std::vector<std::string> recent;  // for failure messages
   int refused_count = 0, granted_or_queued = 0;
   for (int step = 0; step < ops_count; ++step) {
     const Fingerprint before = Take(h);
     Status status;
     const int kind = ops.Int(0, 99);
+    const size_t events_before = h.events.size();
     if (kind < 40) {
       auto r = h.engine->Allocate(ops.Request());
       status = r.status();
@@ -120,8 +132,10 @@ void RunRandom(const Config& c, int ops_count, uint64_t seed, int* refused,
       UsageReport u;
       u.tokens = ops.Int(-2, 100000);
       u.outcome = ops.Chance(0.1) ? Outcome::kFailure : Outcome::kSuccess;
-      status =
-          h.engine->Release(ids[ops.Int(0, int(ids.size()) - 1)], u).status();
+      if (ops.Chance(0.3)) u.report_id = "r" + std::to_string(ops.Int(0, 5));
+      const std::string& id = ids[ops.Int(0, int(ids.size()) - 1)];
+      status = money && ops.Chance(0.5) ? h.engine->ReportUsage(id, u).status()
+                                        : h.engine->Release(id, u).status();
     } else if (kind < 78 && !ids.empty()) {
       status = h.engine->Renew(ids[ops.Int(0, int(ids.size()) - 1)]).status();
     } else if (kind < 84 && !ids.empty()) {
@@ -132,6 +146,40 @@ void RunRandom(const Config& c, int ops_count, uint64_t seed, int* refused,
               .status();
     } else if (kind < 90 && !ids.empty()) {
       status = h.engine->Cancel(ids[ops.Int(0, int(ids.size()) - 1)]).status();
+    } else if (money && kind < 95 && !ids.empty()) {
+      const Actor actor{"op", "test"};
+      switch (ops.Int(0, 6)) {
+        case 0:
+          status = h.engine
+                       ->ExtendTokens(ids[ops.Int(0, int(ids.size()) - 1)],
+                                      ops.Int(-1, 150000))
+                       .status();
+          break;
+        case 1:
+          status = h.engine->Pause(actor);
+          break;
+        case 2:
+          status = h.engine->Resume(actor);
+          break;
+        case 3: {
+          static const std::optional<Level> kLevels[] = {
+              std::nullopt, Level::kLow, Level::kHigh, Level::kCritical};
+          status =
+              h.engine->SetPriorityOverride("p" + std::to_string(ops.Int(0, 3)),
+                                            kLevels[ops.Int(0, 3)], actor);
+          break;
+        }
+        case 4:
+          status = h.engine->OverrideBreaker(actor);
+          break;
+        case 5:
+          status =
+              h.engine->RaiseLimits(ops.Int(-1, 5000000), std::nullopt, actor);
+          break;
+        default:
+          status = h.engine->Resume(actor);
+          break;
+      }
     } else {
       h.clock.Advance(std::chrono::seconds(ops.Int(1, 1200)));
       h.engine->Tick();
@@ -142,8 +190,18 @@ void RunRandom(const Config& c, int ops_count, uint64_t seed, int* refused,
           << "step " << step
           << ": a refused operation changed state: " << status.ToString();
     }
+    std::string what =
+        "op " + std::to_string(kind) + " -> " + status.ToString() + "; events:";
+    for (size_t e = events_before; e < h.events.size(); ++e) {
+      what += std::string(" ") + EventTypeName(h.events[e].type) + " " +
+              h.events[e].allocation_id;
+    }
+    recent.push_back(what);
+    if (recent.size() > 12) recent.erase(recent.begin());
     const Status inv = h.engine->CheckInvariants();
-    ASSERT_TRUE(inv.ok()) << "step " << step << ": " << inv.ToString();
+    ASSERT_TRUE(inv.ok()) << "step " << step << ": " << inv.ToString()
+                          << "\nlast operations:\n  "
+                          << ::testing::PrintToString(recent);
     if (ids.size() > 400) ids.erase(ids.begin(), ids.begin() + 200);
   }
   *refused = refused_count;
@@ -167,6 +225,31 @@ TEST(InvariantsTest, HundredThousandRandomOperationsKeepEveryInvariant) {
   // The run exercised both paths.
   EXPECT_GT(refused, 1000);
   EXPECT_GT(accepted, 10000);
+}
+
+// Everything money adds: prices, rules, per-task and period budgets (small
+// enough to be hit all the time), alerts, the breaker, usage reports,
+// extensions, pauses, priority overrides and period resets.
+TEST(InvariantsTest, RandomOperationsWithBudgetsKeepEveryInvariant) {
+  Config c = RandomConfig();
+  c.pricing.models["sonnet"] = {3, 15, std::nullopt};
+  c.pricing.models["haiku"] = {0.25, 1.25, std::nullopt};
+  c.pricing.default_model = "sonnet";
+  c.model_rules = {{"task.priority == critical", "sonnet", "haiku"},
+                   {"task.estimated_minutes < 30", "haiku", ""}};
+  c.token_budgets.per_type = {{"t0", 50000}, {"t1", 80000}};
+  c.token_budgets.default_budget = 20000;
+  c.daily_limits.max_tokens_total = 3000000;
+  c.daily_limits.max_cost_usd = 8;
+  c.daily_limits.alert_at_percent = {50, 90};
+  c.products["p2"].token_budget_daily = 400000;
+  c.products["p3"].cost_budget_daily_usd = 1;
+  c.daily_limits.per_agent_type["t4"] = {300000, std::nullopt};
+  c.circuit_breaker.trip_conditions = {"percent_cost_used >= 95"};
+  c.levels[static_cast<int>(Level::kHigh)].preempt_lower = true;
+  int refused = 0, accepted = 0;
+  RunRandom(c, 40000, 11, &refused, &accepted, /*money=*/true);
+  EXPECT_GT(accepted, 5000);
 }
 
 // Preemption from two levels with no grace period: victims are taken back
