@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
@@ -362,6 +363,16 @@ void EmitLifecycle(YAML::Emitter& out, const Config& config) {
 
 StatusOr<Config> LoadConfigString(const std::string& yaml,
                                   const std::string& source) {
+  // YAML text is UTF-8; names read from it end up in JSON output.
+  if (size_t bad = 0; !IsUtf8(yaml, &bad)) {
+    const size_t line_start = yaml.rfind('\n', bad);
+    YAML::Mark mark;
+    mark.line =
+        static_cast<int>(std::count(yaml.begin(), yaml.begin() + bad, '\n'));
+    mark.column = static_cast<int>(
+        line_start == std::string::npos ? bad : bad - line_start - 1);
+    return InvalidRequest(Where(source, mark) + "not UTF-8 text");
+  }
   std::vector<YAML::Node> documents;
   try {
     documents = YAML::LoadAll(yaml);

@@ -34,6 +34,10 @@ namespace {
 // from overflow.
 constexpr double kMaxAmount = 1e12;
 constexpr int kMaxResourceNameLength = 64;
+// Largest token count and dollar amount of a budget setting: the engine's
+// bounds (it keeps tokens and micro-dollars in 64-bit integers).
+constexpr int64_t kMaxTokens = 1'000'000'000'000'000;  // 1e15
+constexpr double kMaxUsd = 1e9;
 
 // ---- The schema: every mapping whose keys are fixed. ----
 
@@ -604,6 +608,12 @@ class Reader {
   Status ReadNumber(const Field& field, const Range& range, double* out) const;
   Status ReadOptionalNumber(const Field& field, const Range& range,
                             std::optional<double>* out) const;
+  // A token count: a whole number from 0 to kMaxTokens.
+  Status ReadTokens(const Field& field, int64_t* out) const;
+  Status ReadOptionalTokens(const Field& field,
+                            std::optional<int64_t>* out) const;
+  // Dollars of a budget: a number from 0 to kMaxUsd, or null.
+  Status ReadOptionalUsd(const Field& field, std::optional<double>* out) const;
   // A resource amount: >= 0, at most kMaxAmount, whole thousandths.
   Status ReadAmount(const Field& field, double* out) const;
   Status ReadOptionalAmount(const Field& field,
@@ -760,6 +770,39 @@ Status Reader::ReadOptionalInt(const Field& field, int64_t min,
   int64_t value;
   QM_RETURN_IF_ERROR(ReadInt(field, min, &value));
   *out = value;
+  return Status::Ok();
+}
+
+Status Reader::ReadTokens(const Field& field, int64_t* out) const {
+  int64_t value;
+  QM_RETURN_IF_ERROR(ReadInt(field, 0, &value));
+  if (value > kMaxTokens) {
+    return Error(field, "must be at most " + std::to_string(kMaxTokens) + ", " +
+                            Got(field.node));
+  }
+  *out = value;
+  return Status::Ok();
+}
+
+Status Reader::ReadOptionalTokens(const Field& field,
+                                  std::optional<int64_t>* out) const {
+  if (field.node.IsNull()) {
+    out->reset();
+    return Status::Ok();
+  }
+  int64_t value;
+  QM_RETURN_IF_ERROR(ReadTokens(field, &value));
+  *out = value;
+  return Status::Ok();
+}
+
+Status Reader::ReadOptionalUsd(const Field& field,
+                               std::optional<double>* out) const {
+  QM_RETURN_IF_ERROR(ReadOptionalNumber(field, kNonNegative, out));
+  if (out->has_value() && **out > kMaxUsd) {
+    return Error(field, "must be at most " + FormatNumber(kMaxUsd) + ", " +
+                            Got(field.node));
+  }
   return Status::Ok();
 }
 
@@ -1143,7 +1186,7 @@ Status Reader::ReadTokenBudgets(const Field& field) {
   TokenBudgetsConfig& budgets = config_.token_budgets;
   return ForEachEntry(field, [&](const std::string& key, const Field& child) {
     if (key == "default") {
-      return ReadOptionalInt(child, 0, &budgets.default_budget);
+      return ReadOptionalTokens(child, &budgets.default_budget);
     }
     if (key == "multiplier") {
       return ReadNumber(child, Range{1}, &budgets.multiplier);
@@ -1170,7 +1213,7 @@ Status Reader::ReadTokenBudgets(const Field& field) {
                                 "key are refused)");
       }
     }
-    return ReadInt(child, 0, &budgets.per_type[key]);
+    return ReadTokens(child, &budgets.per_type[key]);
   });
 }
 
@@ -1201,10 +1244,10 @@ Status Reader::ReadDailyLimits(const Field& field) {
   return ForEachKnownEntry(
       field, kDailyLimits, [&](const std::string& key, const Field& child) {
         if (key == "max_tokens_total") {
-          return ReadOptionalInt(child, 0, &limits.max_tokens_total);
+          return ReadOptionalTokens(child, &limits.max_tokens_total);
         }
         if (key == "max_cost_usd") {
-          return ReadOptionalNumber(child, kNonNegative, &limits.max_cost_usd);
+          return ReadOptionalUsd(child, &limits.max_cost_usd);
         }
         if (key == "period") {
           size_t index;
@@ -1229,10 +1272,9 @@ Status Reader::ReadDailyLimits(const Field& field) {
                     entry, kPeriodBudget,
                     [&](const std::string& k, const Field& f) {
                       if (k == "max_tokens") {
-                        return ReadOptionalInt(f, 0, &budget.max_tokens);
+                        return ReadOptionalTokens(f, &budget.max_tokens);
                       }
-                      return ReadOptionalNumber(f, kNonNegative,
-                                                &budget.max_cost_usd);
+                      return ReadOptionalUsd(f, &budget.max_cost_usd);
                     });
               });
         }
@@ -1272,11 +1314,10 @@ Status Reader::ReadProducts(const Field& field) {
             return ReadOptionalInt(f, 0, &product.max_concurrent_agents);
           }
           if (key == "token_budget_daily") {
-            return ReadOptionalInt(f, 0, &product.token_budget_daily);
+            return ReadOptionalTokens(f, &product.token_budget_daily);
           }
           if (key == "cost_budget_daily_usd") {
-            return ReadOptionalNumber(f, kNonNegative,
-                                      &product.cost_budget_daily_usd);
+            return ReadOptionalUsd(f, &product.cost_budget_daily_usd);
           }
           return ReadNumber(f, kPositive, &product.share);
         });

@@ -16,6 +16,11 @@ namespace {
 
 constexpr int kTokens = 0, kMicro = 1;
 constexpr int64_t kMaxTokenCount = 1'000'000'000'000'000;  // 1e15
+constexpr double kMaxUsd = 1e9;
+constexpr int64_t kMaxMicro = 1'000'000'000'000'000;  // kMaxUsd in micro-USD
+// Bound of a period's totals: with every allocation's totals within
+// kMaxTokenCount / kMaxMicro, no sum of spend or reservations overflows.
+constexpr int64_t kMaxPeriodTotal = 1'000'000'000'000'000'000;  // 1e18
 constexpr size_t kMaxReportIds = 100000;
 
 double ToUsd(int64_t micro) { return static_cast<double>(micro) / 1e6; }
@@ -132,10 +137,19 @@ Status EngineImpl::InitMoney() {
   if (!(tb.learning_rate > 0 && tb.learning_rate <= 1)) {
     return InvalidRequest("token_budgets.learning_rate must be within (0, 1]");
   }
+  // Bounded like every token amount, so sums of reservations cannot overflow.
   for (const auto& [type, budget] : tb.per_type) {
-    if (budget < 0) {
-      return InvalidRequest("token_budgets." + type + " must not be negative");
+    if (budget < 0 || budget > kMaxTokenCount) {
+      return InvalidRequest("token_budgets." + type +
+                            " must be a token count within 0.." +
+                            FormatGrouped(kMaxTokenCount));
     }
+  }
+  if (tb.default_budget &&
+      (*tb.default_budget < 0 || *tb.default_budget > kMaxTokenCount)) {
+    return InvalidRequest(
+        "token_budgets.default must be a token count within 0.." +
+        FormatGrouped(kMaxTokenCount));
   }
   const DailyLimitsConfig& dl = config_.daily_limits;
   if (!absl::LoadTimeZone(dl.time_zone, &tz_)) {
@@ -155,7 +169,8 @@ Status EngineImpl::InitMoney() {
   auto add_budget = [&](BudgetState::Scope scope, const std::string& name,
                         int metric, double limit,
                         const std::string& field) -> StatusOr<uint32_t> {
-    const double max = metric == kTokens ? 1e15 : 1e9;
+    const double max =
+        metric == kTokens ? static_cast<double>(kMaxTokenCount) : kMaxUsd;
     if (!std::isfinite(limit) || limit < 0 || limit > max) {
       return InvalidRequest(field + " must be a finite number within 0.." +
                             FormatNumber(max));
@@ -175,18 +190,19 @@ Status EngineImpl::InitMoney() {
     counters_[budgets_.back().counter].name = BudgetLabel(budgets_.back());
     return idx;
   };
+  // `tokens_key` and `usd_key`: the configuration keys of the two limits.
   auto add_pair = [&](BudgetState::Scope scope, const std::string& name,
                       std::optional<int64_t> tokens, std::optional<double> usd,
-                      const std::string& field,
+                      const std::string& tokens_key, const std::string& usd_key,
                       std::array<uint32_t, 2>* out) -> Status {
     if (tokens) {
       auto b = add_budget(scope, name, kTokens, static_cast<double>(*tokens),
-                          field + " tokens");
+                          tokens_key);
       if (!b.ok()) return b.status();
       (*out)[kTokens] = *b;
     }
     if (usd) {
-      auto b = add_budget(scope, name, kMicro, *usd, field + " cost");
+      auto b = add_budget(scope, name, kMicro, *usd, usd_key);
       if (!b.ok()) return b.status();
       (*out)[kMicro] = *b;
     }
@@ -194,21 +210,25 @@ Status EngineImpl::InitMoney() {
   };
   QM_RETURN_IF_ERROR(add_pair(BudgetState::Scope::kGlobal, "",
                               dl.max_tokens_total, dl.max_cost_usd,
-                              "daily_limits", &global_budgets_));
+                              "daily_limits.max_tokens_total",
+                              "daily_limits.max_cost_usd", &global_budgets_));
   for (const auto& [name, product] : config_.products) {
     if (!product.token_budget_daily && !product.cost_budget_daily_usd) continue;
     std::array<uint32_t, 2> ids = {UINT32_MAX, UINT32_MAX};
     QM_RETURN_IF_ERROR(
         add_pair(BudgetState::Scope::kProduct, name, product.token_budget_daily,
-                 product.cost_budget_daily_usd, "products." + name, &ids));
+                 product.cost_budget_daily_usd,
+                 "products." + name + ".token_budget_daily",
+                 "products." + name + ".cost_budget_daily_usd", &ids));
     product_budgets_[name] = ids;
   }
   for (const auto& [type, budget] : dl.per_agent_type) {
     if (!budget.max_tokens && !budget.max_cost_usd) continue;
     std::array<uint32_t, 2> ids = {UINT32_MAX, UINT32_MAX};
-    QM_RETURN_IF_ERROR(add_pair(BudgetState::Scope::kAgentType, type,
-                                budget.max_tokens, budget.max_cost_usd,
-                                "daily_limits.per_agent_type." + type, &ids));
+    const std::string key = "daily_limits.per_agent_type." + type;
+    QM_RETURN_IF_ERROR(add_pair(
+        BudgetState::Scope::kAgentType, type, budget.max_tokens,
+        budget.max_cost_usd, key + ".max_tokens", key + ".max_cost_usd", &ids));
     type_budgets_[type] = ids;
   }
   money_enabled_ = !models_.empty() || !rules_.empty() ||
@@ -508,33 +528,40 @@ Status EngineImpl::CheckMoney(const ParsedRequest& p, const MoneyPlan& plan,
     s.WithDetails("reserved " + BudgetAmount(b, need) + " (" +
                   FormatGrouped(plan.tokens) + " tokens" +
                   (plan.model.empty() ? "" : " of " + plan.model) + ")");
+    // Alternatives, each checked against every budget the request touches
+    // (not only this one), so that following one is not refused in turn.
+    auto refused = [&](int64_t tokens_need, int64_t micro_need, bool wait) {
+      for (uint32_t bj : plan.Budgets()) {
+        const BudgetState& o = budgets_[bj];
+        const Counter& ok = counters_[o.counter];
+        const int64_t n =
+            o.metric == BudgetState::Metric::kTokens ? tokens_need : micro_need;
+        if (n > ok.limit || (!wait && ok.spent + n > ok.limit)) return true;
+      }
+      return false;
+    };
     if (!tokens) {
-      // Cheaper models whose reservation fits every dollar budget.
+      // Cheaper models whose reservation fits.
       for (const auto& [name, m] : models_) {
         if (name == plan.model) continue;
         const int64_t micro =
             std::max<int64_t>(1, PriceTokens(name, plan.tokens));
-        if (micro >= plan.micro) continue;
-        bool fits = true;
-        for (uint32_t bj : plan.Budgets()) {
-          const BudgetState& o = budgets_[bj];
-          if (o.metric != BudgetState::Metric::kMicroUsd) continue;
-          const Counter& ok = counters_[o.counter];
-          fits &= ok.spent + micro <= ok.limit;
+        if (micro >= plan.micro ||
+            refused(plan.tokens, micro, p.wait_for_budget)) {
+          continue;
         }
-        if (fits) {
-          s.AddAlternative("use model " + name + ": reserves " +
-                           FormatUsd(ToUsd(micro)) + " (send model: " + name +
-                           ")");
-        }
+        s.AddAlternative("use model " + name + ": reserves " +
+                         FormatUsd(ToUsd(micro)) + " (send model: " + name +
+                         ")");
       }
     }
-    if (!never) {
+    if (!p.wait_for_budget && !refused(plan.tokens, plan.micro, true)) {
       s.AddAlternative("queue until the budget resets at " +
                        FormatTime(period_end_) +
                        " (send wait_for_budget: true)");
     }
-    if (!tokens || plan.max_tokens) {
+    // Without an estimate or a per-task budget the reservation is 1 token.
+    if (plan.tokens > 1) {
       s.AddAlternative("send a smaller estimated_tokens");
     }
     s.AddAffected(BudgetLabel(b));
@@ -609,9 +636,20 @@ StatusOr<std::pair<int64_t, int64_t>> EngineImpl::PriceUsage(
                           "cached_input_tokens (" +
                           FormatGrouped(split) + ")");
   }
-  if (u.cost_usd &&
-      (!std::isfinite(*u.cost_usd) || *u.cost_usd < 0 || *u.cost_usd > 1e9)) {
-    return InvalidRequest(prefix + "cost_usd must be a finite number >= 0");
+  if (u.cost_usd && (!std::isfinite(*u.cost_usd) || *u.cost_usd < 0 ||
+                     *u.cost_usd > kMaxUsd)) {
+    return InvalidRequest(
+        prefix + "cost_usd must be a number of dollars from 0 to " +
+        FormatNumber(kMaxUsd) + ", got " + FormatNumber(*u.cost_usd));
+  }
+  // Both are kept with the allocation and echoed in JSON output.
+  for (const auto& [name, text] :
+       {std::pair<const char*, const std::string*>{"report_id", &u.report_id},
+        {"model", &u.model}}) {
+    if (text->size() > kMaxStringBytes || !IsUtf8(*text)) {
+      return InvalidRequest(prefix + name + " must be UTF-8 text of at most " +
+                            std::to_string(kMaxStringBytes) + " bytes");
+    }
   }
   std::string model = u.model.empty() && a.money ? a.money->model : u.model;
   if (!u.model.empty() && !models_.empty() && !FindModel(u.model)) {
@@ -671,7 +709,8 @@ double EngineImpl::BurnRate(bool micro) const {
   return sum / (static_cast<double>(window) / 60.0);
 }
 
-void EngineImpl::ApplySpend(Alloc& a, int64_t tokens, int64_t micro) {
+void EngineImpl::ApplySpend(Alloc& a, int64_t tokens, int64_t micro,
+                            const std::string& model) {
   if (!a.money) a.money = std::make_unique<AllocMoney>();
   AllocMoney& m = *a.money;
   m.used_tokens += tokens;
@@ -698,7 +737,8 @@ void EngineImpl::ApplySpend(Alloc& a, int64_t tokens, int64_t micro) {
     s.tokens += tokens;
     s.micro += micro;
   };
-  if (!m.model.empty()) add(spend_by_model_[m.model]);
+  const std::string& priced_as = model.empty() ? m.model : model;
+  if (!priced_as.empty()) add(spend_by_model_[priced_as]);
   if (spend_by_product_.size() <= a.product) {
     spend_by_product_.resize(products_.size());
   }
@@ -710,7 +750,8 @@ void EngineImpl::ApplySpend(Alloc& a, int64_t tokens, int64_t micro) {
 }
 
 Status EngineImpl::RecordUsage(Alloc& a, const UsageReport& u,
-                               const std::string& prefix, bool* stopped) {
+                               const std::string& prefix, bool may_stop,
+                               bool* stopped) {
   *stopped = false;
   if (!HasSpend(u)) return Status::Ok();
   auto priced = PriceUsage(a, u, prefix);
@@ -727,7 +768,29 @@ Status EngineImpl::RecordUsage(Alloc& a, const UsageReport& u,
   }
   const auto [tokens, micro] = *priced;
   if (tokens == 0 && micro == 0 && u.report_id.empty()) return Status::Ok();
-  ApplySpend(a, tokens, micro);
+  // Each report is bounded; so are the totals it adds to (else enough
+  // reports would overflow them).
+  const int64_t used_tokens = a.money ? a.money->used_tokens : 0;
+  const int64_t used_micro = a.money ? a.money->used_micro : 0;
+  if (tokens > kMaxTokenCount - used_tokens ||
+      tokens > kMaxPeriodTotal - period_tokens_) {
+    return InvalidRequest(
+        prefix + "tokens: " + FormatGrouped(tokens) +
+        " more tokens would bring " +
+        (tokens > kMaxTokenCount - used_tokens
+             ? IdText(a.id) + "'s reported total past " +
+                   FormatGrouped(kMaxTokenCount)
+             : "this period's total past " + FormatGrouped(kMaxPeriodTotal)));
+  }
+  if (micro > kMaxMicro - used_micro ||
+      micro > kMaxPeriodTotal - period_micro_) {
+    return InvalidRequest(
+        prefix + "cost_usd: " + FormatUsd(ToUsd(micro)) + " more would bring " +
+        (micro > kMaxMicro - used_micro
+             ? IdText(a.id) + "'s reported cost past " + FormatUsd(kMaxUsd)
+             : "this period's cost past " + FormatUsd(ToUsd(kMaxPeriodTotal))));
+  }
+  ApplySpend(a, tokens, micro, u.model);
   AllocMoney& m = *a.money;
   if (!u.report_id.empty() && m.report_ids.size() < kMaxReportIds) {
     m.report_ids.push_back(u.report_id);
@@ -745,8 +808,11 @@ Status EngineImpl::RecordUsage(Alloc& a, const UsageReport& u,
   EvaluateBreaker();
   if (m.max_tokens && m.used_tokens > *m.max_tokens && !m.over_budget) {
     m.over_budget = true;
+    // Only a running allocation that is not already ending is stopped: a
+    // release ends it anyway, and a preempted one is leaving.
     const bool stop =
-        config_.token_budgets.over_budget == OverBudgetPolicy::kStop;
+        config_.token_budgets.over_budget == OverBudgetPolicy::kStop &&
+        may_stop && a.status == AllocStatus::kActive;
     Emit(EventType::kOverBudget, a,
          "used " + FormatGrouped(m.used_tokens) +
              " tokens, over its grant of " + FormatGrouped(*m.max_tokens) +
@@ -825,6 +891,23 @@ void EngineImpl::OnFinishMoney(Alloc& a) {
     l.last_est_minutes = *a.req.estimated_minutes;
     l.last_actual_minutes = actual;
     if (!learned) l.accuracy = Accuracy(*a.req.estimated_minutes, actual);
+  }
+}
+
+void EngineImpl::OnRequeueMoney(Alloc& a) {
+  if (!a.money) return;
+  // Its next grant is admitted like a new request's: a victim that used up
+  // its reservation still needs room on every budget, so an exhausted one
+  // does not take it back.
+  AllocMoney& m = *a.money;
+  m.reserved_tokens = std::max(m.reserved_tokens, m.used_tokens + 1);
+  m.reserved_micro = std::max(m.reserved_micro, m.used_micro + 1);
+  for (auto& [c, amount] : a.demand) {
+    const Counter& k = counters_[c];
+    if (k.kind != Counter::Kind::kBudget) continue;
+    amount = budgets_[k.owner].metric == BudgetState::Metric::kTokens
+                 ? m.RemainingTokens()
+                 : m.RemainingMicro();
   }
 }
 
@@ -922,6 +1005,10 @@ void EngineImpl::EvaluateBreaker() {
                " until " + FormatTime(period_end_) + "; notify " + cb.notify +
                (cb.allow_override ? "; an override may resume it" : ""),
            "");
+    // Low requests can no longer start: a full pass (once the operation is
+    // done) drops the claims they hold, which would otherwise keep back work
+    // that may still start.
+    if (cb.action != "pause_all") dispatch_at_end_ = true;
     return;
   }
 }
@@ -1012,7 +1099,7 @@ StatusOr<AllocationInfo> EngineImpl::ReportUsage(std::string_view id,
                     "last report with the release)");
   }
   bool stopped = false;
-  QM_RETURN_IF_ERROR(RecordUsage(a, usage, "usage.", &stopped));
+  QM_RETURN_IF_ERROR(RecordUsage(a, usage, "usage.", true, &stopped));
   if (stopped && a.status == AllocStatus::kActive) {
     return Finish(a, AllocStatus::kFailed, EventType::kFailed,
                   "stopped: used " + FormatGrouped(a.money->used_tokens) +
@@ -1056,32 +1143,62 @@ StatusOr<AllocationInfo> EngineImpl::ExtendTokens(std::string_view id,
                       " x the " + types_[a.type].name + " budget)")
         .AddContext("limit", std::to_string(m.max_tokens_limit.value_or(0)));
   }
-  // Reserve what the larger grant may still spend.
+  // Reserve what the larger grant may still spend: `need(t)` is what a
+  // grant of t tokens adds to the token and the dollar budgets.
+  auto need = [&](int64_t t) {
+    const int64_t want_t = std::max(m.reserved_tokens, t);
+    const int64_t want_m = std::max(
+        m.reserved_micro, std::max<int64_t>(1, PriceTokens(m.model, want_t)));
+    return std::make_pair(
+        std::max<int64_t>(0, want_t - m.used_tokens) - m.RemainingTokens(),
+        std::max<int64_t>(0, want_m - m.used_micro) - m.RemainingMicro());
+  };
+  // The first budget counter a grant of t tokens does not fit, or nullptr.
+  auto short_of = [&](int64_t t) -> const Counter* {
+    const auto [dt, dm] = need(t);
+    for (const auto& [c, amount] : a.demand) {
+      const Counter& k = counters_[c];
+      if (k.kind != Counter::Kind::kBudget) continue;
+      const int64_t n =
+          budgets_[k.owner].metric == BudgetState::Metric::kTokens ? dt : dm;
+      if (n > 0 && k.used + n > k.limit) return &k;
+    }
+    return nullptr;
+  };
+  if (const Counter* k = short_of(max_tokens)) {
+    const BudgetState& b = budgets_[k->owner];
+    const auto [dt, dm] = need(max_tokens);
+    const int64_t n = b.metric == BudgetState::Metric::kTokens ? dt : dm;
+    Status s(Code::kBudgetExceeded,
+             "extending " + IdText(a.id) + " to " + FormatGrouped(max_tokens) +
+                 " tokens needs " + BudgetAmount(b, n) + " more of the " +
+                 BudgetLabel(b) + ", which has " +
+                 BudgetAmount(b, std::max<Milli>(0, k->limit - k->used)) +
+                 " unreserved");
+    s.AddContext("budget", BudgetLabel(b));
+    s.AddContext("resets_at", FormatTime(period_end_));
+    // The largest grant that fits now (what fits only grows with less).
+    int64_t lo = *m.max_tokens, hi = max_tokens;
+    while (hi - lo > 1) {
+      const int64_t mid = lo + (hi - lo) / 2;
+      (short_of(mid) ? hi : lo) = mid;
+    }
+    if (lo > *m.max_tokens) {
+      s.AddAlternative("extend to " + FormatGrouped(lo) +
+                       " tokens instead: that fits now (send max_tokens: " +
+                       std::to_string(lo) + ")");
+    }
+    s.AddAlternative(
+        "try again when running work reports or releases, or after the "
+        "budget resets at " +
+        FormatTime(period_end_));
+    return s;
+  }
   const int64_t want_tokens = std::max(m.reserved_tokens, max_tokens);
   const int64_t want_micro =
       std::max(m.reserved_micro,
                std::max<int64_t>(1, PriceTokens(m.model, want_tokens)));
-  const int64_t dt =
-      std::max<int64_t>(0, want_tokens - m.used_tokens) - m.RemainingTokens();
-  const int64_t dm =
-      std::max<int64_t>(0, want_micro - m.used_micro) - m.RemainingMicro();
-  for (const auto& [c, amount] : a.demand) {
-    const Counter& k = counters_[c];
-    if (k.kind != Counter::Kind::kBudget) continue;
-    const BudgetState& b = budgets_[k.owner];
-    const int64_t need = b.metric == BudgetState::Metric::kTokens ? dt : dm;
-    if (need > 0 && k.used + need > k.limit) {
-      return Status(Code::kBudgetExceeded,
-                    "extending " + IdText(a.id) + " to " +
-                        FormatGrouped(max_tokens) + " tokens needs " +
-                        BudgetAmount(b, need) + " more of the " +
-                        BudgetLabel(b) + ", which has " +
-                        BudgetAmount(b, std::max<Milli>(0, k.limit - k.used)) +
-                        " unreserved")
-          .AddContext("budget", BudgetLabel(b))
-          .AddContext("resets_at", FormatTime(period_end_));
-    }
-  }
+  const auto [dt, dm] = need(max_tokens);
   for (auto& [c, amount] : a.demand) {
     Counter& k = counters_[c];
     if (k.kind != Counter::Kind::kBudget) continue;
@@ -1234,11 +1351,15 @@ Status EngineImpl::RaiseLimits(std::optional<int64_t> max_tokens,
     return InvalidRequest("name max_tokens, max_cost_usd or both");
   }
   if (max_tokens && (*max_tokens < 0 || *max_tokens > kMaxTokenCount)) {
-    return InvalidRequest("max_tokens must be a token count >= 0");
+    return InvalidRequest("max_tokens must be a token count from 0 to " +
+                          FormatGrouped(kMaxTokenCount) + ", got " +
+                          FormatGrouped(*max_tokens));
   }
   if (max_cost_usd && (!std::isfinite(*max_cost_usd) || *max_cost_usd < 0 ||
-                       *max_cost_usd > 1e9)) {
-    return InvalidRequest("max_cost_usd must be a finite number >= 0");
+                       *max_cost_usd > kMaxUsd)) {
+    return InvalidRequest(
+        "max_cost_usd must be a number of dollars from 0 to " +
+        FormatNumber(kMaxUsd) + ", got " + FormatNumber(*max_cost_usd));
   }
   if (max_tokens && global_budgets_[kTokens] == UINT32_MAX) {
     return InvalidRequest(

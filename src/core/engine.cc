@@ -217,6 +217,10 @@ void EngineImpl::StartOp() {
 }
 
 void EngineImpl::EndOp() {
+  if (dispatch_at_end_) {
+    dispatch_at_end_ = false;
+    Dispatch();
+  }
   ProcessTimersUpTo(now_);
   in_op_ = false;
 }
@@ -623,6 +627,15 @@ uint64_t EngineImpl::ParkedBehind(const Alloc& a) const {
              : 0;
 }
 
+void EngineImpl::Unpark(Alloc& a) {
+  if (!a.preempted_someone) return;
+  a.preempted_someone = false;
+  for (auto& [id, v] : allocs_) {
+    if (v.preempted_by == a.id) v.preempted_by = 0;
+  }
+  relaxed_ = queued_count_ > 0;  // they may start now
+}
+
 void EngineImpl::Wait(Alloc& a, const std::vector<uint32_t>& nofit) {
   a.wait = {WaitReason::Kind::kNoFit, nofit[0], AmountOn(a.demand, nofit[0]),
             0};
@@ -633,8 +646,9 @@ void EngineImpl::Wait(Alloc& a, const std::vector<uint32_t>& nofit) {
     short_of_budget = true;
     if (k.spent + AmountOn(a.demand, c) > k.limit) {
       // Nothing but the period reset makes room: claiming would only hold
-      // back requests that fit today.
+      // back requests that fit today, and so would the victims it parked.
       a.wait = {WaitReason::Kind::kBudgetReset, c, AmountOn(a.demand, c), 0};
+      Unpark(a);
       return;
     }
   }
@@ -724,6 +738,7 @@ AllocationInfo EngineImpl::ForceRelease(Alloc& a, AllocStatus status,
                                         EventType event, std::string reason) {
   if (status == AllocStatus::kPreempted && a.req.requeue_on_preempt) {
     StopHolding(a);
+    OnRequeueMoney(a);
     a.status = AllocStatus::kPreempted;
     Emit(event, a, reason);
     a.Extras().end_reason = std::move(reason);
@@ -922,7 +937,10 @@ void EngineImpl::RunPass(const std::vector<uint32_t>* seeds) {
       }
     }
     Alloc& a = allocs_.at(cur.it->id);
-    if (GrantsHeld(a)) continue;  // the breaker holds this level: skip the lane
+    if (GrantsHeld(a)) {  // the breaker holds this level: skip the lane
+      Unpark(a);
+      continue;
+    }
     uint32_t behind = UINT32_MAX;
     if (const uint64_t p = ParkedBehind(a); p != 0) {
       a.wait = {WaitReason::Kind::kYielding, a.demand.front().first, 0, p};
@@ -1316,12 +1334,12 @@ StatusOr<AllocationInfo> EngineImpl::Release(std::string_view id,
             .WithDetails(a.extras ? a.extras->end_reason : "");
       }
       // The holder finished within its notice: it is done, not re-queued.
-      QM_RETURN_IF_ERROR(RecordUsage(a, usage, "usage.", &stopped));
+      QM_RETURN_IF_ERROR(RecordUsage(a, usage, "usage.", false, &stopped));
       a.Extras().usage = usage;
       return Finish(a, AllocStatus::kPreempted, EventType::kPreempted,
                     "released by the holder after the preemption notice");
     case AllocStatus::kActive:
-      QM_RETURN_IF_ERROR(RecordUsage(a, usage, "usage.", &stopped));
+      QM_RETURN_IF_ERROR(RecordUsage(a, usage, "usage.", false, &stopped));
       a.Extras().usage = usage;
       if (usage.outcome == Outcome::kFailure) {
         return Finish(a, AllocStatus::kFailed, EventType::kFailed,

@@ -416,18 +416,23 @@ class EngineImpl {
   // Appends the plan's budget counters to a demand.
   void AddBudgetDemand(const MoneyPlan& plan, Demand* d) const;
   std::unique_ptr<AllocMoney> MakeMoney(const MoneyPlan& plan) const;
-  // Moves `tokens`/`micro` of `a` from reserved to spent everywhere.
-  void ApplySpend(Alloc& a, int64_t tokens, int64_t micro);
+  // Moves `tokens`/`micro` of `a` from reserved to spent everywhere, counted
+  // as spend of `model` ("" = its granted model).
+  void ApplySpend(Alloc& a, int64_t tokens, int64_t micro,
+                  const std::string& model);
   // Prices a usage report for `a` in micro-USD; INVALID_REQUEST on bad
   // counts or an unknown model.
   StatusOr<std::pair<int64_t, int64_t>> PriceUsage(
       const Alloc& a, const UsageReport& u, const std::string& prefix) const;
-  // Records a usage report (dedup by id); may end `a` under the stop policy
-  // (then `*stopped` is set).
+  // Records a usage report (dedup by id). When `may_stop` and the stop
+  // policy applies to running `a`, sets `*stopped`: the caller ends it.
   Status RecordUsage(Alloc& a, const UsageReport& u, const std::string& prefix,
-                     bool* stopped);
+                     bool may_stop, bool* stopped);
   // At the end of a held allocation: learning, accuracy, metrics.
   void OnFinishMoney(Alloc& a);
+  // A preempted `a` (no longer holding) goes back to the queue: like a new
+  // request it must reserve at least a token and a micro-dollar.
+  void OnRequeueMoney(Alloc& a);
   void OnGrantMoney(const Alloc& a);
   // Grants are withheld from `a` (pause, or the breaker).
   bool GrantsHeld(const Alloc& a) const;
@@ -505,6 +510,9 @@ class EngineImpl {
   void HoldRest(const Alloc& a, const std::vector<uint32_t>& nofit);
   // The queued request that preempted `a`, if it has not started yet.
   uint64_t ParkedBehind(const Alloc& a) const;
+  // `a` cannot start for a while (it waits for the budget reset, or the
+  // breaker holds its level): the victims it preempted stop waiting for it.
+  void Unpark(Alloc& a);
   // Claim, then preempt when the level allows and `a` heads its claims;
   // sets a.wait.
   void Wait(Alloc& a, const std::vector<uint32_t>& nofit);
@@ -679,6 +687,9 @@ class EngineImpl {
   std::priority_queue<Timer, std::vector<Timer>, std::greater<Timer>> timers_;
   uint64_t timer_seq_ = 0;
   bool in_op_ = false;
+  // A full dispatch pass is due when the current operation ends (after the
+  // breaker started holding low-priority work).
+  bool dispatch_at_end_ = false;
 };
 
 }  // namespace qm

@@ -183,4 +183,40 @@ std::string FormatUsd(double usd) {
   return (negative ? "-$" : "$") + s + buf;
 }
 
+bool IsUtf8(std::string_view text, size_t* bad) {
+  size_t i = 0;
+  while (i < text.size()) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    size_t n = 0;
+    unsigned char lo = 0x80, hi = 0xBF;  // range of the second byte
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if (c >= 0xC2 && c <= 0xDF) {
+      n = 1;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      n = 2;
+      if (c == 0xE0) lo = 0xA0;  // overlong
+      if (c == 0xED) hi = 0x9F;  // surrogates
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      n = 3;
+      if (c == 0xF0) lo = 0x90;  // overlong
+      if (c == 0xF4) hi = 0x8F;  // past U+10FFFF
+    } else {
+      if (bad) *bad = i;
+      return false;
+    }
+    for (size_t k = 1; k <= n; ++k) {
+      const unsigned char b =
+          i + k < text.size() ? static_cast<unsigned char>(text[i + k]) : 0;
+      if (k == 1 ? (b < lo || b > hi) : (b < 0x80 || b > 0xBF)) {
+        if (bad) *bad = i;
+        return false;
+      }
+    }
+    i += n + 1;
+  }
+  return true;
+}
+
 }  // namespace qm

@@ -47,6 +47,11 @@ std::string FormatGrouped(int64_t value);
 // six significant ones below a cent).
 std::string FormatUsd(double usd);
 
+// Whether `text` is well-formed UTF-8 (no overlong forms, surrogates or code
+// points past U+10FFFF), as JSON output requires. When not, `*bad` (if
+// given) is the offset of the first byte that is not.
+bool IsUtf8(std::string_view text, size_t* bad = nullptr);
+
 }  // namespace qm
 
 #endif  // QM_CORE_TEXT_H_

@@ -30,6 +30,11 @@ Status CheckName(const std::string& field, const std::string& value,
       return InvalidRequest(field + " must not contain control characters");
     }
   }
+  // Names are echoed in JSON output, which must be UTF-8.
+  if (size_t bad = 0; !IsUtf8(value, &bad)) {
+    return InvalidRequest(field + " must be UTF-8 text (byte " +
+                          std::to_string(bad) + " is not)");
+  }
   return Status::Ok();
 }
 

@@ -1171,6 +1171,18 @@ Status Simulation::Run(const YAML::Node& root, RunStats* stats,
 Status RunScenarioString(const std::string& yaml, const std::string& source,
                          const std::string& base_dir, std::ostream& out,
                          RunStats* stats, const RunOptions& options) {
+  // YAML text is UTF-8; names read from it end up in JSON output.
+  if (size_t bad = 0; !IsUtf8(yaml, &bad)) {
+    const size_t line_start = yaml.rfind('\n', bad);
+    return InvalidRequest(
+        source + ":" +
+        std::to_string(std::count(yaml.begin(), yaml.begin() + bad, '\n') + 1) +
+        ":" +
+        std::to_string(
+            (line_start == std::string::npos ? bad : bad - line_start - 1) +
+            1) +
+        ": not UTF-8 text");
+  }
   try {
     const YAML::Node root = YAML::Load(yaml);
     Simulation sim(source, base_dir, yaml, out);

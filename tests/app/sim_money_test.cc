@@ -399,5 +399,54 @@ TEST(SimMoneyTest, MoneyScenarioIsByteIdentical) {
   EXPECT_EQ(one.text, two.text);
 }
 
+// A refused extension printed no alternatives of its own, and a report
+// over the dollar bound of a report said only "must be >= 0".
+TEST(SimMoneyTest, RefusedExtensionsAndReportsSayWhatWouldWork) {
+  const SimRun r = RunYaml(
+      "config:\n"
+      "  token_budgets: {worker: 80000}\n"
+      "  daily_limits: {max_tokens_total: 100000}\n"
+      "timeline:\n"
+      "  - at: 0m\n"
+      "    allocate: {id: a, agent_type: worker, run_for: 30m}\n"
+      "  - at: 1m\n"
+      "    extend: {id: a, max_tokens: 110000}\n"
+      "  - at: 2m\n"
+      "    usage: {id: a, cost_usd: 2000000000}\n"
+      "  - at: 3m\n"
+      "    extend: {id: a, max_tokens: 100000}\n");
+  ASSERT_TRUE(r.status.ok()) << r.status.ToString() << "\n" << r.text;
+  const auto extends = FindAll(r.lines, "op", "extend");
+  ASSERT_EQ(extends.size(), 2u) << r.text;
+  const Json& refused = *extends[0];
+  ASSERT_TRUE(refused.contains("error")) << r.text;
+  EXPECT_EQ(refused["error"]["code"], "BUDGET_EXCEEDED");
+  ASSERT_TRUE(refused.contains("alternative_options")) << r.text;
+  EXPECT_NE(refused["alternative_options"][0].get<std::string>().find(
+                "extend to 100,000 tokens"),
+            std::string::npos)
+      << r.text;
+  EXPECT_EQ((*extends[1])["budget"]["max_tokens"], 100000) << r.text;
+  const Json* usage = Find(r.lines, "op", "usage");
+  ASSERT_NE(usage, nullptr) << r.text;
+  EXPECT_EQ((*usage)["error"]["message"],
+            "usage.cost_usd must be a number of dollars from 0 to "
+            "1000000000, got 2000000000")
+      << r.text;
+}
+
+// A scenario with bytes that are not UTF-8 in a name ran, then aborted
+// printing that name in JSON.
+TEST(SimMoneyTest, ScenarioTextMustBeUtf8) {
+  const SimRun r = RunYaml(
+      "timeline:\n"
+      "  - at: 0m\n"
+      "    allocate: {id: a, product: \"p\xff\", run_for: 10m}\n"
+      "  - at: 1m\n"
+      "    costs: {}\n");
+  EXPECT_EQ(r.status.code(), Code::kInvalidRequest);
+  EXPECT_EQ(r.status.message(), "s.yaml:3:34: not UTF-8 text");
+}
+
 }  // namespace
 }  // namespace qm

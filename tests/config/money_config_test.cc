@@ -16,6 +16,7 @@
 #include "config/yaml_config.h"
 #include "qm/config.h"
 #include "qm/config_loader.h"
+#include "qm/engine.h"
 #include "qm/status.h"
 
 namespace qm {
@@ -477,6 +478,58 @@ TEST(MoneyConfigErrorTest, BadPeriodBudgets) {
   EXPECT_EQ(LoadError("products:\n  web:\n    token_budget_daily: -5\n"),
             "limits.yml:3:5: products.web.token_budget_daily: must be a whole "
             "number >= 0, got \"-5\"");
+}
+
+// Token counts and dollar amounts beyond what the engine accepts (it keeps
+// them in 64-bit integers) used to load, so `qm config validate` passed a
+// file the engine then refused without a position, or, for per-task token
+// budgets, accepted and overflowed.
+TEST(MoneyConfigErrorTest, BudgetsBeyondTheEnginesBoundsAreRefused) {
+  EXPECT_EQ(LoadError("token_budgets:\n  architect: 9000000000000000000\n"),
+            "limits.yml:2:3: token_budgets.architect: must be at most "
+            "1000000000000000, got \"9000000000000000000\"");
+  EXPECT_EQ(LoadError("token_budgets:\n  default: 1000000000000001\n"),
+            "limits.yml:2:3: token_budgets.default: must be at most "
+            "1000000000000000, got \"1000000000000001\"");
+  EXPECT_EQ(LoadError("daily_limits:\n  max_tokens_total: 2000000000000000\n"),
+            "limits.yml:2:3: daily_limits.max_tokens_total: must be at most "
+            "1000000000000000, got \"2000000000000000\"");
+  EXPECT_EQ(LoadError("daily_limits:\n  max_cost_usd: 1e12\n"),
+            "limits.yml:2:3: daily_limits.max_cost_usd: must be at most "
+            "1000000000, got \"1e12\"");
+  EXPECT_EQ(LoadError("daily_limits:\n  per_agent_type:\n"
+                      "    qa: {max_tokens: 2e15}\n"),
+            "limits.yml:3:10: daily_limits.per_agent_type.qa.max_tokens: "
+            "must be a whole number >= 0, got \"2e15\"");
+  EXPECT_EQ(LoadError("daily_limits:\n  per_agent_type:\n"
+                      "    qa: {max_cost_usd: 1000000001}\n"),
+            "limits.yml:3:10: daily_limits.per_agent_type.qa.max_cost_usd: "
+            "must be at most 1000000000, got \"1000000001\"");
+  EXPECT_EQ(LoadError("products:\n  web:\n    token_budget_daily: "
+                      "1000000000000001\n"),
+            "limits.yml:3:5: products.web.token_budget_daily: must be at most "
+            "1000000000000000, got \"1000000000000001\"");
+  EXPECT_EQ(LoadError("products:\n  web:\n    cost_budget_daily_usd: 2e9\n"),
+            "limits.yml:3:5: products.web.cost_budget_daily_usd: must be at "
+            "most 1000000000, got \"2e9\"");
+  // The bounds themselves load, and the engine takes them.
+  const Config c = Load(
+      "token_budgets: {architect: 1000000000000000}\n"
+      "daily_limits: {max_tokens_total: 1000000000000000, max_cost_usd: "
+      "1000000000}\n");
+  EXPECT_EQ(c.token_budgets.per_type.at("architect"), 1000000000000000);
+  EXPECT_EQ(c.daily_limits.max_cost_usd, 1e9);
+  ManualClock clock;
+  auto engine = Engine::Create(c, &clock);
+  EXPECT_TRUE(engine.ok()) << engine.status().ToString();
+}
+
+// A name that is not UTF-8 (here a model's) loaded, and `qm config show`
+// then aborted writing it as JSON.
+TEST(MoneyConfigErrorTest, TextThatIsNotUtf8IsRefused) {
+  EXPECT_EQ(LoadError("pricing:\n  models:\n    \"s\xff\": "
+                      "{input_per_million: 1}\n"),
+            "limits.yml:3:7: not UTF-8 text");
 }
 
 TEST(MoneyConfigErrorTest, BadBurnRateWindow) {

@@ -604,5 +604,239 @@ TEST(ModelSelectionTest, BudgetExceededListsACheaperModel) {
   EXPECT_EQ(h.engine->Allocate(r).status().code(), Code::kInvalidRequest);
 }
 
+// ---- Regressions found by a second read and a fuzzer. ----
+
+bool HasAlternative(const Status& s, const std::string& text) {
+  for (const std::string& alt : s.alternatives()) {
+    if (alt.find(text) != std::string::npos) return true;
+  }
+  return false;
+}
+
+// Token budgets were unbounded: two reservations of 9e18 tokens overflowed
+// the report of what running work holds.
+TEST(BudgetRegressionTest, TokenBudgetsAreBounded) {
+  ManualClock clock(testing_util::TestStart());
+  Config c = MoneyConfig();
+  c.token_budgets.per_type["huge"] = 9000000000000000000;
+  auto e = Engine::Create(c, &clock);
+  ASSERT_EQ(e.status().code(), Code::kInvalidRequest);
+  EXPECT_NE(e.status().message().find("token_budgets.huge"), std::string::npos)
+      << e.status().message();
+  c = MoneyConfig();
+  c.token_budgets.default_budget = -1;
+  e = Engine::Create(c, &clock);
+  ASSERT_EQ(e.status().code(), Code::kInvalidRequest);
+  EXPECT_NE(e.status().message().find("token_budgets.default"),
+            std::string::npos);
+  // Period limits name their configuration keys.
+  c = MoneyConfig();
+  c.products["web"].cost_budget_daily_usd = 2e9;
+  e = Engine::Create(c, &clock);
+  ASSERT_EQ(e.status().code(), Code::kInvalidRequest);
+  EXPECT_NE(e.status().message().find("products.web.cost_budget_daily_usd"),
+            std::string::npos)
+      << e.status().message();
+}
+
+// Nothing bounded an allocation's reported totals: a few thousand maximal
+// reports overflowed them (and the period's totals).
+TEST(BudgetRegressionTest, ReportedTotalsAreBounded) {
+  Harness h(MoneyConfig());
+  auto a = h.engine->Allocate(Req("wf", "architect"));
+  ASSERT_TRUE(a.ok());
+  const std::string id = a->allocation.id;
+  UsageReport split;
+  split.input_tokens = split.output_tokens = split.cached_input_tokens =
+      1000000000000000;
+  auto r = h.engine->ReportUsage(id, split);
+  EXPECT_EQ(r.status().code(), Code::kInvalidRequest);
+  EXPECT_NE(r.status().message().find("usage.tokens"), std::string::npos)
+      << r.status().message();
+  EXPECT_EQ(h.engine->Costs().tokens_used, 0);
+  ASSERT_TRUE(h.engine->ReportUsage(id, Tokens(1000000000000000)).ok());
+  r = h.engine->ReportUsage(id, Tokens(1));
+  EXPECT_EQ(r.status().code(), Code::kInvalidRequest);
+  EXPECT_EQ(h.engine->Costs().tokens_used, 1000000000000000);
+  UsageReport dollars;
+  dollars.cost_usd = 2e9;
+  r = h.engine->ReportUsage(id, dollars);
+  EXPECT_EQ(r.status().code(), Code::kInvalidRequest);
+  EXPECT_NE(r.status().message().find("usage.cost_usd"), std::string::npos);
+  EXPECT_NE(r.status().message().find("1000000000"), std::string::npos)
+      << r.status().message();
+  EXPECT_TRUE(h.engine->CheckInvariants().ok());
+}
+
+// A preempted victim that had used up its reservation went back to the
+// queue reserving nothing, and restarted on a budget with nothing left.
+TEST(BudgetRegressionTest, RequeuedVictimDoesNotRestartOnASpentBudget) {
+  Config c = MoneyConfig();
+  c.resources[0].capacity = 1;
+  c.daily_limits.max_tokens_total = 200000;
+  c.levels[static_cast<int>(Level::kCritical)].preempt_lower = true;
+  c.scheduling.preemption_grace = Duration(0);
+  Harness h(c);
+  AllocationRequest victim = Req("v", "backend-engineer", "low");
+  victim.requeue_on_preempt = true;
+  auto v = h.engine->Allocate(victim);
+  ASSERT_TRUE(v.ok());
+  ASSERT_TRUE(h.engine->ReportUsage(v->allocation.id, Tokens(100000)).ok());
+  AllocationRequest critical = Req("c", "backend-engineer", "critical");
+  critical.estimated_tokens = 50000;
+  auto p = h.engine->Allocate(critical);
+  ASSERT_TRUE(p.ok());
+  ASSERT_EQ(h.StatusOf(p->allocation.id), AllocStatus::kActive);
+  ASSERT_EQ(h.StatusOf(v->allocation.id), AllocStatus::kQueued);
+  // The preemptor spends the rest of the budget and finishes.
+  ASSERT_TRUE(h.engine->Release(p->allocation.id, Tokens(100000)).ok());
+  EXPECT_EQ(h.engine->Costs().tokens_used, 200000);
+  auto info = h.engine->Get(v->allocation.id);
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->status, AllocStatus::kQueued);
+  EXPECT_NE(info->reason_queued.find("waits for the reset"), std::string::npos)
+      << info->reason_queued;
+  EXPECT_TRUE(h.engine->CheckInvariants().ok())
+      << h.engine->CheckInvariants().ToString();
+  h.clock.Advance(hours(10));  // past midnight UTC
+  h.engine->Tick();
+  EXPECT_EQ(h.StatusOf(v->allocation.id), AllocStatus::kActive);
+  EXPECT_TRUE(h.engine->CheckInvariants().ok());
+}
+
+// A victim re-queued behind a preemptor that then could not fit its budget
+// before the reset waited for it all day, next to an idle agent.
+TEST(BudgetRegressionTest, VictimsDoNotWaitForAPreemptorWaitingForTheReset) {
+  Config c = MoneyConfig();
+  c.resources[0].capacity = 2;
+  c.daily_limits.max_tokens_total = 300000;
+  c.levels[static_cast<int>(Level::kHigh)].preempt_lower = true;
+  Harness h(c);
+  auto w = h.engine->Allocate(Req("w", "backend-engineer", "normal"));
+  AllocationRequest victim = Req("v", "backend-engineer", "low");
+  victim.requeue_on_preempt = true;
+  victim.estimated_tokens = 10000;
+  auto v = h.engine->Allocate(victim);
+  ASSERT_EQ(v->allocation.status, AllocStatus::kActive);
+  AllocationRequest high = Req("r", "backend-engineer", "high");
+  high.preemptible = false;
+  auto r = h.engine->Allocate(high);  // preempts v
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(h.StatusOf(v->allocation.id), AllocStatus::kPreempted);
+  // Spend leaves 50,000 tokens: r (80,000) waits for the reset, v (10,000)
+  // still fits.
+  ASSERT_TRUE(h.engine->ReportUsage(w->allocation.id, Tokens(250000)).ok());
+  h.clock.Advance(std::chrono::seconds(31));  // the notice ends
+  h.engine->Tick();
+  EXPECT_EQ(h.StatusOf(r->allocation.id), AllocStatus::kQueued);
+  EXPECT_EQ(h.StatusOf(v->allocation.id), AllocStatus::kActive);
+  EXPECT_TRUE(h.engine->CheckInvariants().ok())
+      << h.engine->CheckInvariants().ToString();
+}
+
+// When the breaker paused low-priority work, the claims of queued low
+// requests stayed, and kept back a normal request that fitted until the
+// next re-scoring.
+TEST(BudgetRegressionTest, BreakerDropsTheClaimsOfRequestsItHolds) {
+  Config c = MoneyConfig();
+  c.per_type_limits["w"] = 2;
+  c.daily_limits.max_cost_usd = 100;
+  c.circuit_breaker.trip_conditions = {"cost_daily_usd >= 50"};
+  c.circuit_breaker.action = "pause_new_low_priority";
+  c.levels[static_cast<int>(Level::kLow)].max_wait_minutes = 0;
+  Harness h(c);
+  auto running = h.engine->Allocate(Req("r", "w", "high"));
+  ASSERT_TRUE(running.ok());
+  AllocationRequest two = Req("l", "w", "low");
+  two.resources = {{"agents", 2}};
+  auto low = h.engine->Allocate(two);  // claims the w slots
+  ASSERT_EQ(low->allocation.status, AllocStatus::kQueued);
+  UsageReport u;
+  u.cost_usd = 60;
+  ASSERT_TRUE(h.engine->ReportUsage(running->allocation.id, u).ok());
+  ASSERT_TRUE(h.engine->Costs().breaker.open);
+  auto normal = h.engine->Allocate(Req("n", "w", "normal"));
+  ASSERT_TRUE(normal.ok()) << normal.status().ToString();
+  EXPECT_EQ(normal->allocation.status, AllocStatus::kActive)
+      << normal->allocation.reason_queued;
+  EXPECT_EQ(h.StatusOf(low->allocation.id), AllocStatus::kQueued);
+  EXPECT_TRUE(h.engine->CheckInvariants().ok());
+}
+
+// BUDGET_EXCEEDED offered a cheaper model that another budget of the
+// request refused, and the wait_for_budget queue for a request that exceeds
+// a whole budget.
+TEST(BudgetRegressionTest, BudgetExceededOffersOnlyAlternativesThatWork) {
+  Config c = MoneyConfig();
+  c.daily_limits.max_cost_usd = 0.1;
+  c.products["p"].token_budget_daily = 10000;
+  Harness h(c);
+  AllocationRequest r = Req("a", "backend-engineer");
+  r.product = "p";
+  r.model = "opus";  // 80,000 tokens: too many for p, too dear for $0.10
+  auto a = h.engine->Allocate(r);
+  ASSERT_EQ(a.status().code(), Code::kBudgetExceeded);
+  EXPECT_FALSE(HasAlternative(a.status(), "use model"));
+  EXPECT_FALSE(HasAlternative(a.status(), "wait_for_budget"));
+  EXPECT_TRUE(HasAlternative(a.status(), "smaller estimated_tokens"));
+  // Every model offered is admitted.
+  c.products["p"].token_budget_daily = 100000;
+  Harness h2(c);
+  a = h2.engine->Allocate(r);
+  ASSERT_EQ(a.status().code(), Code::kBudgetExceeded);
+  int offered = 0;
+  for (const auto& [name, price] : c.pricing.models) {
+    if (!HasAlternative(a.status(), "use model " + name + ":")) continue;
+    ++offered;
+    AllocationRequest other = r;
+    other.model = name;
+    other.workflow_id = "b-" + name;
+    EXPECT_TRUE(h2.engine->Allocate(other).ok()) << name;
+  }
+  EXPECT_EQ(offered, 1);  // haiku: $0.02
+}
+
+// An extension that did not fit got no alternative of its own, so the
+// response envelope offered the wait_for_budget queue, which only requests
+// have.
+TEST(BudgetRegressionTest, RefusedExtensionSaysWhatFits) {
+  Config c = MoneyConfig();
+  c.daily_limits.max_tokens_total = 100000;
+  Harness h(c);
+  auto a = h.engine->Allocate(Req("a", "backend-engineer"));  // 80,000
+  ASSERT_TRUE(a.ok());
+  const std::string id = a->allocation.id;
+  const CostReport before = h.engine->Costs();
+  auto r = h.engine->ExtendTokens(id, 110000);
+  ASSERT_EQ(r.status().code(), Code::kBudgetExceeded);
+  EXPECT_TRUE(HasAlternative(r.status(), "extend to 100,000 tokens"))
+      << ::testing::PrintToString(r.status().alternatives());
+  EXPECT_EQ(h.engine->Costs().tokens_reserved, before.tokens_reserved);
+  auto ok = h.engine->ExtendTokens(id, 100000);
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(ok->budget.max_tokens, 100000);
+  EXPECT_TRUE(h.engine->CheckInvariants().ok());
+}
+
+// A report priced as another model was counted as spend of the granted one.
+TEST(BudgetRegressionTest, SpendCountsForTheModelItWasPricedAs) {
+  Harness h(MoneyConfig());
+  auto a = h.engine->Allocate(Req("a", "backend-engineer"));  // sonnet
+  ASSERT_TRUE(a.ok());
+  UsageReport u = Tokens(100000);
+  u.model = "haiku";
+  ASSERT_TRUE(h.engine->ReportUsage(a->allocation.id, u).ok());
+  const CostReport costs = h.engine->Costs();
+  EXPECT_NEAR(costs.cost_usd, 0.025, 1e-9);
+  for (const SpendLine& l : costs.models) {
+    if (l.name == "haiku") {
+      EXPECT_EQ(l.tokens, 100000);
+      EXPECT_NEAR(l.cost_usd, 0.025, 1e-9);
+    } else {
+      EXPECT_EQ(l.tokens, 0) << l.name;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace qm

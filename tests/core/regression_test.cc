@@ -135,5 +135,32 @@ TEST(RegressionTest, RefusedBatchLeavesNoTrace) {
   EXPECT_TRUE(h.engine->CheckInvariants().ok());
 }
 
+// Names that are not UTF-8 were accepted, and every JSON rendering of the
+// allocation, the snapshot or the cost report then threw.
+TEST(RegressionTest, NamesAndReportTextMustBeUtf8) {
+  Harness h(Config::Defaults());
+  AllocationRequest bad = Req("w", "x");
+  bad.product = "p\xff";
+  auto r = h.engine->Allocate(bad);
+  EXPECT_EQ(r.status().code(), Code::kInvalidRequest);
+  EXPECT_NE(r.status().message().find("product must be UTF-8"),
+            std::string::npos)
+      << r.status().message();
+  bad = Req("w", "x");
+  bad.model = "\xc0\xaf";
+  EXPECT_EQ(h.engine->Allocate(bad).status().code(), Code::kInvalidRequest);
+  auto a = h.engine->Allocate(Req("w", "x"));
+  ASSERT_TRUE(a.ok());
+  UsageReport u;
+  u.tokens = 5;
+  u.report_id = "r\xff";
+  auto released = h.engine->Release(a->allocation.id, u);
+  EXPECT_EQ(released.status().code(), Code::kInvalidRequest);
+  EXPECT_NE(released.status().message().find("usage.report_id"),
+            std::string::npos);
+  EXPECT_EQ(h.StatusOf(a->allocation.id), AllocStatus::kActive);
+  EXPECT_TRUE(h.engine->CheckInvariants().ok());
+}
+
 }  // namespace
 }  // namespace qm

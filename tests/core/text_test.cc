@@ -68,5 +68,20 @@ TEST(QuoteTest, EscapesAndShortens) {
             "\"" + std::string(60, 'x') + "...\"");
 }
 
+TEST(IsUtf8Test, AcceptsWellFormedTextOnly) {
+  EXPECT_TRUE(IsUtf8(""));
+  EXPECT_TRUE(IsUtf8("plain"));
+  EXPECT_TRUE(IsUtf8("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x9b\x91"));
+  size_t bad = 99;
+  EXPECT_FALSE(IsUtf8("ab\xff", &bad));
+  EXPECT_EQ(bad, 2u);
+  EXPECT_FALSE(IsUtf8("\xc3"));              // cut short
+  EXPECT_FALSE(IsUtf8("\xc0\xaf"));          // overlong
+  EXPECT_FALSE(IsUtf8("\xe0\x80\xaf"));      // overlong
+  EXPECT_FALSE(IsUtf8("\xed\xa0\x80"));      // a surrogate
+  EXPECT_FALSE(IsUtf8("\xf4\x90\x80\x80"));  // past U+10FFFF
+  EXPECT_FALSE(IsUtf8("\x80"));              // a lone continuation
+}
+
 }  // namespace
 }  // namespace qm
