@@ -244,8 +244,7 @@ Status EngineImpl::InitMoney() {
     paused_by_ = "config";
     paused_reason_ = "manual_override.pause_all_agents is set";
   }
-  breaker_.action = cb.action;
-  breaker_.allow_override = cb.allow_override;
+  CloseBreaker();
   StartPeriod();
   metrics_since_ = now_;
   return Status::Ok();
@@ -305,9 +304,7 @@ void EngineImpl::ResetPeriod() {
   tasks_started_ = tasks_waited_ = 0;
   wait_ms_sum_ = wait_ms_max_ = 0;
   const bool was_open = breaker_.open;
-  breaker_ = BreakerState{};
-  breaker_.action = config_.circuit_breaker.action;
-  breaker_.allow_override = config_.circuit_breaker.allow_override;
+  CloseBreaker();
   StartPeriod();
   metrics_since_ = period_start_;
   EmitOp(EventType::kBudgetReset,
@@ -481,8 +478,7 @@ StatusOr<MoneyPlan> EngineImpl::PlanMoney(const ParsedRequest& p,
 
 Status EngineImpl::CheckMoney(const ParsedRequest& p, const MoneyPlan& plan,
                               const std::string& prefix) const {
-  if (BreakerBlocks() &&
-      (breaker_.action == "pause_all" || p.level == Level::kLow)) {
+  if (BreakerHolds(p.level)) {
     Status s(Code::kCircuitOpen,
              "circuit breaker is open since " +
                  FormatTime(breaker_.tripped_at.value_or(now_)) + " (" +
@@ -599,12 +595,6 @@ bool EngineImpl::WaitsForReset(const Alloc& a) const {
     if (k.kind == Counter::Kind::kBudget && k.spent + m > k.limit) return true;
   }
   return false;
-}
-
-bool EngineImpl::GrantsHeld(const Alloc& a) const {
-  if (paused_) return true;
-  if (!BreakerBlocks()) return false;
-  return breaker_.action == "pause_all" || a.req.level == Level::kLow;
 }
 
 // ---------------------------------------------------------------- spend
@@ -986,6 +976,12 @@ std::vector<expr::Value> EngineImpl::BreakerValues() const {
   return v;
 }
 
+void EngineImpl::CloseBreaker() {
+  breaker_ = BreakerState{};
+  breaker_.action = config_.circuit_breaker.action;
+  breaker_.allow_override = config_.circuit_breaker.allow_override;
+}
+
 void EngineImpl::EvaluateBreaker() {
   if (breaker_.open || trip_conditions_.empty()) return;
   const std::vector<expr::Value> v = BreakerValues();
@@ -1085,11 +1081,7 @@ void EngineImpl::EmitOp(EventType type, std::string reason,
 
 StatusOr<AllocationInfo> EngineImpl::ReportUsage(std::string_view id,
                                                  const UsageReport& usage) {
-  StartOp();
-  struct OpGuard {
-    EngineImpl* e;
-    ~OpGuard() { e->EndOp(); }
-  } guard{this};
+  OpScope op(this);
   auto found = Find(id);
   if (!found.ok()) return found.status();
   Alloc& a = **found;
@@ -1111,11 +1103,7 @@ StatusOr<AllocationInfo> EngineImpl::ReportUsage(std::string_view id,
 
 StatusOr<AllocationInfo> EngineImpl::ExtendTokens(std::string_view id,
                                                   int64_t max_tokens) {
-  StartOp();
-  struct OpGuard {
-    EngineImpl* e;
-    ~OpGuard() { e->EndOp(); }
-  } guard{this};
+  OpScope op(this);
   auto found = Find(id);
   if (!found.ok()) return found.status();
   Alloc& a = **found;
@@ -1219,11 +1207,7 @@ StatusOr<AllocationInfo> EngineImpl::ExtendTokens(std::string_view id,
 }
 
 Status EngineImpl::Pause(const Actor& actor) {
-  StartOp();
-  struct OpGuard {
-    EngineImpl* e;
-    ~OpGuard() { e->EndOp(); }
-  } guard{this};
+  OpScope op(this);
   if (paused_) return Status::Ok();
   paused_ = true;
   paused_by_ = actor.who;
@@ -1236,11 +1220,7 @@ Status EngineImpl::Pause(const Actor& actor) {
 }
 
 Status EngineImpl::Resume(const Actor& actor) {
-  StartOp();
-  struct OpGuard {
-    EngineImpl* e;
-    ~OpGuard() { e->EndOp(); }
-  } guard{this};
+  OpScope op(this);
   if (!paused_) return Status::Ok();
   paused_ = false;
   paused_by_.clear();
@@ -1256,11 +1236,7 @@ Status EngineImpl::Resume(const Actor& actor) {
 Status EngineImpl::SetPriorityOverride(const std::string& product,
                                        std::optional<Level> level,
                                        const Actor& actor) {
-  StartOp();
-  struct OpGuard {
-    EngineImpl* e;
-    ~OpGuard() { e->EndOp(); }
-  } guard{this};
+  OpScope op(this);
   if (product.empty() || product.size() > 256) {
     return InvalidRequest("product must be a name of 1 to 256 bytes");
   }
@@ -1297,11 +1273,7 @@ Status EngineImpl::SetPriorityOverride(const std::string& product,
 }
 
 Status EngineImpl::OverrideBreaker(const Actor& actor) {
-  StartOp();
-  struct OpGuard {
-    EngineImpl* e;
-    ~OpGuard() { e->EndOp(); }
-  } guard{this};
+  OpScope op(this);
   if (!config_.circuit_breaker.allow_override) {
     return Status(Code::kPermissionDenied,
                   "circuit_breaker.when_tripped.allow_override is false; the "
@@ -1337,11 +1309,7 @@ Status EngineImpl::OverrideBreaker(const Actor& actor) {
 Status EngineImpl::RaiseLimits(std::optional<int64_t> max_tokens,
                                std::optional<double> max_cost_usd,
                                const Actor& actor) {
-  StartOp();
-  struct OpGuard {
-    EngineImpl* e;
-    ~OpGuard() { e->EndOp(); }
-  } guard{this};
+  OpScope op(this);
   if (!config_.circuit_breaker.allow_override) {
     return Status(Code::kPermissionDenied,
                   "circuit_breaker.when_tripped.allow_override is false; "
@@ -1387,9 +1355,7 @@ Status EngineImpl::RaiseLimits(std::optional<int64_t> max_tokens,
              (actor.why.empty() ? "" : " (" + actor.why + ")"),
          actor.who);
   if (breaker_.open) {
-    breaker_ = BreakerState{};
-    breaker_.action = config_.circuit_breaker.action;
-    breaker_.allow_override = config_.circuit_breaker.allow_override;
+    CloseBreaker();
     EmitOp(EventType::kCircuitClosed,
            "circuit breaker closed: limits raised by " +
                (actor.who.empty() ? std::string("an operator") : actor.who),

@@ -1092,11 +1092,7 @@ StatusOr<std::vector<AllocateResult>> EngineImpl::AllocateBatch(
 
 StatusOr<std::vector<AllocateResult>> EngineImpl::AllocateMany(
     std::span<const AllocationRequest> requests, bool all_or_nothing) {
-  StartOp();
-  struct OpGuard {
-    EngineImpl* e;
-    ~OpGuard() { e->EndOp(); }
-  } guard{this};
+  OpScope op(this);
   const bool single = requests.size() == 1 && !all_or_nothing;
   if (requests.empty()) return InvalidRequest("requests must not be empty");
   if (requests.size() > 10000) {
@@ -1166,9 +1162,7 @@ StatusOr<std::vector<AllocateResult>> EngineImpl::AllocateMany(
                              MoneyEnabled() ? plans[i].num_budgets : 0);
       if (MoneyEnabled()) AddBudgetDemand(plans[i], &d);
       const WaitReason w = Diagnose(d, 0);
-      const bool held =
-          paused_ || (BreakerBlocks() && (breaker_.action == "pause_all" ||
-                                          p.level == Level::kLow));
+      const bool held = GrantsHeld(p.level);
       if (w.kind != WaitReason::Kind::kNone) {
         why = ReasonText(w);
         failed = i;
@@ -1296,11 +1290,7 @@ std::string EngineImpl::IdText(uint64_t id) {
 
 StatusOr<AllocationInfo> EngineImpl::Release(std::string_view id,
                                              const UsageReport& usage) {
-  StartOp();
-  struct OpGuard {
-    EngineImpl* e;
-    ~OpGuard() { e->EndOp(); }
-  } guard{this};
+  OpScope op(this);
   auto found = Find(id);
   if (!found.ok()) return found.status();
   Alloc& a = **found;
@@ -1355,11 +1345,7 @@ StatusOr<AllocationInfo> EngineImpl::Release(std::string_view id,
 
 StatusOr<AllocationInfo> EngineImpl::Renew(std::string_view id,
                                            std::optional<Duration> ttl) {
-  StartOp();
-  struct OpGuard {
-    EngineImpl* e;
-    ~OpGuard() { e->EndOp(); }
-  } guard{this};
+  OpScope op(this);
   auto found = Find(id);
   if (!found.ok()) return found.status();
   Alloc& a = **found;
@@ -1396,11 +1382,7 @@ StatusOr<AllocationInfo> EngineImpl::Renew(std::string_view id,
 
 StatusOr<AllocationInfo> EngineImpl::Reallocate(
     std::string_view id, const ResourceAmounts& resources) {
-  StartOp();
-  struct OpGuard {
-    EngineImpl* e;
-    ~OpGuard() { e->EndOp(); }
-  } guard{this};
+  OpScope op(this);
   auto found = Find(id);
   if (!found.ok()) return found.status();
   Alloc& a = **found;
@@ -1483,11 +1465,7 @@ StatusOr<AllocationInfo> EngineImpl::Reallocate(
 }
 
 StatusOr<AllocationInfo> EngineImpl::Cancel(std::string_view id) {
-  StartOp();
-  struct OpGuard {
-    EngineImpl* e;
-    ~OpGuard() { e->EndOp(); }
-  } guard{this};
+  OpScope op(this);
   auto found = Find(id);
   if (!found.ok()) return found.status();
   Alloc& a = **found;

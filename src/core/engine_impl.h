@@ -435,8 +435,15 @@ class EngineImpl {
   void OnRequeueMoney(Alloc& a);
   void OnGrantMoney(const Alloc& a);
   // Grants are withheld from `a` (pause, or the breaker).
-  bool GrantsHeld(const Alloc& a) const;
+  bool GrantsHeld(const Alloc& a) const { return GrantsHeld(a.req.level); }
+  bool GrantsHeld(Level level) const { return paused_ || BreakerHolds(level); }
   bool BreakerBlocks() const { return breaker_.open && !breaker_.overridden; }
+  // The open breaker refuses and holds work of `level` (all levels under
+  // pause_all, low ones under pause_new_low_priority).
+  bool BreakerHolds(Level level) const {
+    return BreakerBlocks() &&
+           (breaker_.action == "pause_all" || level == Level::kLow);
+  }
   // Nothing at all may be granted now.
   bool AllHeld() const {
     return paused_ || (BreakerBlocks() && breaker_.action == "pause_all");
@@ -451,6 +458,8 @@ class EngineImpl {
   void CheckAlerts(const Alloc* a);
   void CheckAlert(BudgetState& b);
   void EvaluateBreaker();
+  // Closed, not overridden, with the configured action.
+  void CloseBreaker();
   std::vector<expr::Value> BreakerValues() const;
   double BurnRate(bool micro) const;  // per hour
   void RecordBurn(int64_t tokens, int64_t micro);
@@ -575,6 +584,18 @@ class EngineImpl {
   void HandleTimer(const Timer& t);
   void StartOp();
   void EndOp();
+  // Brackets a public operation: processes what is due first (StartOp) and
+  // again at the end (EndOp), on every return path.
+  class OpScope {
+   public:
+    explicit OpScope(EngineImpl* e) : e_(e) { e_->StartOp(); }
+    ~OpScope() { e_->EndOp(); }
+    OpScope(const OpScope&) = delete;
+    OpScope& operator=(const OpScope&) = delete;
+
+   private:
+    EngineImpl* e_;
+  };
 
   // --- output ---
   void Emit(EventType type, const Alloc& a, std::string reason = {},
