@@ -1065,13 +1065,8 @@ void EngineImpl::FillBudgetInfo(const Alloc& a, BudgetInfo* out) const {
 
 void EngineImpl::EmitOp(EventType type, std::string reason,
                         const std::string& actor, const std::string& product) {
-  ++event_seq_;
-  if (!sink_) return;
   Event e;
-  e.seq = event_seq_;
-  e.time = now_;
-  e.type = type;
-  e.reason = std::move(reason);
+  if (!NextEvent(type, std::move(reason), &e)) return;
   e.actor = actor;
   e.product = product;
   sink_->OnEvent(e);

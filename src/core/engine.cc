@@ -1664,19 +1664,24 @@ AllocationInfo EngineImpl::Info(const Alloc& a) const {
   return i;
 }
 
+bool EngineImpl::NextEvent(EventType type, std::string reason, Event* e) {
+  ++event_seq_;
+  if (!sink_) return false;
+  e->seq = event_seq_;
+  e->time = now_;
+  e->type = type;
+  e->reason = std::move(reason);
+  return true;
+}
+
 void EngineImpl::Emit(EventType type, const Alloc& a, std::string reason,
                       std::optional<double> score) {
-  ++event_seq_;
-  if (!sink_) return;
   Event e;
-  e.seq = event_seq_;
-  e.time = now_;
-  e.type = type;
+  if (!NextEvent(type, std::move(reason), &e)) return;
   e.allocation_id = IdText(a.id);
   e.status = a.status;
   e.fencing_token = a.fencing;
   e.score = score;
-  e.reason = std::move(reason);
   e.product = products_[a.product].name;
   e.agent_type = types_[a.type].name;
   e.level = a.req.level;

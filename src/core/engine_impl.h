@@ -598,6 +598,9 @@ class EngineImpl {
   };
 
   // --- output ---
+  // Takes the next sequence number; false when there is no sink to tell,
+  // else fills the event's common fields.
+  bool NextEvent(EventType type, std::string reason, Event* e);
   void Emit(EventType type, const Alloc& a, std::string reason = {},
             std::optional<double> score = std::nullopt);
   AllocationInfo Info(const Alloc& a) const;

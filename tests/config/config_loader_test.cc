@@ -16,6 +16,7 @@
 
 #include "qm/config.h"
 #include "qm/status.h"
+#include "tests/config/config_test_util.h"
 
 namespace qm {
 namespace {
@@ -33,29 +34,9 @@ const PriorityLevelConfig& LevelOf(const Config& c, Level level) {
   return c.levels[static_cast<int>(level)];
 }
 
-// Loads `yaml` named "limits.yml" and expects success.
-Config Load(const std::string& yaml) {
-  StatusOr<Config> config = LoadConfigString(yaml, "limits.yml");
-  EXPECT_TRUE(config.ok()) << config.status().ToString();
-  return config.ok() ? *config : Config::Defaults();
-}
-
-// Loads `yaml` named "limits.yml" and returns the error message ("" if it
-// loaded). Every configuration error must be INVALID_REQUEST.
-std::string LoadError(const std::string& yaml) {
-  StatusOr<Config> config = LoadConfigString(yaml, "limits.yml");
-  if (config.ok()) return "";
-  EXPECT_EQ(config.status().code(), Code::kInvalidRequest)
-      << config.status().ToString();
-  return config.status().message();
-}
-
-// Whether the host has a time zone database (tzdata); without one only "UTC"
-// loads.
-bool HaveTzdata() {
-  absl::TimeZone zone;
-  return absl::LoadTimeZone("America/Argentina/Buenos_Aires", &zone);
-}
+using testing_util::HaveTzdata;
+using testing_util::Load;
+using testing_util::LoadError;
 
 // Equality of two configs, field by field so that a failure names the field,
 // then as a whole (Config::operator==) for anything not listed here.

@@ -18,6 +18,7 @@
 #include "qm/config_loader.h"
 #include "qm/engine.h"
 #include "qm/status.h"
+#include "tests/config/config_test_util.h"
 
 namespace qm {
 namespace {
@@ -28,29 +29,9 @@ using ::testing::EndsWith;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
-// Loads `yaml` named "limits.yml" and expects success.
-Config Load(const std::string& yaml) {
-  StatusOr<Config> config = LoadConfigString(yaml, "limits.yml");
-  EXPECT_TRUE(config.ok()) << config.status().ToString();
-  return config.ok() ? *config : Config::Defaults();
-}
-
-// Loads `yaml` named "limits.yml" and returns the error message ("" if it
-// loaded). Every configuration error must be INVALID_REQUEST.
-std::string LoadError(const std::string& yaml) {
-  StatusOr<Config> config = LoadConfigString(yaml, "limits.yml");
-  if (config.ok()) return "";
-  EXPECT_EQ(config.status().code(), Code::kInvalidRequest)
-      << config.status().ToString();
-  return config.status().message();
-}
-
-// Whether the host has a time zone database (tzdata); without one only "UTC"
-// loads, and the tests of named zones are skipped.
-bool HaveTzdata() {
-  absl::TimeZone zone;
-  return absl::LoadTimeZone("Europe/Berlin", &zone);
-}
+using testing_util::HaveTzdata;
+using testing_util::Load;
+using testing_util::LoadError;
 
 // ---- Every new key, read. ----
 
