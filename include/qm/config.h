@@ -248,6 +248,73 @@ struct MonitoringIntervals {
   bool operator==(const MonitoringIntervals&) const = default;
 };
 
+// ---- Conflicts: path locks, workflow exclusion, reservations. ----
+
+// How file locks are enforced (seed 000 prevent-conflicts `enforcement`).
+enum class LockEnforcement {
+  // A request whose locks conflict with a held lock queues until it is free.
+  kStrict,
+  // It is granted at once, with a warning and a conflict_detected event.
+  kAdvisory,
+};
+const char* LockEnforcementName(LockEnforcement e);
+bool LockEnforcementFromName(const std::string& name, LockEnforcement* out);
+
+// One file-locking policy (global, or for one product).
+struct LockPolicy {
+  LockEnforcement enforcement = LockEnforcement::kStrict;
+  // Requests exempt from locking. The one exception known is
+  // "read_only_operations": a request that names no exclusive_access path
+  // takes no locks and never waits for one.
+  std::vector<std::string> exceptions;
+
+  bool operator==(const LockPolicy&) const = default;
+};
+
+// What a request does about a lock held by lower-priority work.
+enum class ConflictStrategy {
+  // Wait until the holder lets go (seed 000 "queue_and_serialize").
+  kQueueAndSerialize,
+  // When its level may preempt (levels.<level>.preempt_lower), preempt the
+  // lower-level preemptible holder with the usual grace, then take the lock.
+  kPriorityBased,
+};
+const char* ConflictStrategyName(ConflictStrategy s);
+bool ConflictStrategyFromName(const std::string& name, ConflictStrategy* out);
+
+struct ConflictsConfig {
+  // Absolute directory that relative lock paths are resolved against and
+  // that absolute ones must lie in. "" = none: only relative paths are
+  // accepted. The config loader resolves a relative value against the
+  // config file's directory.
+  std::string workspace_root;
+  // The global file-locking policy (scope "global")...
+  LockPolicy file_locking;
+  // ...and products with a policy of their own (scope = product name).
+  std::map<std::string, LockPolicy> per_product;
+  ConflictStrategy strategy = ConflictStrategy::kQueueAndSerialize;
+  // How many resolved conflicts are kept for listing.
+  int64_t history_limit = 1000;
+
+  bool operator==(const ConflictsConfig&) const = default;
+};
+
+struct ReservationsConfig {
+  // How far ahead a reservation's window may end.
+  Duration horizon = std::chrono::hours(24 * 30);
+  // Capacity of a started reservation that no allocation claimed returns to
+  // the pool this long after the window starts.
+  Duration grace_period = std::chrono::minutes(15);
+  // Whether a window that starts while running work occupies its capacity
+  // preempts lower-level preemptible work to make room. When false it takes
+  // capacity as running work releases it.
+  bool preempt_running = false;
+  // Upper bound on reservations held at once (scheduled or running).
+  int64_t max_reservations = 10000;
+
+  bool operator==(const ReservationsConfig&) const = default;
+};
+
 struct Config {
   // Counted resources. Defaults: agents 5 (seed 001 max_concurrent.total),
   // workflows 5, cpu_cores 8, memory_gb 16, storage_gb 500, tool.bash 12,
@@ -272,6 +339,9 @@ struct Config {
   ManualOverrideConfig manual_override;
   OptimizationTargets optimization_targets;
   MonitoringIntervals monitoring_intervals;
+
+  ConflictsConfig conflicts;
+  ReservationsConfig reservations;
 
   // The defaults above, with the resource list filled in.
   static Config Defaults();

@@ -119,6 +119,49 @@ class Engine {
   // Utilisation, cost per task, queue performance and recommendations.
   MetricsReport Metrics() const;
 
+  // ---- Conflicts (docs/conflicts.md) ----
+
+  // Dry run of `request`: every file, workflow, resource, system, budget and
+  // reservation conflict it would meet now, and reservations it would meet
+  // within `horizon`, each with the holder and its expected release. Changes
+  // nothing (beyond processing what is due, as every operation does).
+  StatusOr<ConflictReport> CheckConflicts(const AllocationRequest& request,
+                                          Duration horizon);
+  // Registered conflicts: open and advisory ones first, then recently
+  // resolved ones, newest first.
+  std::vector<ConflictInfo> Conflicts() const;
+  // Settles an open conflict. kPriorityBased preempts the holder (the
+  // waiter's level must be above the holder's and the holder preemptible,
+  // else CONFLICT); kQueueAndSerialize records that the waiter waits;
+  // kForceRelease ends the holder now (an operator action: `actor.who` is
+  // required). Each is recorded as a conflict_resolved or override event.
+  StatusOr<ConflictInfo> ResolveConflict(std::string_view conflict_id,
+                                         ResolveStrategy strategy,
+                                         const Actor& actor);
+  // seed 000 prevent-conflicts: sets the file-locking policy of `scope`
+  // ("global" or a product name; nullopt policy removes a product's own
+  // policy). Applies to requests admitted from now on and to queued ones.
+  Status SetLockPolicy(const std::string& scope,
+                       std::optional<LockPolicy> policy, const Actor& actor);
+  // Whether the allocation with fencing token `token` still holds a lock
+  // covering `path` (INVALID_REQUEST for a bad path).
+  StatusOr<LockVerdict> VerifyLock(std::string_view path, uint64_t token);
+
+  // ---- Reservations ----
+
+  // Books capacity for a future window. Accepted only when it fits beside
+  // every other reservation overlapping it (RESOURCE_EXHAUSTED naming the
+  // resource otherwise); INVALID_REQUEST for a window in the past, a
+  // non-positive duration or one beyond reservations.horizon.
+  StatusOr<ReservationInfo> Reserve(const ReservationRequest& request);
+  // Cancels a reservation (all its future occurrences). Allocations drawing
+  // from it keep running.
+  StatusOr<ReservationInfo> CancelReservation(std::string_view id,
+                                              const Actor& actor);
+  StatusOr<ReservationInfo> GetReservation(std::string_view id) const;
+  // Scheduled and open reservations, by window start.
+  std::vector<ReservationInfo> Reservations() const;
+
   // Looks up any allocation still known (active, queued, or recent history).
   StatusOr<AllocationInfo> Get(std::string_view id) const;
 

@@ -19,6 +19,12 @@ namespace qm {
 // INVALID_REQUEST naming the field).
 inline constexpr size_t kMaxStringBytes = 4096;
 inline constexpr size_t kMaxResourcesPerRequest = 256;
+// Lock paths: bytes per path, and paths per request (exclusive and shared
+// together).
+inline constexpr size_t kMaxPathBytes = 4096;
+inline constexpr size_t kMaxPathsPerRequest = 1024;
+// Workflows one request may avoid (conflict_avoidance).
+inline constexpr size_t kMaxAvoidedWorkflows = 256;
 
 // What a caller asks for. Amounts are doubles as the caller wrote them; the
 // engine validates them (finite, >= 0, whole for non-fractional resources)
@@ -58,6 +64,17 @@ struct AllocationRequest {
   // When the budget reservation cannot fit what is left of a period budget,
   // queue until the period resets instead of refusing with BUDGET_EXCEEDED.
   bool wait_for_budget = false;
+  // Files and directories the task writes (exclusive locks) and only reads
+  // (shared locks): relative to conflicts.workspace_root, or absolute inside
+  // it; globs allowed (docs/conflicts.md). Taken with the grant, all or
+  // nothing, and released with the allocation.
+  std::vector<std::string> exclusive_access, shared_access;
+  // Workflow ids: the request does not start while any of them holds an
+  // active allocation.
+  std::vector<std::string> conflict_avoidance;
+  // Draw from this reservation (its window must be open, and it must be
+  // for this request's workflow or product).
+  std::string reservation_id;
 };
 
 enum class AllocStatus {
@@ -123,6 +140,15 @@ struct BudgetInfo {
 
 using ResourceAmounts = std::vector<std::pair<std::string, double>>;
 
+// One path lock of an allocation: the path normalised relative to the
+// workspace root ("." for the root itself; globs as written).
+struct PathLockInfo {
+  std::string path;
+  bool exclusive = false;
+
+  bool operator==(const PathLockInfo&) const = default;
+};
+
 // An allocation (lease) as the engine reports it.
 struct AllocationInfo {
   std::string id;  // "alloc_<n>"
@@ -148,6 +174,13 @@ struct AllocationInfo {
   std::string metadata;
   std::string idempotency_key;
   BudgetInfo budget;
+  // Its path locks (held while active; claimed while queued).
+  std::vector<PathLockInfo> locks;
+  std::vector<std::string> conflict_avoidance;
+  std::string reservation_id;
+  // Conflicts it was granted despite (advisory locking), as conflict ids
+  // with their message.
+  std::vector<std::string> warnings;
 };
 
 struct AllocateResult {
@@ -218,6 +251,13 @@ enum class EventType {
   kCircuitTripped,  // the circuit breaker opened
   kCircuitClosed,   // the breaker closed (period reset or raised limit)
   kOverride,        // an operator action: pause, resume, priority, breaker
+  // Conflicts and reservations.
+  kConflictDetected,    // a request meets a lock or workflow it must not share
+  kConflictResolved,    // the conflict ended (lock freed, resolve-conflicts...)
+  kReserved,            // a reservation was accepted
+  kReservationStarted,  // its window opened: claimable
+  kReservationEnded,    // its window closed (or the last occurrence did)
+  kReservationCancelled,  // cancelled by its owner or an operator
 };
 const char* EventTypeName(EventType t);
 
@@ -330,6 +370,116 @@ struct MetricsReport {
   double tasks_that_waited = 0;  // fraction of started tasks, 0-1
   std::vector<LearnedEstimate> estimates;
   std::vector<std::string> recommendations;
+};
+
+// ---- Conflicts (docs/conflicts.md) ----
+
+// A conflict, in the shape of seed 000's alerts: what stands between a
+// request and what it asks for.
+struct ConflictInfo {
+  // "conf_<n>" for registered conflicts; "" in a dry run (CheckConflicts).
+  std::string id;
+  // file_conflict | workflow_conflict | resource_conflict | system_conflict
+  // | reservation_conflict | budget_conflict
+  std::string type;
+  std::string severity;  // low | medium | high | critical
+  std::string message;
+  std::string recommended_action;
+  // The path, workflow, resource, reservation or budget concerned.
+  std::string subject;
+  // The allocation (or reservation) that holds it; "" when none does.
+  std::string holder;
+  std::optional<Time> since;             // held since
+  std::optional<Time> expected_release;  // the holder's expected end
+  std::optional<Time> starts_at;         // future conflicts: when it begins
+  // Registered conflicts: the allocation it holds back.
+  std::string waiter;
+  // open (the waiter waits), advisory (granted despite it), resolved.
+  std::string status = "open";
+  std::string resolution;  // how it ended
+  Time detected_at{};
+  std::optional<Time> resolved_at;
+};
+
+// The answer of a dry run (seed 000 check-conflicts).
+struct ConflictReport {
+  Time time{};
+  Duration horizon{};
+  // What Allocate would do now: "grant", "queue" or "refuse" (with why).
+  std::string outcome;
+  std::string reason;
+  std::vector<ConflictInfo> conflicts;  // now first, then within the horizon
+};
+
+// seed 000 resolve-conflicts strategies.
+enum class ResolveStrategy {
+  kPriorityBased,      // preempt the lower-priority holder, with grace
+  kQueueAndSerialize,  // the waiter keeps waiting behind the holder
+  kForceRelease,       // operator: end the holder now
+};
+const char* ResolveStrategyName(ResolveStrategy s);
+bool ResolveStrategyFromName(const std::string& name, ResolveStrategy* out);
+
+// Whether a fencing token still holds a path (`qm lock verify`).
+struct LockVerdict {
+  std::string path;  // normalised
+  uint64_t token = 0;
+  bool valid = false;
+  // The allocation with this token, when it still holds the path, and
+  // whether its lock there is exclusive (safe to write) or shared.
+  std::string holder;
+  bool exclusive = false;
+  std::string message;
+  // Every allocation holding a lock that covers the path, with its token.
+  std::vector<std::pair<std::string, uint64_t>> holders;
+};
+
+// ---- Reservations ----
+
+// seed 000 `reserve`: capacity booked for a future window.
+struct ReservationRequest {
+  // "" = "res_<n>"; else letters, digits, '_', '-', '.' (unique).
+  std::string reservation_id;
+  // Who may draw from it: allocations of this workflow, or (when
+  // workflow_id is empty) of this product. At least one is required.
+  std::string workflow_id, product;
+  // Agent-type slots: its agents count against this type's limit.
+  std::string agent_type;
+  std::string requester;
+  std::string priority;       // as AllocationRequest::priority
+  ResourceAmounts resources;  // agents, cpu_cores, memory_gb, custom
+  Time start_time{};
+  Duration duration{};
+  // "" (once), "daily" or "weekly": repeats until cancelled (or `until`).
+  std::string recurrence;
+  std::optional<Time> until;  // no occurrence starts after this
+  std::string metadata;
+};
+
+struct ReservationInfo {
+  std::string id;
+  std::string workflow_id, product, agent_type, requester;
+  Level level = Level::kNormal;
+  int priority_value = 55;
+  ResourceAmounts resources;
+  Time start_time{};
+  Duration duration{};
+  std::string recurrence;
+  std::optional<Time> until;
+  // scheduled (next window in the future), open (claimable now), ended,
+  // cancelled.
+  std::string status = "scheduled";
+  // The current or next window.
+  std::optional<Time> window_start, window_end;
+  // Unclaimed capacity returns to the pool then (while open).
+  std::optional<Time> grace_ends_at;
+  bool grace_over = false;
+  // What allocations drawing from it hold now, and who they are.
+  ResourceAmounts claimed;
+  std::vector<std::string> holders;
+  // E.g. running work expected to overlap the window.
+  std::vector<std::string> warnings;
+  std::string metadata;
 };
 
 // Who performs an operator action, and why (both recorded in the event).

@@ -1,5 +1,6 @@
 #include "api/json_codec.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
@@ -65,6 +66,42 @@ Status GetNumber(const Json& j, const std::string& field, double* out) {
 Status GetBool(const Json& j, const std::string& field, bool* out) {
   if (!j.is_boolean()) return WrongType(field, "true or false", j);
   *out = j.get<bool>();
+  return Status::Ok();
+}
+
+// A JSON array of strings, appended to `out`; an item of another type is
+// named with its index ("exclusive_access[2] must be a string").
+Status GetStrings(const Json& j, const std::string& field,
+                  std::vector<std::string>* out) {
+  if (!j.is_array()) return WrongType(field, "an array of strings", j);
+  for (size_t i = 0; i < j.size(); ++i) {
+    std::string s;
+    QM_RETURN_IF_ERROR(
+        GetString(j[i], field + "[" + std::to_string(i) + "]", &s));
+    out->push_back(std::move(s));
+  }
+  return Status::Ok();
+}
+
+// A priority as requests and reservations give it: a level name, or an
+// integer 0-100 (kept as its decimal text).
+Status GetPriority(const Json& v, const std::string& f, std::string* out) {
+  if (v.is_string()) {
+    *out = v.get<std::string>();
+    return Status::Ok();
+  }
+  if (!v.is_number()) {
+    return WrongType(f, "a level name or an integer 0-100", v);
+  }
+  int64_t p = 0;
+  QM_RETURN_IF_ERROR(GetInt(v, f, &p));
+  if (p < 0 || p > 100) {
+    return InvalidRequest(f +
+                          " must be an integer 0-100 or one of "
+                          "critical|high|normal|low, got " +
+                          std::to_string(p));
+  }
+  *out = std::to_string(p);
   return Status::Ok();
 }
 
@@ -183,21 +220,7 @@ StatusOr<AllocationRequest> RequestFromJson(const Json& j,
     } else if (key == "agent_type") {
       QM_RETURN_IF_ERROR(GetString(v, f, &r.agent_type));
     } else if (key == "priority") {
-      if (v.is_string()) {
-        r.priority = v.get<std::string>();
-      } else if (v.is_number()) {
-        int64_t p = 0;
-        QM_RETURN_IF_ERROR(GetInt(v, f, &p));
-        if (p < 0 || p > 100) {
-          return InvalidRequest(f +
-                                " must be an integer 0-100 or one of "
-                                "critical|high|normal|low, got " +
-                                std::to_string(p));
-        }
-        r.priority = std::to_string(p);
-      } else {
-        return WrongType(f, "a level name or an integer 0-100", v);
-      }
+      QM_RETURN_IF_ERROR(GetPriority(v, f, &r.priority));
     } else if (key == "resources") {
       auto amounts = AmountsFromJson(v, f);
       if (!amounts.ok()) return amounts.status();
@@ -234,10 +257,12 @@ StatusOr<AllocationRequest> RequestFromJson(const Json& j,
           auto d = DurationFromJson(cv, cf);
           if (!d.ok()) return d.status();
           r.max_duration = *d;
-        } else if (ck == "exclusive_access" || ck == "shared_access") {
-          return NotBuilt(cf, "path locks");
+        } else if (ck == "exclusive_access") {
+          QM_RETURN_IF_ERROR(GetStrings(cv, cf, &r.exclusive_access));
+        } else if (ck == "shared_access") {
+          QM_RETURN_IF_ERROR(GetStrings(cv, cf, &r.shared_access));
         } else if (ck == "conflict_avoidance") {
-          return NotBuilt(cf, "workflow exclusions");
+          QM_RETURN_IF_ERROR(GetStrings(cv, cf, &r.conflict_avoidance));
         } else {
           return UnknownField(f + ".", ck,
                               {"max_duration", "exclusive_access",
@@ -258,13 +283,14 @@ StatusOr<AllocationRequest> RequestFromJson(const Json& j,
       QM_RETURN_IF_ERROR(GetString(v, f, &r.model));
     } else if (key == "wait_for_budget") {
       QM_RETURN_IF_ERROR(GetBool(v, f, &r.wait_for_budget));
-    } else if (key == "exclusive_access" || key == "shared_access" ||
-               key == "exclusive_files") {
-      return NotBuilt(f, "path locks");
+    } else if (key == "exclusive_access" || key == "exclusive_files") {
+      QM_RETURN_IF_ERROR(GetStrings(v, f, &r.exclusive_access));
+    } else if (key == "shared_access") {
+      QM_RETURN_IF_ERROR(GetStrings(v, f, &r.shared_access));
     } else if (key == "conflict_avoidance") {
-      return NotBuilt(f, "workflow exclusions");
+      QM_RETURN_IF_ERROR(GetStrings(v, f, &r.conflict_avoidance));
     } else if (key == "reservation_id") {
-      return NotBuilt(f, "future reservations");
+      QM_RETURN_IF_ERROR(GetString(v, f, &r.reservation_id));
     } else if (key == "auto_release" || key == "performance_requirements") {
       return NotBuilt(f, "per-request " + key + " settings");
     } else {
@@ -424,6 +450,21 @@ Json ToJson(const AllocationInfo& a) {
     j["metadata"] = Json::parse(a.metadata, nullptr, false);
   }
   if (!a.idempotency_key.empty()) j["idempotency_key"] = a.idempotency_key;
+  // Conflict prevention: only when the allocation uses it, so that other
+  // allocations keep their shape.
+  if (!a.locks.empty()) {
+    Json locks = Json::array();
+    for (const PathLockInfo& l : a.locks) {
+      locks.push_back(
+          {{"path", l.path}, {"mode", l.exclusive ? "exclusive" : "shared"}});
+    }
+    j["locks"] = locks;
+  }
+  if (!a.conflict_avoidance.empty()) {
+    j["conflict_avoidance"] = a.conflict_avoidance;
+  }
+  if (!a.reservation_id.empty()) j["reservation_id"] = a.reservation_id;
+  if (!a.warnings.empty()) j["warnings"] = a.warnings;
   return j;
 }
 
@@ -488,11 +529,28 @@ Json ToJson(const QueueEntry& e) {
               {"reason_queued", e.reason_queued}};
 }
 
+bool IsReservationEvent(EventType t) {
+  return t == EventType::kReserved || t == EventType::kReservationStarted ||
+         t == EventType::kReservationEnded ||
+         t == EventType::kReservationCancelled;
+}
+
 Json ToJson(const Event& e) {
   Json j;
   j["seq"] = e.seq;
   j["time"] = FormatTime(e.time);
   j["type"] = EventTypeName(e.type);
+  if (IsReservationEvent(e.type)) {
+    // A reservation is no allocation: its id (carried in allocation_id) is
+    // named as such, and allocation status and fencing do not apply.
+    if (!e.allocation_id.empty()) j["reservation_id"] = e.allocation_id;
+    if (!e.reason.empty()) j["reason"] = e.reason;
+    if (!e.product.empty()) j["product"] = e.product;
+    if (!e.agent_type.empty()) j["agent_type"] = e.agent_type;
+    j["priority"] = LevelName(e.level);
+    if (!e.actor.empty()) j["actor"] = e.actor;
+    return j;
+  }
   if (e.allocation_id.empty()) {
     // An operator or period-budget event: no allocation, status or level;
     // the product or agent type only when the event concerns one.
@@ -659,6 +717,300 @@ Json ToJson(const MetricsReport& m) {
   j["estimates"] = estimates;
   j["recommendations"] = m.recommendations;
   return j;
+}
+
+// ---- Conflicts and reservations ----
+
+Json ToJson(const ConflictInfo& c) {
+  // Seed 000's alert first; then what this conflict is about.
+  Json j;
+  j["type"] = c.type;
+  j["severity"] = c.severity;
+  j["message"] = c.message;
+  j["recommended_action"] = c.recommended_action;
+  if (!c.id.empty()) j["id"] = c.id;
+  if (!c.subject.empty()) j["subject"] = c.subject;
+  if (!c.holder.empty()) j["holder"] = c.holder;
+  if (c.since) j["since"] = FormatTime(*c.since);
+  if (c.expected_release) {
+    j["expected_release"] = FormatTime(*c.expected_release);
+  }
+  if (c.starts_at) j["starts_at"] = FormatTime(*c.starts_at);
+  if (!c.waiter.empty()) j["waiter"] = c.waiter;
+  j["status"] = c.status;
+  if (!c.resolution.empty()) j["resolution"] = c.resolution;
+  if (c.detected_at != Time{}) j["detected_at"] = FormatTime(c.detected_at);
+  if (c.resolved_at) j["resolved_at"] = FormatTime(*c.resolved_at);
+  return j;
+}
+
+Json ToJson(const ConflictReport& r) {
+  Json j;
+  j["time"] = FormatTime(r.time);
+  j["horizon"] = FormatDuration(r.horizon);
+  j["outcome"] = r.outcome;
+  j["reason"] = r.reason;
+  j["conflicts_found"] = r.conflicts.size();
+  Json conflicts = Json::array();
+  for (const ConflictInfo& c : r.conflicts) conflicts.push_back(ToJson(c));
+  j["conflicts"] = conflicts;
+  return j;
+}
+
+Json ToJson(const LockVerdict& v) {
+  Json j;
+  j["path"] = v.path;
+  j["token"] = v.token;
+  j["valid"] = v.valid;
+  j["holder"] = v.holder.empty() ? Json(nullptr) : Json(v.holder);
+  j["mode"] = v.holder.empty() ? Json(nullptr)
+                               : Json(v.exclusive ? "exclusive" : "shared");
+  j["message"] = v.message;
+  Json holders = Json::array();
+  for (const auto& [id, token] : v.holders) {
+    holders.push_back({{"allocation_id", id}, {"fencing_token", token}});
+  }
+  j["holders"] = holders;
+  return j;
+}
+
+Json ToJson(const ReservationInfo& r) {
+  Json j;
+  j["reservation_id"] = r.id;
+  j["status"] = r.status;
+  j["workflow_id"] = r.workflow_id;
+  j["product"] = r.product;
+  j["agent_type"] = r.agent_type;
+  j["requester"] = r.requester;
+  j["priority"] = LevelName(r.level);
+  j["priority_value"] = r.priority_value;
+  j["resources"] = Amounts(r.resources);
+  j["start_time"] = FormatTime(r.start_time);
+  j["duration"] = FormatDuration(r.duration);
+  j["recurrence"] = r.recurrence.empty() ? Json(nullptr) : Json(r.recurrence);
+  if (r.until) j["until"] = FormatTime(*r.until);
+  j["window_start"] = OptTime(r.window_start);
+  j["window_end"] = OptTime(r.window_end);
+  if (r.grace_ends_at) j["grace_ends_at"] = FormatTime(*r.grace_ends_at);
+  j["grace_over"] = r.grace_over;
+  j["claimed"] = Amounts(r.claimed);
+  j["holders"] = r.holders;
+  if (!r.warnings.empty()) j["warnings"] = r.warnings;
+  if (!r.metadata.empty()) {
+    j["metadata"] = Json::parse(r.metadata, nullptr, false);
+  }
+  return j;
+}
+
+namespace {
+
+// A reservation time: RFC 3339 UTC text, or "+<duration>" from `now`.
+Status GetReservationTime(const Json& v, const std::string& f, Time now,
+                          Time* out) {
+  if (!v.is_string()) {
+    return WrongType(f, "a time such as \"2026-01-26T15:00:00Z\"", v);
+  }
+  const std::string text = v.get<std::string>();
+  if (!text.empty() && text[0] == '+') {
+    Duration d{};
+    if (ParseDuration(text.substr(1), &d)) {
+      *out = now + d;
+      return Status::Ok();
+    }
+  } else if (ParseTime(text, out)) {
+    return Status::Ok();
+  }
+  return InvalidRequest(f +
+                        " must be an RFC 3339 UTC time such as "
+                        "\"2026-01-26T15:00:00Z\" or an offset from now such "
+                        "as \"+2h\", got \"" +
+                        Truncate(text, 64) + "\"");
+}
+
+}  // namespace
+
+StatusOr<ReservationRequest> ReservationFromJson(const Json& j, Time now) {
+  static const std::vector<std::string> kFields = {
+      "reservation_id", "workflow_id", "product",   "agent_type",
+      "requester",      "priority",    "resources", "start_time",
+      "duration",       "recurrence",  "until",     "metadata"};
+  if (!j.is_object()) {
+    return InvalidRequest(std::string("reservation must be a JSON object, "
+                                      "got ") +
+                          TypeName(j));
+  }
+  ReservationRequest r;
+  bool has_start = false, has_duration = false;
+  for (const auto& [key, v] : j.items()) {
+    const std::string& f = key;
+    if (key == "reservation_id") {
+      QM_RETURN_IF_ERROR(GetString(v, f, &r.reservation_id));
+    } else if (key == "workflow_id") {
+      QM_RETURN_IF_ERROR(GetString(v, f, &r.workflow_id));
+    } else if (key == "product") {
+      QM_RETURN_IF_ERROR(GetString(v, f, &r.product));
+    } else if (key == "agent_type") {
+      QM_RETURN_IF_ERROR(GetString(v, f, &r.agent_type));
+    } else if (key == "requester") {
+      QM_RETURN_IF_ERROR(GetString(v, f, &r.requester));
+    } else if (key == "priority") {
+      QM_RETURN_IF_ERROR(GetPriority(v, f, &r.priority));
+    } else if (key == "resources") {
+      auto amounts = AmountsFromJson(v, f);
+      if (!amounts.ok()) return amounts.status();
+      r.resources = std::move(*amounts);
+    } else if (key == "start_time") {
+      QM_RETURN_IF_ERROR(GetReservationTime(v, f, now, &r.start_time));
+      has_start = true;
+    } else if (key == "duration") {
+      auto d = DurationFromJson(v, f);
+      if (!d.ok()) return d.status();
+      r.duration = *d;
+      has_duration = true;
+    } else if (key == "recurrence") {
+      if (v.is_null()) {
+        r.recurrence.clear();
+        continue;
+      }
+      QM_RETURN_IF_ERROR(GetString(v, f, &r.recurrence));
+      if (!r.recurrence.empty() && r.recurrence != "daily" &&
+          r.recurrence != "weekly") {
+        std::string msg = f + " must be daily or weekly (or null for once), " +
+                          "got \"" + Truncate(r.recurrence, 64) + "\"";
+        const std::string guess =
+            ClosestMatch(r.recurrence, {"daily", "weekly"});
+        if (!guess.empty()) msg += "; did you mean \"" + guess + "\"?";
+        return InvalidRequest(msg);
+      }
+    } else if (key == "until") {
+      if (v.is_null()) {
+        r.until.reset();
+        continue;
+      }
+      Time t{};
+      QM_RETURN_IF_ERROR(GetReservationTime(v, f, now, &t));
+      r.until = t;
+    } else if (key == "metadata") {
+      r.metadata = v.dump();
+    } else {
+      return UnknownField("", key, kFields);
+    }
+  }
+  if (!has_start) {
+    return InvalidRequest(
+        "start_time is required: when the window starts (RFC 3339, e.g. "
+        "\"2026-01-26T15:00:00Z\")");
+  }
+  if (!has_duration) {
+    return InvalidRequest(
+        "duration is required: how long the window lasts (\"2h\" or "
+        "seconds)");
+  }
+  if (r.until && r.recurrence.empty()) {
+    return InvalidRequest(
+        "until applies only to a recurring reservation; give recurrence "
+        "daily or weekly, or leave until out");
+  }
+  return r;
+}
+
+StatusOr<LockPolicyChange> LockPolicyFromJson(const Json& j) {
+  static const std::vector<std::string> kFields = {"policy_type", "scope",
+                                                   "enforcement", "exceptions"};
+  static const std::vector<std::string> kExceptions = {"read_only_operations"};
+  if (!j.is_object()) {
+    return InvalidRequest(std::string("policy must be a JSON object, got ") +
+                          TypeName(j));
+  }
+  LockPolicyChange change;
+  LockPolicy policy;
+  bool has_type = false, has_enforcement = false, inherit = false,
+       has_exceptions = false;
+  for (const auto& [key, v] : j.items()) {
+    const std::string& f = key;
+    if (key == "policy_type") {
+      std::string type;
+      QM_RETURN_IF_ERROR(GetString(v, f, &type));
+      if (type != "file_locking") {
+        return InvalidRequest(
+            f + " must be file_locking (the one policy type), got \"" +
+            Truncate(type, 64) + "\"");
+      }
+      has_type = true;
+    } else if (key == "scope") {
+      QM_RETURN_IF_ERROR(GetString(v, f, &change.scope));
+      if (change.scope.empty()) {
+        return InvalidRequest(f + " must be global or a product name");
+      }
+    } else if (key == "enforcement") {
+      has_enforcement = true;
+      if (v.is_null()) {
+        inherit = true;
+        continue;
+      }
+      std::string name;
+      QM_RETURN_IF_ERROR(GetString(v, f, &name));
+      if (name == "inherit") {
+        inherit = true;
+      } else if (!LockEnforcementFromName(name, &policy.enforcement)) {
+        std::string msg = f + " must be strict, advisory or inherit, got \"" +
+                          Truncate(name, 64) + "\"";
+        const std::string guess =
+            ClosestMatch(name, {"strict", "advisory", "inherit"});
+        if (!guess.empty()) msg += "; did you mean \"" + guess + "\"?";
+        return InvalidRequest(msg);
+      }
+    } else if (key == "exceptions") {
+      has_exceptions = true;
+      if (v.is_null()) continue;
+      std::vector<std::string> names;
+      QM_RETURN_IF_ERROR(GetStrings(v, f, &names));
+      for (size_t i = 0; i < names.size(); ++i) {
+        const std::string& name = names[i];
+        if (name != kExceptions[0]) {
+          std::string msg = f + "[" + std::to_string(i) +
+                            "]: unknown exception \"" + Truncate(name, 64) +
+                            "\" (the one exception known is " + kExceptions[0] +
+                            ")";
+          const std::string guess = ClosestMatch(name, kExceptions);
+          if (!guess.empty()) msg += "; did you mean \"" + guess + "\"?";
+          return InvalidRequest(msg);
+        }
+        if (std::find(policy.exceptions.begin(), policy.exceptions.end(),
+                      name) == policy.exceptions.end()) {
+          policy.exceptions.push_back(name);
+        }
+      }
+    } else {
+      return UnknownField("", key, kFields);
+    }
+  }
+  if (!has_type) {
+    return InvalidRequest("policy_type is required: file_locking");
+  }
+  if (!has_enforcement) {
+    return InvalidRequest(
+        "enforcement is required: strict (conflicting requests queue) or "
+        "advisory (they are granted with a warning)" +
+        std::string(change.scope == "global"
+                        ? ""
+                        : ", or inherit to remove the product's own policy"));
+  }
+  if (inherit) {
+    if (change.scope == "global") {
+      return InvalidRequest(
+          "enforcement: the global policy cannot inherit; give strict or "
+          "advisory");
+    }
+    if (has_exceptions && !policy.exceptions.empty()) {
+      return InvalidRequest(
+          "exceptions: a product that inherits the global policy takes its "
+          "exceptions too; leave exceptions out");
+    }
+    return change;
+  }
+  change.policy = std::move(policy);
+  return change;
 }
 
 Json SuccessEnvelope(std::string_view operation, Time timestamp, Json result,

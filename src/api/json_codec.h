@@ -9,10 +9,12 @@
 #define QM_API_JSON_CODEC_H_
 
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "qm/config.h"
 #include "qm/status.h"
 #include "qm/types.h"
 
@@ -26,8 +28,11 @@ using Json = nlohmann::ordered_json;
 // estimated_minutes, blocks, total_tasks, ttl, max_duration (also `duration`
 // and `constraints.max_duration`), preemptible, requeue_on_preempt,
 // metadata (any JSON), idempotency_key, model (a name), wait_for_budget
-// (bool). `prefix` is prepended to field names in errors (e.g.
-// "requests[2].").
+// (bool), exclusive_access, shared_access and conflict_avoidance (arrays of
+// strings, also under `constraints` as seed 000 writes them; seed 000's
+// `exclusive_files` adds to exclusive_access), reservation_id. The engine
+// checks the paths and ids themselves. `prefix` is prepended to field names
+// in errors (e.g. "requests[2].").
 StatusOr<AllocationRequest> RequestFromJson(const Json& j,
                                             const std::string& prefix = "");
 // report_id, tokens, input_tokens, output_tokens, cached_input_tokens (whole
@@ -41,7 +46,9 @@ StatusOr<ResourceAmounts> AmountsFromJson(const Json& j,
 // A duration given as "30m"-style text or a number of seconds.
 StatusOr<Duration> DurationFromJson(const Json& j, const std::string& field);
 
-// An allocation; always carries `budget` (see ToJson(BudgetInfo)).
+// An allocation; always carries `budget` (see ToJson(BudgetInfo)). `locks`
+// ([{path, mode: exclusive|shared}]), `conflict_avoidance`,
+// `reservation_id` and `warnings` appear only when non-empty.
 Json ToJson(const AllocationInfo& a);
 // A usage report: the fields that are set, and outcome.
 Json ToJson(const UsageReport& u);
@@ -54,8 +61,56 @@ Json ToJson(const Snapshot& s);
 Json ToJson(const QueueEntry& e);
 // An event. Events without an allocation (operator actions, period budget
 // alerts and resets, the breaker) carry only seq, time, type, reason, and
-// product / agent_type / actor when set.
+// product / agent_type / actor when set. Reservation events (reserved,
+// reservation_started, reservation_ended, reservation_cancelled) name the
+// reservation (the event's allocation_id) as reservation_id, with reason,
+// product, agent_type, priority and actor.
 Json ToJson(const Event& e);
+// Whether events of type `t` concern a reservation (whose id they carry in
+// allocation_id) rather than an allocation.
+bool IsReservationEvent(EventType t);
+
+// ---- Conflicts and reservations (docs/conflicts.md) ----
+
+// A conflict in the shape of seed 000's alerts: type, severity, message,
+// recommended_action, then id, subject, holder, since, expected_release,
+// starts_at, waiter (each only when set), status, resolution, detected_at,
+// resolved_at (when set).
+Json ToJson(const ConflictInfo& c);
+// A check-conflicts dry run: time, horizon ("4h"), outcome (grant | queue |
+// refuse), reason, conflicts_found, conflicts.
+Json ToJson(const ConflictReport& r);
+// `qm lock verify`: path, token, valid, holder and mode (exclusive | shared;
+// both null when no allocation with the token holds the path), message,
+// holders [{allocation_id, fencing_token}].
+Json ToJson(const LockVerdict& v);
+// reservation_id, status, workflow_id, product, agent_type, requester,
+// priority, priority_value, resources, start_time, duration, recurrence
+// (null when once), until (when set), window_start, window_end,
+// grace_ends_at (when set), grace_over, claimed, holders, warnings (when
+// any), metadata (when set).
+Json ToJson(const ReservationInfo& r);
+
+// seed 000 `reserve`: reservation_id, workflow_id, product, agent_type,
+// requester, priority (name or 0-100), resources {name: amount},
+// start_time (RFC 3339 UTC, or "+2h": that long after `now`; required),
+// duration ("2h" or seconds; required), recurrence (daily | weekly, or
+// null / "" for once), until (as start_time; only with a recurrence),
+// metadata (any JSON). The engine checks the window and the amounts.
+StatusOr<ReservationRequest> ReservationFromJson(const Json& j, Time now);
+
+// A seed 000 prevent-conflicts request, decoded: the scope it applies to
+// and the policy to set there (nullopt: the product drops its own policy
+// and follows the global one).
+struct LockPolicyChange {
+  std::string scope = "global";  // "global" or a product name
+  std::optional<LockPolicy> policy;
+};
+// {policy_type: file_locking (required), scope: global (the default) or a
+// product, enforcement: strict | advisory (required; "inherit" or null
+// removes a product's own policy), exceptions: [read_only_operations]
+// (default none)}. The policy given replaces the scope's whole policy.
+StatusOr<LockPolicyChange> LockPolicyFromJson(const Json& j);
 // Seed 001 "Cost tracking": date (= period_start), time, period, time_zone,
 // period_start, period_end, tokens_used, cost_usd, limits {tokens, cost},
 // percent_used {tokens, cost} (null when unlimited), reserved, burn_rate,

@@ -3,7 +3,9 @@
 #include <yaml-cpp/yaml.h>
 
 #include <CLI/CLI.hpp>
+#include <charconv>
 #include <chrono>
+#include <cstdint>
 #include <iostream>
 #include <sstream>
 
@@ -39,6 +41,60 @@ Time Now() { return SystemClock::Default()->Now(); }
 Duration Since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration_cast<Duration>(std::chrono::steady_clock::now() -
                                               t0);
+}
+
+// A server operation that has a simulator counterpart: its envelope name
+// and the scenario operation that does the same today.
+struct ServerOp {
+  std::string name, help;
+  std::string operation;  // the envelope's `operation`
+  std::string scenario;   // "" when there is no simulator counterpart
+};
+
+// The UNIMPLEMENTED envelope of a command that needs the qm server.
+int NotBuilt(const Output& o, const ServerOp& op) {
+  std::string message = "`qm " + op.name +
+                        "` talks to the qm server, which is not built yet "
+                        "(issue 6); ";
+  Status s;
+  if (op.scenario.empty()) {
+    s = Unimplemented(message + "`qm simulate SCENARIO` runs the engine today");
+  } else {
+    s = Unimplemented(message + "in a scenario, `" + op.scenario +
+                      "` does the same with `qm simulate SCENARIO`");
+    s.AddAlternative("in a scenario: " + op.scenario);
+  }
+  return o.Emit(api::ErrorEnvelope(op.operation, Now(), s));
+}
+
+// Exit 2 with `message` on the error stream: the command line itself is
+// wrong, nothing was attempted.
+int UsageError(std::ostream& err, const std::string& message) {
+  err << message << "\nRun with --help for more information.\n";
+  return 2;
+}
+
+// `qm lock verify PATH TOKEN`: the arguments are checked here, the answer
+// needs the server.
+int LockVerify(const Output& o, const std::string& path,
+               const std::string& token, std::ostream& err) {
+  if (path.empty()) {
+    return UsageError(err, "qm lock verify: PATH must not be empty");
+  }
+  if (path.find('\0') != std::string::npos) {
+    return UsageError(err, "qm lock verify: PATH must not contain a NUL byte");
+  }
+  uint64_t value = 0;
+  const char* end = token.data() + token.size();
+  const auto [ptr, ec] = std::from_chars(token.data(), end, value);
+  if (token.empty() || ec != std::errc() || ptr != end || value == 0) {
+    return UsageError(err,
+                      "qm lock verify: TOKEN must be a positive whole number "
+                      "(the fencing token of the allocation's grant), got \"" +
+                          token + "\"");
+  }
+  return NotBuilt(
+      o, {"lock verify", "", "lock_verify", "lock_verify: {path, token}"});
 }
 
 int ConfigValidate(const Output& o, const std::string& path) {
@@ -153,26 +209,65 @@ int Run(int argc, const char* const* argv, std::ostream& out,
   auto* version = app.add_subcommand("version", "Print the version");
 
   // Operations that need the long-running server.
-  const std::vector<std::pair<std::string, std::string>> server_ops = {
-      {"allocate", "Ask for an allocation"},
-      {"release", "Release an allocation with its usage"},
-      {"renew", "Renew (heartbeat) an allocation's lease"},
+  const std::vector<ServerOp> server_ops = {
+      {"allocate", "Ask for an allocation", "allocate", ""},
+      {"release", "Release an allocation with its usage", "release", ""},
+      {"renew", "Renew (heartbeat) an allocation's lease", "renew", ""},
       {"status",
        "Show totals, availability and the queue ("
-       "`status costs`: today's spend against the budgets)"},
-      {"usage", "Show today's token and dollar spend against the budgets"},
-      {"serve", "Run the qm server"},  // help text below says it is not built
+       "`status costs`: today's spend against the budgets)",
+       "status", ""},
+      {"usage", "Show today's token and dollar spend against the budgets",
+       "usage", ""},
+      {"check-conflicts",
+       "Dry-run an allocation: the file, workflow, resource, reservation and "
+       "budget conflicts it would meet now and within a time horizon",
+       "check_conflicts",
+       "check_conflicts: {request: {...}, time_horizon: 4h}"},
+      {"resolve-conflicts",
+       "Settle a conflict: priority_based, queue_and_serialize or "
+       "force_release",
+       "resolve_conflicts",
+       "resolve_conflict: {conflict: conf_1, strategy: priority_based}"},
+      {"prevent-conflicts",
+       "Set the file-locking policy (strict or advisory) globally or for a "
+       "product",
+       "prevent_conflicts",
+       "prevent_conflicts: {policy_type: file_locking, scope: global, "
+       "enforcement: strict}"},
+      {"reserve", "Book resources for a future window", "reserve",
+       "reserve: {id, start, duration, resources, workflow_id}"},
+      {"serve", "Run the qm server", "serve", ""},
   };
-  std::vector<CLI::App*> server_cmds;
-  for (const auto& [name, help] : server_ops) {
+  std::vector<std::pair<CLI::App*, const ServerOp*>> server_cmds;
+  for (const ServerOp& op : server_ops) {
     auto* cmd = app.add_subcommand(
-        name,
-        help + (name == "serve" ? " (not built yet)"
-                                : " (needs the qm server: not built yet)"));
+        op.name,
+        op.help + (op.name == "serve" ? " (not built yet)"
+                                      : " (needs the qm server: not built "
+                                        "yet)"));
     cmd->allow_extras();
     cmd->fallthrough(false);
-    server_cmds.push_back(cmd);
+    server_cmds.emplace_back(cmd, &op);
   }
+  auto* lock = app.add_subcommand(
+      "lock", "Path locks: `qm lock verify PATH TOKEN` checks a fencing token");
+  lock->require_subcommand(1);
+  auto* lock_verify = lock->add_subcommand(
+      "verify",
+      "Whether fencing token TOKEN still holds a lock covering PATH, for a "
+      "commit or merge step to check before it writes (needs the qm server: "
+      "not built yet)");
+  std::string lock_path, lock_token;
+  lock_verify
+      ->add_option("PATH", lock_path,
+                   "The path to write, relative to the workspace root or "
+                   "absolute inside it")
+      ->required();
+  lock_verify
+      ->add_option("TOKEN", lock_token,
+                   "The fencing token the allocation was granted with")
+      ->required();
 
   try {
     app.parse(argc, argv);
@@ -193,7 +288,8 @@ int Run(int argc, const char* const* argv, std::ostream& out,
     return o.Emit(api::SuccessEnvelope(
         "version", Now(), Json{{"version", "0.1.0"}}, Duration(0)));
   }
-  for (auto* cmd : server_cmds) {
+  if (*lock_verify) return LockVerify(o, lock_path, lock_token, err);
+  for (const auto& [cmd, op] : server_cmds) {
     if (!*cmd) continue;
     const std::string name = cmd->get_name();
     const std::vector<std::string> extras = cmd->remaining();
@@ -213,11 +309,7 @@ int Run(int argc, const char* const* argv, std::ostream& out,
       return o.Emit(api::ErrorEnvelope(
           name == "usage" ? "usage" : "status_costs", Now(), s));
     }
-    return o.Emit(api::ErrorEnvelope(
-        name, Now(),
-        Unimplemented("`qm " + name +
-                      "` talks to the qm server, which is not built yet; "
-                      "`qm simulate SCENARIO` runs the engine today")));
+    return NotBuilt(o, *op);
   }
   return 2;
 }

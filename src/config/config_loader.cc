@@ -359,10 +359,55 @@ void EmitLifecycle(YAML::Emitter& out, const Config& config) {
       << YAML::EndMap;
 }
 
-}  // namespace
+void EmitLockPolicy(YAML::Emitter& out, const LockPolicy& policy) {
+  out << YAML::Key << "enforcement" << YAML::Value
+      << LockEnforcementName(policy.enforcement) << YAML::Key << "exceptions"
+      << YAML::Value << YAML::Flow << YAML::BeginSeq;
+  for (const std::string& exception : policy.exceptions) {
+    EmitString(out, exception);
+  }
+  out << YAML::EndSeq;
+}
 
-StatusOr<Config> LoadConfigString(const std::string& yaml,
-                                  const std::string& source) {
+void EmitConflicts(YAML::Emitter& out, const Config& config) {
+  const ConflictsConfig& conflicts = config.conflicts;
+  out << YAML::Key << "conflicts" << YAML::Value << YAML::BeginMap << YAML::Key
+      << "workspace_root" << YAML::Value;
+  EmitString(out, conflicts.workspace_root);
+  out << YAML::Key << "strategy" << YAML::Value
+      << ConflictStrategyName(conflicts.strategy) << YAML::Key
+      << "history_limit" << YAML::Value
+      << std::to_string(conflicts.history_limit) << YAML::Key << "file_locking"
+      << YAML::Value << YAML::BeginMap;
+  EmitLockPolicy(out, conflicts.file_locking);
+  out << YAML::Key << "per_product" << YAML::Value;
+  if (conflicts.per_product.empty()) out << YAML::Flow;
+  out << YAML::BeginMap;
+  for (const auto& [product, policy] : conflicts.per_product) {
+    out << YAML::Key;
+    EmitString(out, product);
+    out << YAML::Value << YAML::Flow << YAML::BeginMap;
+    EmitLockPolicy(out, policy);
+    out << YAML::EndMap;
+  }
+  out << YAML::EndMap << YAML::EndMap << YAML::EndMap;
+
+  const ReservationsConfig& reservations = config.reservations;
+  out << YAML::Key << "reservations" << YAML::Value << YAML::BeginMap
+      << YAML::Key << "horizon" << YAML::Value;
+  EmitDuration(out, reservations.horizon);
+  out << YAML::Key << "grace_period" << YAML::Value;
+  EmitDuration(out, reservations.grace_period);
+  out << YAML::Key << "preempt_running" << YAML::Value
+      << reservations.preempt_running << YAML::Key << "max_reservations"
+      << YAML::Value << std::to_string(reservations.max_reservations)
+      << YAML::EndMap;
+}
+
+// LoadConfigString's work; `base_dir` as ConfigFromYamlNode takes it.
+StatusOr<Config> LoadConfigText(const std::string& yaml,
+                                const std::string& source,
+                                const std::string& base_dir) {
   // YAML text is UTF-8; names read from it end up in JSON output.
   if (size_t bad = 0; !IsUtf8(yaml, &bad)) {
     const size_t line_start = yaml.rfind('\n', bad);
@@ -396,7 +441,16 @@ StatusOr<Config> LoadConfigString(const std::string& yaml,
     config = &document;
   }
   if (config == nullptr) return Config::Defaults();
-  return ConfigFromYamlNode(*config, source, yaml);
+  return ConfigFromYamlNode(*config, source, yaml, base_dir);
+}
+
+}  // namespace
+
+StatusOr<Config> LoadConfigString(const std::string& yaml,
+                                  const std::string& source) {
+  // Text with no file: a relative workspace root has nothing to be relative
+  // to.
+  return LoadConfigText(yaml, source, "");
 }
 
 StatusOr<Config> LoadConfigFile(const std::string& path) {
@@ -416,7 +470,13 @@ StatusOr<Config> LoadConfigFile(const std::string& path) {
     return NotFound("cannot read config file \"" + path +
                     "\": " + std::strerror(errno));
   }
-  return LoadConfigString(text.str(), path);
+  // A relative workspace root is relative to the file's own directory.
+  std::filesystem::path dir = std::filesystem::absolute(path, ec).parent_path();
+  if (ec) {
+    return NotFound("cannot read config file \"" + path +
+                    "\": " + ec.message());
+  }
+  return LoadConfigText(text.str(), path, dir.string());
 }
 
 std::string ConfigToYaml(const Config& config) {
@@ -432,6 +492,7 @@ std::string ConfigToYaml(const Config& config) {
   EmitControls(out, config);
   EmitPolicies(out, config);
   EmitLifecycle(out, config);
+  EmitConflicts(out, config);
   out << YAML::EndMap;
   return "# Quartermaster configuration: every setting, defaults filled in.\n"
          "# Keys and rules: docs/configuration.md.\n" +

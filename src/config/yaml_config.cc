@@ -25,6 +25,7 @@
 #include "core/conditions.h"
 #include "core/expr.h"
 #include "core/text.h"
+#include "qm/types.h"
 
 namespace qm {
 namespace {
@@ -73,6 +74,16 @@ constexpr std::string_view kMonitoringIntervals =
 constexpr std::string_view kAutoRelease = "auto_release";
 constexpr std::string_view kScheduling = "scheduling";
 constexpr std::string_view kScoreWeights = "scheduling.weights";
+constexpr std::string_view kConflicts = "conflicts";
+constexpr std::string_view kFileLocking = "conflicts.file_locking";
+constexpr std::string_view kProductLocking =
+    "conflicts.file_locking.per_product.<name>";
+constexpr std::string_view kReservations = "reservations";
+// Seed 000's conflict_resolution block, of which only the file-conflict
+// strategy means something here (an alias of conflicts.strategy).
+constexpr std::string_view kConflictResolution = "conflict_resolution";
+constexpr std::string_view kFileConflicts =
+    "conflict_resolution.file_conflicts";
 
 // A mapping with fixed keys, in the order the documentation lists them.
 struct Section {
@@ -86,7 +97,8 @@ const std::vector<Section>& Sections() {
        {"resources", "max_concurrent", "pricing", "token_budgets",
         "priority_levels", "daily_limits", "products", "auto_model_selection",
         "circuit_breaker", "manual_override", "resource_policies",
-        "auto_release", "scheduling"}},
+        "auto_release", "scheduling", "conflicts", "reservations",
+        "conflict_resolution"}},
       {kResourceSpec, {"capacity", "fractional"}},
       {kMaxConcurrent, {"total", "per_type"}},
       {kPricing, {"models", "default_model", "estimate_output_share"}},
@@ -130,6 +142,16 @@ const std::vector<Section>& Sections() {
         "preemption_grace", "default_ttl", "restrict_agent_types",
         "history_limit"}},
       {kScoreWeights, {"priority", "wait", "blocking", "fair_share"}},
+      {kConflicts,
+       {"workspace_root", "strategy", "history_limit", "file_locking"}},
+      {kFileLocking, {"enforcement", "exceptions", "per_product"}},
+      {kProductLocking, {"enforcement", "exceptions"}},
+      {kReservations,
+       {"horizon", "grace_period", "preempt_running", "max_reservations"}},
+      // Seed 000 keys that are recognised only to be refused with a reason.
+      {kConflictResolution,
+       {"file_conflicts", "resource_conflicts", "workflow_conflicts"}},
+      {kFileConflicts, {"strategy", "methods", "timeout"}},
   };
   return *kSections;
 }
@@ -577,10 +599,15 @@ struct Field {
 // Reads one config node into Config::Defaults(). Stops at the first error.
 class Reader {
  public:
-  // `text`: the document the node was parsed from, or "" (see
+  // `text`: the document the node was parsed from, or ""; `base_dir`: what
+  // a relative workspace root is relative to, or "" (see
   // ConfigFromYamlNode).
-  Reader(const std::string& source, std::string_view text)
-      : source_(source), text_(text), config_(Config::Defaults()) {}
+  Reader(const std::string& source, std::string_view text,
+         const std::string& base_dir)
+      : source_(source),
+        text_(text),
+        base_dir_(base_dir),
+        config_(Config::Defaults()) {}
 
   StatusOr<Config> Read(const YAML::Node& root);
 
@@ -656,11 +683,22 @@ class Reader {
   Status ReadResourcePolicies(const Field& field);
   Status ReadAutoRelease(const Field& field);
   Status ReadScheduling(const Field& field);
+  Status ReadConflicts(const Field& field);
+  Status ReadWorkspaceRoot(const Field& field);
+  // A file-locking policy (conflicts.file_locking or one of its per_product
+  // entries, `section` says which); `*given` collects the keys it sets.
+  Status ReadLockPolicy(const Field& field, std::string_view section,
+                        LockPolicy* policy, std::vector<std::string>* given);
+  Status ReadStrategy(const Field& field, ConflictStrategy* out) const;
+  Status ReadConflictResolution(const Field& field);
+  Status ReadReservations(const Field& field);
   // Cross-key rules and settings that depend on more than one key.
   Status Finish();
+  Status FinishConflicts();
 
   const std::string source_;
   const std::string_view text_;
+  const std::string base_dir_;
   Config config_;
   // resources.agents and max_concurrent.total, checked against each other
   // in Finish().
@@ -675,6 +713,12 @@ class Reader {
   // Every non-empty model name given (pricing.default_model, the rules'
   // model and fallback_model), in file order, checked in Finish().
   std::vector<std::pair<std::string, Field>> models_named_;
+  // conflicts.strategy and its seed 000 alias, checked against each other
+  // in Finish().
+  std::optional<std::pair<ConflictStrategy, Field>> strategy_, alias_strategy_;
+  // The keys each per-product lock policy sets; Finish() fills in the rest
+  // from the global policy.
+  std::map<std::string, std::vector<std::string>> product_policy_keys_;
 };
 
 std::string Reader::Where(const YAML::Mark& mark) const {
@@ -1047,7 +1091,10 @@ StatusOr<Config> Reader::Read(const YAML::Node& root) {
         if (key == "manual_override") return ReadManualOverride(child);
         if (key == "resource_policies") return ReadResourcePolicies(child);
         if (key == "auto_release") return ReadAutoRelease(child);
-        return ReadScheduling(child);
+        if (key == "scheduling") return ReadScheduling(child);
+        if (key == "conflicts") return ReadConflicts(child);
+        if (key == "reservations") return ReadReservations(child);
+        return ReadConflictResolution(child);
       }));
   QM_RETURN_IF_ERROR(Finish());
   return config_;
@@ -1541,6 +1588,185 @@ Status Reader::ReadScheduling(const Field& field) {
       });
 }
 
+Status Reader::ReadConflicts(const Field& field) {
+  ConflictsConfig& conflicts = config_.conflicts;
+  return ForEachKnownEntry(
+      field, kConflicts, [&](const std::string& key, const Field& child) {
+        if (key == "workspace_root") return ReadWorkspaceRoot(child);
+        if (key == "strategy") {
+          QM_RETURN_IF_ERROR(ReadStrategy(child, &conflicts.strategy));
+          strategy_.emplace(conflicts.strategy, child);
+          return Status::Ok();
+        }
+        if (key == "history_limit") {
+          return ReadInt(child, 0, &conflicts.history_limit);
+        }
+        std::vector<std::string> given;
+        return ReadLockPolicy(child, kFileLocking, &conflicts.file_locking,
+                              &given);
+      });
+}
+
+Status Reader::ReadWorkspaceRoot(const Field& field) {
+  std::string root;
+  if (!field.node.IsNull()) QM_RETURN_IF_ERROR(ReadString(field, true, &root));
+  if (root.empty()) {
+    config_.conflicts.workspace_root.clear();
+    return Status::Ok();
+  }
+  if (root.find('\0') != std::string::npos) {
+    return Error(field, "must not contain a NUL byte");
+  }
+  if (root.size() > kMaxPathBytes) {
+    return Error(field, "must be at most " + std::to_string(kMaxPathBytes) +
+                            " bytes long, got " + std::to_string(root.size()));
+  }
+  if (root[0] == '~') {
+    return Error(field,
+                 "\"~\" is not expanded; give an absolute path or one "
+                 "relative to the config file's directory, " +
+                     Got(field.node));
+  }
+  std::filesystem::path path(root);
+  if (path.is_relative()) {
+    if (base_dir_.empty()) {
+      return Error(field,
+                   "is a relative path, but this configuration has no file "
+                   "whose directory it could be relative to; give an "
+                   "absolute path, " +
+                       Got(field.node));
+    }
+    std::filesystem::path base(base_dir_);
+    std::error_code ec;
+    if (base.is_relative()) base = std::filesystem::absolute(base, ec);
+    if (ec) {
+      return Error(field, "cannot resolve it against " + Quote(base_dir_) +
+                              ": " + ec.message());
+    }
+    path = base / path;
+  }
+  std::string normal = path.lexically_normal().string();
+  while (normal.size() > 1 && normal.back() == '/') normal.pop_back();
+  if (normal.size() > kMaxPathBytes) {
+    return Error(field, "resolves to a path longer than " +
+                            std::to_string(kMaxPathBytes) + " bytes");
+  }
+  config_.conflicts.workspace_root = normal;
+  return Status::Ok();
+}
+
+Status Reader::ReadLockPolicy(const Field& field, std::string_view section,
+                              LockPolicy* policy,
+                              std::vector<std::string>* given) {
+  return ForEachKnownEntry(
+      field, section, [&](const std::string& key, const Field& child) {
+        if (key == "per_product") {
+          config_.conflicts.per_product.clear();
+          product_policy_keys_.clear();
+          return ForEachEntry(
+              child, [&](const std::string& product, const Field& entry) {
+                std::vector<std::string>& keys = product_policy_keys_[product];
+                return ReadLockPolicy(entry, kProductLocking,
+                                      &config_.conflicts.per_product[product],
+                                      &keys);
+              });
+        }
+        given->push_back(key);
+        if (key == "enforcement") {
+          const std::vector<std::string> names = {"strict", "advisory"};
+          size_t index;
+          QM_RETURN_IF_ERROR(ReadChoice(child, names, false, &index));
+          LockEnforcementFromName(names[index], &policy->enforcement);
+          return Status::Ok();
+        }
+        static const std::vector<std::string>* const kExceptions =
+            new std::vector<std::string>{"read_only_operations"};
+        policy->exceptions.clear();
+        return ForEachItem(child, [&](const Field& item) {
+          std::string name;
+          QM_RETURN_IF_ERROR(ReadString(item, false, &name));
+          if (std::find(kExceptions->begin(), kExceptions->end(), name) ==
+              kExceptions->end()) {
+            std::string what = "unknown exception " + Quote(name);
+            const std::string near = NearestChoice(name, *kExceptions);
+            if (!near.empty()) what += ", did you mean " + Quote(near) + "?";
+            return Error(item, what + " (the one exception known is " +
+                                   Join(*kExceptions, ", ") + ")");
+          }
+          if (std::find(policy->exceptions.begin(), policy->exceptions.end(),
+                        name) == policy->exceptions.end()) {
+            policy->exceptions.push_back(name);
+          }
+          return Status::Ok();
+        });
+      });
+}
+
+Status Reader::ReadStrategy(const Field& field, ConflictStrategy* out) const {
+  const std::vector<std::string> names = {"queue_and_serialize",
+                                          "priority_based"};
+  const YAML::Node& node = field.node;
+  if (node.IsScalar() && (node.Scalar() == "intelligent_queuing" ||
+                          node.Scalar() == "coordination_based")) {
+    return Error(field, "must be queue_and_serialize or priority_based, " +
+                            Got(node) +
+                            " (seed 000's strategy for resource and workflow "
+                            "conflicts; it does not apply to file locks)");
+  }
+  size_t index;
+  QM_RETURN_IF_ERROR(ReadChoice(field, names, false, &index));
+  ConflictStrategyFromName(names[index], out);
+  return Status::Ok();
+}
+
+Status Reader::ReadConflictResolution(const Field& field) {
+  return ForEachKnownEntry(
+      field, kConflictResolution,
+      [&](const std::string& key, const Field& child) {
+        if (key == "resource_conflicts") {
+          return Error(child,
+                       "is not supported: a request that does not fit queues "
+                       "by score and preempts only as "
+                       "priority_levels.<level>.preempt_lower allows (see "
+                       "scheduling)");
+        }
+        if (key == "workflow_conflicts") {
+          return Error(child,
+                       "is not supported: list the workflows a request must "
+                       "not run beside in its conflict_avoidance instead");
+        }
+        return ForEachKnownEntry(
+            child, kFileConflicts, [&](const std::string& k, const Field& f) {
+              if (k != "strategy") {
+                return Error(f,
+                             "is not supported: only strategy is read here "
+                             "(another name for conflicts.strategy)");
+              }
+              ConflictStrategy strategy;
+              QM_RETURN_IF_ERROR(ReadStrategy(f, &strategy));
+              alias_strategy_.emplace(strategy, f);
+              return Status::Ok();
+            });
+      });
+}
+
+Status Reader::ReadReservations(const Field& field) {
+  ReservationsConfig& reservations = config_.reservations;
+  return ForEachKnownEntry(
+      field, kReservations, [&](const std::string& key, const Field& child) {
+        if (key == "horizon") {
+          return ReadDuration(child, false, &reservations.horizon);
+        }
+        if (key == "grace_period") {
+          return ReadDuration(child, true, &reservations.grace_period);
+        }
+        if (key == "preempt_running") {
+          return ReadBool(child, &reservations.preempt_running);
+        }
+        return ReadInt(child, 1, &reservations.max_reservations);
+      });
+}
+
 Status Reader::Finish() {
   if (max_concurrent_total_.has_value()) {
     const auto& [total, total_field] = *max_concurrent_total_;
@@ -1598,6 +1824,36 @@ Status Reader::Finish() {
                               ")");
     }
   }
+  QM_RETURN_IF_ERROR(FinishConflicts());
+  return Status::Ok();
+}
+
+Status Reader::FinishConflicts() {
+  if (alias_strategy_.has_value()) {
+    const auto& [alias, alias_field] = *alias_strategy_;
+    if (strategy_.has_value() && strategy_->first != alias) {
+      const Field& own = strategy_->second;
+      return Error(alias_field,
+                   std::string(ConflictStrategyName(alias)) +
+                       " disagrees with conflicts.strategy (" +
+                       ConflictStrategyName(strategy_->first) + ", at line " +
+                       std::to_string(own.mark.line + 1) + ", column " +
+                       std::to_string(own.mark.column + 1) +
+                       "); both set the file-conflict strategy, so give one "
+                       "of them or make them equal");
+    }
+    config_.conflicts.strategy = alias;
+  }
+  // A product's policy takes the keys it leaves out from the global one.
+  const LockPolicy& global = config_.conflicts.file_locking;
+  for (auto& [product, policy] : config_.conflicts.per_product) {
+    const std::vector<std::string>& given = product_policy_keys_[product];
+    auto has = [&](const char* key) {
+      return std::find(given.begin(), given.end(), key) != given.end();
+    };
+    if (!has("enforcement")) policy.enforcement = global.enforcement;
+    if (!has("exceptions")) policy.exceptions = global.exceptions;
+  }
   return Status::Ok();
 }
 
@@ -1610,9 +1866,10 @@ const char* WeekdayName(int day) {
 
 StatusOr<Config> ConfigFromYamlNode(const YAML::Node& node,
                                     const std::string& source,
-                                    std::string_view text) {
+                                    std::string_view text,
+                                    const std::string& base_dir) {
   try {
-    Reader reader(source, text);
+    Reader reader(source, text, base_dir);
     return reader.Read(node);
   } catch (const YAML::Exception& e) {
     std::string where = source + ": ";

@@ -32,9 +32,16 @@ namespace qm {
 // `text` the column assumes a one-line scalar without escapes: exact for
 // plain scalars and for quoted ones without escapes, and a block scalar
 // without line breaks in its value is mistaken for a quoted one.
+//
+// `base_dir` is the directory a relative conflicts.workspace_root is
+// resolved against: the directory of the file the configuration came from
+// (made absolute against the working directory when relative). "" means the
+// configuration has no file of its own, and a relative root is an error
+// naming the key.
 StatusOr<Config> ConfigFromYamlNode(const YAML::Node& node,
                                     const std::string& source,
-                                    std::string_view text = {});
+                                    std::string_view text = {},
+                                    const std::string& base_dir = "");
 
 // "sunday" ... "saturday" for 0 ... 6: the names daily_limits.week_start
 // takes. "" outside that range.

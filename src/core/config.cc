@@ -43,6 +43,37 @@ const char* BudgetPeriodName(BudgetPeriod p) {
   return "daily";
 }
 
+const char* LockEnforcementName(LockEnforcement e) {
+  return e == LockEnforcement::kAdvisory ? "advisory" : "strict";
+}
+
+bool LockEnforcementFromName(const std::string& name, LockEnforcement* out) {
+  if (name == "strict") {
+    *out = LockEnforcement::kStrict;
+  } else if (name == "advisory") {
+    *out = LockEnforcement::kAdvisory;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+const char* ConflictStrategyName(ConflictStrategy s) {
+  return s == ConflictStrategy::kPriorityBased ? "priority_based"
+                                               : "queue_and_serialize";
+}
+
+bool ConflictStrategyFromName(const std::string& name, ConflictStrategy* out) {
+  if (name == "queue_and_serialize") {
+    *out = ConflictStrategy::kQueueAndSerialize;
+  } else if (name == "priority_based") {
+    *out = ConflictStrategy::kPriorityBased;
+  } else {
+    return false;
+  }
+  return true;
+}
+
 Config Config::Defaults() {
   Config c;
   c.resources = {

@@ -22,13 +22,6 @@ Milli ToMilli(double v) { return static_cast<Milli>(std::llround(v * 1000)); }
 double FromMilli(Milli m) { return static_cast<double>(m) / 1000.0; }
 double Minutes(Duration d) { return d.count() / kMsPerMinute; }
 
-Milli AmountOn(const Demand& d, uint32_t counter) {
-  for (const auto& [c, m] : d) {
-    if (c == counter) return m;
-  }
-  return 0;
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------- set-up
@@ -72,6 +65,7 @@ Status EngineImpl::Init() {
     InternType(type);
   }
   for (const auto& [name, product] : config_.products) InternProduct(name);
+  QM_RETURN_IF_ERROR(InitConflicts());
   return InitMoney();
 }
 
@@ -217,10 +211,12 @@ void EngineImpl::StartOp() {
 }
 
 void EngineImpl::EndOp() {
+  if (WakesPending()) dispatch_at_end_ = true;
   if (dispatch_at_end_) {
     dispatch_at_end_ = false;
     Dispatch();
   }
+  if (WakesPending()) ProcessWakes();  // nobody queued: just forget them
   ProcessTimersUpTo(now_);
   in_op_ = false;
 }
@@ -473,6 +469,7 @@ void EngineImpl::Enqueue(Alloc& a) {
   a.status = AllocStatus::kQueued;
   ++a.queue_gen;
   ++queued_count_;
+  if (a.locks) ClaimLocks(a);
   if (!uses_agents) ++queued_without_agents_;
   ++products_[a.product].queued;
   ++types_[a.type].queued;
@@ -681,6 +678,11 @@ void EngineImpl::Grant(Alloc& a, std::optional<double> score) {
   }
   CountRunning(a, +1);
   ++active_count_;
+  if (a.locks) {
+    TakeLocks(a);
+    fencing_owner_[a.fencing] = a.id;
+  }
+  if (track_wf_active_) NoteWorkflowActive(a, +1);
   OnGrantMoney(a);
   Schedule(a.expires_at, a.id, Timer::Kind::kLeaseExpiry);
   Emit(EventType::kGranted, a, {}, score);
@@ -707,10 +709,19 @@ void EngineImpl::StopHolding(Alloc& a) {
   } else {
     --active_count_;
   }
+  if (a.locks) {
+    DropLocks(a);
+    WakeGated(a.id);
+  }
+  if (track_wf_active_) NoteWorkflowActive(a, -1);
 }
 
 void EngineImpl::DispatchFreed(const Demand& touched) {
   if (queued_count_ == 0) return;
+  if (WakesPending()) {
+    Dispatch();  // requests gated on what ended look again, in order
+    return;
+  }
   std::vector<uint32_t> seeds;
   for (const auto& [c, m] : touched) {
     if (Blocker(c) != 0) seeds.push_back(c);
@@ -721,6 +732,11 @@ void EngineImpl::DispatchFreed(const Demand& touched) {
 AllocationInfo EngineImpl::Finish(Alloc& a, AllocStatus status, EventType event,
                                   std::string reason) {
   StopHolding(a);
+  if (a.locks) {
+    DropLocks(a);
+    CloseConflict(a,
+                  std::string("the waiter ended: ") + AllocStatusName(status));
+  }
   a.status = status;
   a.ended_at = now_;
   a.Extras().end_reason = reason;
@@ -767,6 +783,9 @@ void EngineImpl::Retire(Alloc& a) {
     if (!it->second.idempotency_key().empty()) {
       idempotency_.erase(it->second.idempotency_key());
     }
+    if (it->second.locks && it->second.fencing) {
+      fencing_owner_.erase(it->second.fencing);
+    }
     allocs_.erase(it);
   }
 }
@@ -786,6 +805,10 @@ WaitReason EngineImpl::Diagnose(const Demand& d, uint64_t self) const {
 }
 
 void EngineImpl::Admit(Alloc& a, bool is_new) {
+  if (a.locks && Gate(a)) {
+    Enqueue(a);  // gated: claims its locks, no counters
+    return;
+  }
   if (GrantsHeld(a)) {
     Enqueue(a);  // claims nothing: the pause holds it
     return;
@@ -823,6 +846,10 @@ void EngineImpl::RunPass(const std::vector<uint32_t>* seeds) {
     return;
   }
   const bool full = seeds == nullptr;
+  if (WakesPending() && ProcessWakes() && !full) {
+    RunPass(nullptr);  // a request stopped being gated: look at everyone
+    return;
+  }
   if (full) {
     ++pass_epoch_;  // B starts empty
     last_pass_ = now_;
@@ -941,9 +968,23 @@ void EngineImpl::RunPass(const std::vector<uint32_t>* seeds) {
       Unpark(a);
       continue;
     }
+    if (a.locks && (a.locks->gate != AllocLocks::Gate::kNone || Gate(a))) {
+      // Waits for a lock or a workflow: it claims no counter (drop claims
+      // left from before it was gated) and the rest of the lane goes on.
+      for (const auto& [c, m] : a.demand) {
+        if (Blocker(c) != a.id) continue;
+        counters_[c].blocked_by = 0;
+        if (!full) add_lanes_of(c);
+      }
+      Unpark(a);
+      const MemberIt next = std::next(cur.it);
+      if (next != lane.members.end()) push(cur.lane, next, false, cur.band_it);
+      continue;
+    }
     uint32_t behind = UINT32_MAX;
     if (const uint64_t p = ParkedBehind(a); p != 0) {
-      a.wait = {WaitReason::Kind::kYielding, a.demand.front().first, 0, p};
+      a.wait = {WaitReason::Kind::kYielding,
+                a.demand.empty() ? 0u : a.demand.front().first, 0, p};
       const MemberIt next = std::next(cur.it);
       if (next != lane.members.end()) push(cur.lane, next, false, cur.band_it);
       continue;
@@ -967,6 +1008,8 @@ void EngineImpl::RunPass(const std::vector<uint32_t>* seeds) {
       skip_lane = lane_dead(behind);
     } else {
       ApplyCounters(a, +1);
+      // Its locks too, so later requests of this pass see them held.
+      if (a.locks) TakeLocks(a);
       granted.emplace_back(a.id, Score(a, now_, fs));
       // Counters it claimed are free of it now: whoever else waits for them
       // must be looked at again.
@@ -1056,25 +1099,28 @@ bool EngineImpl::TryPreempt(Alloc& a,
   for (const auto& [c, s] : shortfall) {
     if (s > 0) return false;
   }
-  const Duration grace = config_.scheduling.preemption_grace;
   for (const Alloc* cv : victims) {
-    Alloc& v = allocs_.at(cv->id);
-    v.status = AllocStatus::kPreempted;
-    v.preempt_deadline = now_ + grace;
-    v.preempted_by = a.id;
-    v.preempted_by_fence = a.fencing;
-    a.preempted_someone = true;
-    for (const auto& [c, m] : v.demand) counters_[c].releasing += m;
-    --active_count_;
-    ++preempting_count_;
-    Emit(EventType::kPreemptionNotice, v,
-         "preempted by " + IdText(a.id) + " (" + LevelName(a.req.level) +
-             "); release by " + FormatTime(v.preempt_deadline));
-    Schedule(v.preempt_deadline, v.id, Timer::Kind::kPreemptDeadline);
+    SendPreemptNotice(allocs_.at(cv->id), a, "");
   }
   a.wait = {WaitReason::Kind::kPreempting, short_counters[0],
             AmountOn(a.demand, short_counters[0]), 0};
   return true;
+}
+
+void EngineImpl::SendPreemptNotice(Alloc& v, Alloc& by,
+                                   const std::string& why) {
+  v.status = AllocStatus::kPreempted;
+  v.preempt_deadline = now_ + config_.scheduling.preemption_grace;
+  v.preempted_by = by.id;
+  v.preempted_by_fence = by.fencing;
+  by.preempted_someone = true;
+  for (const auto& [c, m] : v.demand) counters_[c].releasing += m;
+  --active_count_;
+  ++preempting_count_;
+  Emit(EventType::kPreemptionNotice, v,
+       "preempted by " + IdText(by.id) + " (" + LevelName(by.req.level) + ")" +
+           why + "; release by " + FormatTime(v.preempt_deadline));
+  Schedule(v.preempt_deadline, v.id, Timer::Kind::kPreemptDeadline);
 }
 
 // ---------------------------------------------------------------- operations
@@ -1148,6 +1194,7 @@ StatusOr<std::vector<AllocateResult>> EngineImpl::AllocateMany(
     // The batch is granted only if each fits on top of the ones before it
     // and none needs a counter a queued request is waiting for.
     std::vector<Demand> taken;
+    std::vector<const ParsedRequest*> earlier;  // taken so far
     std::vector<std::string> workflows;
     std::string why;
     size_t failed = 0;
@@ -1163,8 +1210,15 @@ StatusOr<std::vector<AllocateResult>> EngineImpl::AllocateMany(
       if (MoneyEnabled()) AddBudgetDemand(plans[i], &d);
       const WaitReason w = Diagnose(d, 0);
       const bool held = GrantsHeld(p.level);
+      std::string lock_why;
+      if (w.kind == WaitReason::Kind::kNone && !held) {
+        lock_why = BatchLockConflict(p, earlier);
+      }
       if (w.kind != WaitReason::Kind::kNone) {
         why = ReasonText(w);
+        failed = i;
+      } else if (!lock_why.empty()) {
+        why = std::move(lock_why);
         failed = i;
       } else if (held) {
         why = paused_ ? "grants are paused by an operator"
@@ -1173,6 +1227,7 @@ StatusOr<std::vector<AllocateResult>> EngineImpl::AllocateMany(
       } else {
         for (const auto& [c, m] : d) counters_[c].used += m;
         taken.push_back(std::move(d));
+        earlier.push_back(&p);
       }
     }
     for (const Demand& d : taken) {
@@ -1228,8 +1283,9 @@ StatusOr<std::vector<AllocateResult>> EngineImpl::AllocateMany(
       AddBudgetDemand(plans[i], &a.demand);
       a.money = MakeMoney(plans[i]);
     }
-    a.req = static_cast<RequestCore&&>(p);
     a.queued_at = now_;
+    if (!p.locks.empty() || !p.avoid.empty()) SetupLocks(a, p);
+    a.req = static_cast<RequestCore&&>(p);
     if (!a.idempotency_key().empty()) idempotency_[a.idempotency_key()] = id;
     Admit(a, true);
     if (a.status == AllocStatus::kQueued) {
@@ -1480,13 +1536,22 @@ StatusOr<AllocationInfo> EngineImpl::Cancel(std::string_view id) {
     if (Blocker(c) == a.id) blocked.push_back(c);
   }
   Dequeue(a);
+  if (a.locks) {
+    DropLocks(a);
+    CloseConflict(a, "the waiter was cancelled");
+    WakeGated(a.id);
+  }
   a.status = AllocStatus::kCancelled;
   a.ended_at = now_;
   Emit(EventType::kCancelled, a, "cancelled while queued");
   ReleaseWorkflowRef(a.req.workflow_id);
   AllocationInfo info = Info(a);
   Retire(a);
-  if (!blocked.empty() && queued_count_ > 0) RunPass(&blocked);
+  if (WakesPending() && queued_count_ > 0) {
+    Dispatch();
+  } else if (!blocked.empty() && queued_count_ > 0) {
+    RunPass(&blocked);
+  }
   if (relaxed_) Dispatch();
   return info;
 }
@@ -1521,6 +1586,9 @@ std::string EngineImpl::ReasonText(const Alloc& a) const {
     return "grants are paused" +
            (paused_by_.empty() ? std::string() : " by " + paused_by_) +
            (paused_reason_.empty() ? std::string() : ": " + paused_reason_);
+  }
+  if (a.locks && a.locks->gate != AllocLocks::Gate::kNone) {
+    return GateText(a);
   }
   if (GrantsHeld(a)) {
     return "circuit breaker is open (" + breaker_.condition +
@@ -1600,6 +1668,16 @@ std::optional<Time> EngineImpl::ExpectedStart(const Alloc& a) const {
   if (GrantsHeld(a) || a.wait.kind == WaitReason::Kind::kBudgetReset) {
     return period_end_;
   }
+  if (a.locks && a.locks->gate == AllocLocks::Gate::kLock) {
+    auto it = allocs_.find(a.locks->gate_on);
+    if (it != allocs_.end() && it->second.holding) {
+      return std::max(ExpectedEnd(it->second), now_);
+    }
+    return std::nullopt;
+  }
+  if (a.locks && a.locks->gate == AllocLocks::Gate::kWorkflow) {
+    return std::nullopt;
+  }
   if (a.wait.kind == WaitReason::Kind::kNone) return now_;
   const Counter& c = counters_[a.wait.counter];
   const Milli need = AmountOn(a.demand, a.wait.counter);
@@ -1656,6 +1734,13 @@ AllocationInfo EngineImpl::Info(const Alloc& a) const {
   i.estimated_tokens = a.req.estimated_tokens;
   i.estimated_minutes = a.req.estimated_minutes;
   FillBudgetInfo(a, &i.budget);
+  if (a.locks) {
+    for (const LockSpec& l : a.locks->locks) {
+      i.locks.push_back({l.path.empty() ? "." : l.path, l.exclusive});
+    }
+    i.conflict_avoidance = a.locks->avoid;
+    i.warnings = a.locks->warnings;
+  }
   if (a.extras) {
     i.usage = a.extras->usage;
     i.metadata = a.extras->metadata;
@@ -1885,7 +1970,8 @@ Status EngineImpl::CheckInvariants() const {
   for (const Lane& lane : lanes_) {
     for (const QKey& k : lane.members) {
       const Alloc& a = allocs_.at(k.id);
-      bool held = ParkedBehind(a) != 0 || GrantsHeld(a) || WaitsForReset(a),
+      bool held = ParkedBehind(a) != 0 || GrantsHeld(a) || WaitsForReset(a) ||
+                  (a.locks && a.locks->gate != AllocLocks::Gate::kNone),
            fits = true;
       for (const auto& [c, m] : a.demand) {
         const Counter& cnt = counters_[c];
@@ -1910,7 +1996,7 @@ Status EngineImpl::CheckInvariants() const {
       }
     }
   }
-  return Status::Ok();
+  return CheckLockInvariants();
 }
 
 // ---------------------------------------------------------------- facade
@@ -1974,6 +2060,40 @@ Status Engine::RaiseLimits(std::optional<int64_t> max_tokens,
                            std::optional<double> max_cost_usd,
                            const Actor& actor) {
   return impl_->RaiseLimits(max_tokens, max_cost_usd, actor);
+}
+StatusOr<ConflictReport> Engine::CheckConflicts(const AllocationRequest& r,
+                                                Duration horizon) {
+  return impl_->CheckConflicts(r, horizon);
+}
+std::vector<ConflictInfo> Engine::Conflicts() const {
+  return impl_->Conflicts();
+}
+StatusOr<ConflictInfo> Engine::ResolveConflict(std::string_view conflict_id,
+                                               ResolveStrategy strategy,
+                                               const Actor& actor) {
+  return impl_->ResolveConflict(conflict_id, strategy, actor);
+}
+Status Engine::SetLockPolicy(const std::string& scope,
+                             std::optional<LockPolicy> policy,
+                             const Actor& actor) {
+  return impl_->SetLockPolicy(scope, std::move(policy), actor);
+}
+StatusOr<LockVerdict> Engine::VerifyLock(std::string_view path,
+                                         uint64_t token) {
+  return impl_->VerifyLock(path, token);
+}
+StatusOr<ReservationInfo> Engine::Reserve(const ReservationRequest& r) {
+  return impl_->Reserve(r);
+}
+StatusOr<ReservationInfo> Engine::CancelReservation(std::string_view id,
+                                                    const Actor& actor) {
+  return impl_->CancelReservation(id, actor);
+}
+StatusOr<ReservationInfo> Engine::GetReservation(std::string_view id) const {
+  return impl_->GetReservation(id);
+}
+std::vector<ReservationInfo> Engine::Reservations() const {
+  return impl_->Reservations();
 }
 CostReport Engine::Costs() const { return impl_->Costs(); }
 MetricsReport Engine::Metrics() const { return impl_->Metrics(); }

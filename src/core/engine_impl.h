@@ -28,6 +28,7 @@
 #include "absl/container/btree_set.h"
 #include "absl/time/time.h"
 #include "core/expr.h"
+#include "core/paths.h"
 #include "qm/clock.h"
 #include "qm/config.h"
 #include "qm/engine.h"
@@ -89,6 +90,14 @@ struct Counter {
 
 using Demand = std::vector<std::pair<uint32_t, Milli>>;  // counter, amount
 
+// The amount `d` needs on `counter` (0 when it does not touch it).
+inline Milli AmountOn(const Demand& d, uint32_t counter) {
+  for (const auto& [c, m] : d) {
+    if (c == counter) return m;
+  }
+  return 0;
+}
+
 // What an allocation keeps of its request for its whole life (kept small:
 // names live interned in the engine, rarely used text in AllocExtras).
 struct RequestCore {
@@ -104,12 +113,54 @@ struct RequestCore {
   bool preemptible = true, requeue_on_preempt = false;
 };
 
+// A path lock as an allocation keeps it: normalised (paths.h), "" = the
+// workspace root.
+struct LockSpec {
+  std::string path;
+  bool exclusive = false;
+};
+
 // A validated request with every default applied, before interning. (An
 // allocation keeps its resources only in its demand.)
 struct ParsedRequest : RequestCore {
   std::vector<std::pair<uint32_t, Milli>> resources;  // resource idx, amount
   std::string requester, product, agent_type, metadata, idempotency_key;
   std::string model;  // as requested ("" = choose)
+  // Deduplicated (a path named in both lists is exclusive).
+  std::vector<LockSpec> locks;
+  std::vector<std::string> avoid;  // conflict_avoidance
+  std::string reservation;
+};
+
+// The conflict-prevention side of an allocation (only when it names lock
+// paths or workflows to avoid). See docs/conflicts.md.
+struct AllocLocks {
+  std::vector<LockSpec> locks;
+  std::vector<std::string> avoid;
+  // Order among requests whose locks conflict: level, then queue time, then
+  // id, fixed when it first queues. A request waits only for claimants
+  // ahead of it in this order (or for holders), so waits never form a
+  // cycle.
+  int rank_level = 0;
+  int64_t rank_ms = 0;
+  // Where its locks are recorded: nowhere, in the claims table (queued) or
+  // the held table (holding).
+  enum class Where : uint8_t { kNone, kClaimed, kHeld };
+  Where where = Where::kNone;
+  // Exempt from locking by its product's policy (read_only_operations):
+  // takes no locks, never waits for one.
+  bool exempt = false;
+  // A gated request stays in its lane but dispatch skips it until the
+  // allocation (kLock) or workflow (kWorkflow) it waits for moves.
+  enum class Gate : uint8_t { kNone, kLock, kWorkflow };
+  Gate gate = Gate::kNone;
+  uint64_t gate_on = 0;    // kLock: the holder, or the claimant ahead
+  std::string subject;     // kLock: its own path; kWorkflow: the workflow
+  std::string other_path;  // kLock: the conflicting lock's path
+  bool own_exclusive = false, other_exclusive = false;
+  uint64_t conflict = 0;  // the open conflict registered for the wait
+  // Advisory conflicts it was granted despite: "conf_4: ..." lines.
+  std::vector<std::string> warnings;
 };
 
 // The money side of an allocation (only when pricing or budgets are
@@ -180,6 +231,8 @@ struct WaitReason {
 struct Workflow {
   uint32_t agents = UINT32_MAX, cpu = UINT32_MAX, memory = UINT32_MAX;
   int64_t refs = 0;  // active + queued allocations of this workflow
+  // Holding allocations (counted once some request avoided a workflow).
+  int64_t active = 0;
 };
 
 struct Alloc {
@@ -207,6 +260,7 @@ struct Alloc {
   WaitReason wait;
   std::unique_ptr<AllocExtras> extras;  // null while nothing to keep
   std::unique_ptr<AllocMoney> money;    // null without pricing or budgets
+  std::unique_ptr<AllocLocks> locks;    // null without paths or avoidance
 
   AllocExtras& Extras() {
     if (!extras) extras = std::make_unique<AllocExtras>();
@@ -387,6 +441,9 @@ class EngineImpl {
   void Tick();
   std::optional<Time> NextDeadline() const;
   Status CheckInvariants() const;
+  // Locks: held and claimed tables match the allocations; no two holders
+  // under strict policies hold conflicting locks; gates are counted.
+  Status CheckLockInvariants() const;
   const Config& config() const { return config_; }
 
  private:
@@ -404,6 +461,8 @@ class EngineImpl {
 
   // --- money (budget.cc) ---
   Status InitMoney();
+  // Workspace root and lock policies from config_.conflicts.
+  Status InitConflicts();
   bool MoneyEnabled() const { return money_enabled_; }
   // Chooses the model and sizes the reservation of a validated request.
   StatusOr<MoneyPlan> PlanMoney(const ParsedRequest& p,
@@ -473,6 +532,74 @@ class EngineImpl {
   int64_t PriceTokens(const std::string& model, int64_t tokens) const;
   std::optional<Level> PriorityOverride(const std::string& product) const;
 
+  // --- conflicts (conflicts.cc) ---
+  // Validates and normalises the lock paths, conflict_avoidance and
+  // reservation_id of `r` into `p`.
+  Status ValidateConflictFields(const AllocationRequest& r,
+                                const std::string& prefix,
+                                ParsedRequest* p) const;
+  const LockPolicy& PolicyFor(uint32_t product) const;
+  bool Exempt(const std::vector<LockSpec>& locks, uint32_t product) const;
+  // Gives a new allocation its lock state (moves the locks out of `p`).
+  void SetupLocks(Alloc& a, ParsedRequest& p);
+  // What `a` has to wait for now, if anything (no state change).
+  struct GateFind {
+    AllocLocks::Gate kind = AllocLocks::Gate::kNone;
+    uint64_t on = 0;
+    std::string subject, other_path;
+    bool own_exclusive = false, other_exclusive = false;
+  };
+  GateFind FindGate(const Alloc& a) const;
+  // Whether lock-order key of `x` is ahead of `y`'s.
+  static bool LockAhead(const AllocLocks& x, uint64_t xid, const AllocLocks& y,
+                        uint64_t yid);
+  // Re-checks `a`'s gate: gates it (registering the conflict, preempting
+  // holders under priority_based) and answers true, or clears the gate.
+  bool Gate(Alloc& a);
+  void ClaimLocks(Alloc& a);
+  void TakeLocks(Alloc& a);
+  // Removes its locks from whichever table holds them and clears its gate
+  // (it leaves the queue or stops holding).
+  void DropLocks(Alloc& a);
+  void NoteWorkflowActive(const Alloc& a, int sign);
+  // Requests gated on `id` (or workflow `wf`) must be re-checked.
+  void WakeGated(uint64_t id);
+  // Re-checks every woken request; true when one stopped being gated (a
+  // full dispatch pass must then look at it).
+  bool ProcessWakes();
+  bool WakesPending() const { return !wakes_.empty() || !wf_wakes_.empty(); }
+  uint64_t OpenConflict(Alloc& waiter, const GateFind& g);
+  void CloseConflict(Alloc& a, const std::string& resolution);
+  void RecordAdvisory(Alloc& a);
+  std::string GateText(const Alloc& a) const;
+  Time ExpectedEnd(const Alloc& h) const;
+  // A preemption notice to `v` on behalf of queued `by`.
+  void SendPreemptNotice(Alloc& v, Alloc& by, const std::string& why);
+  std::string ConflictSeverity(const GateFind& g, const Alloc& waiter) const;
+  ConflictInfo* FindConflict(std::string_view id);
+  // For all-or-nothing batches: why `p` (product `product`) cannot take its
+  // locks now beside the held ones and those of `earlier` batch members.
+  std::string BatchLockConflict(
+      const ParsedRequest& p,
+      const std::vector<const ParsedRequest*>& earlier) const;
+
+ public:
+  StatusOr<ConflictReport> CheckConflicts(const AllocationRequest& request,
+                                          Duration horizon);
+  std::vector<ConflictInfo> Conflicts() const;
+  StatusOr<ConflictInfo> ResolveConflict(std::string_view conflict_id,
+                                         ResolveStrategy strategy,
+                                         const Actor& actor);
+  Status SetLockPolicy(const std::string& scope,
+                       std::optional<LockPolicy> policy, const Actor& actor);
+  StatusOr<LockVerdict> VerifyLock(std::string_view path, uint64_t token);
+  StatusOr<ReservationInfo> Reserve(const ReservationRequest& request);
+  StatusOr<ReservationInfo> CancelReservation(std::string_view id,
+                                              const Actor& actor);
+  StatusOr<ReservationInfo> GetReservation(std::string_view id) const;
+  std::vector<ReservationInfo> Reservations() const;
+
+ private:
   // --- interning and counters ---
   uint32_t InternProduct(const std::string& name);
   uint32_t InternType(const std::string& name);
@@ -707,6 +834,27 @@ class EngineImpl {
           tasks_completed_micro_ = 0;
   int64_t tasks_started_ = 0, tasks_waited_ = 0;
   double wait_ms_sum_ = 0, wait_ms_max_ = 0;
+
+  // --- conflict state (conflicts.cc) ---
+  std::string workspace_root_;  // normalised; "" = none
+  LockPolicy global_policy_;
+  std::map<std::string, LockPolicy> product_policies_;
+  // Locks of holding allocations, and locks claimed by queued ones.
+  paths::LockTable held_locks_, claimed_locks_;
+  // Gated requests by what they wait for (entries may be stale: a request
+  // is checked again when woken).
+  std::unordered_map<uint64_t, std::vector<uint64_t>> gated_on_;
+  std::unordered_map<std::string, std::vector<uint64_t>> gated_on_wf_;
+  std::vector<uint64_t> wakes_;
+  std::vector<std::string> wf_wakes_;
+  int64_t gated_count_ = 0;
+  // Workflow active counts are kept once a request avoided a workflow.
+  bool track_wf_active_ = false;
+  uint64_t next_conflict_ = 1;
+  std::map<uint64_t, ConflictInfo> open_conflicts_;
+  std::deque<ConflictInfo> resolved_conflicts_;  // newest last
+  // Fencing token -> allocation, for allocations with locks still known.
+  std::unordered_map<uint64_t, uint64_t> fencing_owner_;
 
   std::priority_queue<Timer, std::vector<Timer>, std::greater<Timer>> timers_;
   uint64_t timer_seq_ = 0;

@@ -68,8 +68,45 @@ const char* EventTypeName(EventType t) {
       return "circuit_closed";
     case EventType::kOverride:
       return "override";
+    case EventType::kConflictDetected:
+      return "conflict_detected";
+    case EventType::kConflictResolved:
+      return "conflict_resolved";
+    case EventType::kReserved:
+      return "reserved";
+    case EventType::kReservationStarted:
+      return "reservation_started";
+    case EventType::kReservationEnded:
+      return "reservation_ended";
+    case EventType::kReservationCancelled:
+      return "reservation_cancelled";
   }
   return "unknown";
+}
+
+const char* ResolveStrategyName(ResolveStrategy s) {
+  switch (s) {
+    case ResolveStrategy::kPriorityBased:
+      return "priority_based";
+    case ResolveStrategy::kQueueAndSerialize:
+      return "queue_and_serialize";
+    case ResolveStrategy::kForceRelease:
+      return "force_release";
+  }
+  return "queue_and_serialize";
+}
+
+bool ResolveStrategyFromName(const std::string& name, ResolveStrategy* out) {
+  if (name == "priority_based") {
+    *out = ResolveStrategy::kPriorityBased;
+  } else if (name == "queue_and_serialize") {
+    *out = ResolveStrategy::kQueueAndSerialize;
+  } else if (name == "force_release") {
+    *out = ResolveStrategy::kForceRelease;
+  } else {
+    return false;
+  }
+  return true;
 }
 
 }  // namespace qm

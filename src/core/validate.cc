@@ -1,5 +1,6 @@
 // Request validation: turns an AllocationRequest into a ParsedRequest or an
 // INVALID_REQUEST naming the field. Reads engine state, never changes it.
+#include <algorithm>
 #include <cmath>
 
 #include "core/engine_impl.h"
@@ -225,7 +226,66 @@ StatusOr<ParsedRequest> EngineImpl::Validate(const AllocationRequest& r,
   p.requeue_on_preempt = r.requeue_on_preempt;
   p.metadata = r.metadata;
   p.idempotency_key = r.idempotency_key;
+  QM_RETURN_IF_ERROR(ValidateConflictFields(r, prefix, &p));
   return p;
+}
+
+Status EngineImpl::ValidateConflictFields(const AllocationRequest& r,
+                                          const std::string& prefix,
+                                          ParsedRequest* p) const {
+  const size_t n = r.exclusive_access.size() + r.shared_access.size();
+  if (n > kMaxPathsPerRequest) {
+    return InvalidRequest(prefix + "exclusive_access and shared_access name " +
+                          std::to_string(n) + " paths; the limit is " +
+                          std::to_string(kMaxPathsPerRequest));
+  }
+  p->locks.reserve(n);
+  // Exclusive first, so a path named in both lists stays exclusive.
+  for (int exclusive = 1; exclusive >= 0; --exclusive) {
+    const auto& list = exclusive ? r.exclusive_access : r.shared_access;
+    const char* name = exclusive ? "exclusive_access" : "shared_access";
+    for (size_t i = 0; i < list.size(); ++i) {
+      const std::string field = prefix + name + "[" + std::to_string(i) + "]";
+      // Paths are echoed in JSON output, which must be UTF-8 text.
+      if (size_t bad = 0; !IsUtf8(list[i], &bad)) {
+        return InvalidRequest(field + " must be UTF-8 text (byte " +
+                              std::to_string(bad) + " is not)");
+      }
+      auto norm = paths::Normalize(workspace_root_, list[i], field);
+      if (!norm.ok()) return norm.status();
+      bool dup = false;
+      for (const LockSpec& l : p->locks) dup |= l.path == *norm;
+      if (!dup) p->locks.push_back({std::move(*norm), exclusive == 1});
+    }
+  }
+  if (r.conflict_avoidance.size() > kMaxAvoidedWorkflows) {
+    return InvalidRequest(prefix + "conflict_avoidance names " +
+                          std::to_string(r.conflict_avoidance.size()) +
+                          " workflows; the limit is " +
+                          std::to_string(kMaxAvoidedWorkflows));
+  }
+  for (size_t i = 0; i < r.conflict_avoidance.size(); ++i) {
+    const std::string& w = r.conflict_avoidance[i];
+    const std::string field =
+        prefix + "conflict_avoidance[" + std::to_string(i) + "]";
+    QM_RETURN_IF_ERROR(CheckName(field, w, true));
+    if (w == r.workflow_id) {
+      return InvalidRequest(field + " names the request's own workflow " +
+                            Quote(w) + " (a workflow cannot wait for itself)");
+    }
+    if (std::find(p->avoid.begin(), p->avoid.end(), w) == p->avoid.end()) {
+      p->avoid.push_back(w);
+    }
+  }
+  QM_RETURN_IF_ERROR(
+      CheckName(prefix + "reservation_id", r.reservation_id, false));
+  if (!r.reservation_id.empty()) {
+    return Unimplemented(prefix +
+                         "reservation_id: future reservations are not built "
+                         "yet");
+  }
+  p->reservation = r.reservation_id;
+  return Status::Ok();
 }
 
 Status EngineImpl::CheckCanEverFit(const ParsedRequest& p,

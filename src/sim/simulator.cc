@@ -80,6 +80,9 @@ struct AutoRelease {
   Time at;
   uint64_t seq;
   std::string alloc;
+  // The grant it ends: a preempted task that was re-queued and granted
+  // again runs for run_for from its new grant.
+  uint64_t fencing;
   bool operator>(const AutoRelease& o) const {
     return at != o.at ? at > o.at : seq > o.seq;
   }
@@ -114,6 +117,23 @@ class Simulation {
   Status DoUsage(const Op& op);
   Status DoExtend(const Op& op);
   Status DoOperator(const Op& op);
+  // Conflict and reservation operations (docs/conflicts.md).
+  Status DoCheckConflicts(const Op& op);
+  Status DoResolveConflict(const Op& op);
+  Status DoPreventConflicts(const Op& op);
+  Status DoLockVerify(const Op& op);
+  Status DoReserve(const Op& op);
+  Status DoCancelReservation(const Op& op);
+  Status ExpectConflicts(const YAML::Node& want);
+  // The reservation id a scenario label (or an engine "res_" id) names.
+  StatusOr<std::string> ReservationIdFor(const YAML::Node& n,
+                                         const std::string& what) const;
+  // A scenario time: an offset from the scenario start ("1h", like `at`)
+  // or RFC 3339 text, as the RFC 3339 text the codec reads.
+  StatusOr<std::string> ScenarioTime(const YAML::Node& n,
+                                     const std::string& what) const;
+  // Prints {"t","op",("id"),"result"} for an operation's answer.
+  void PrintResult(const char* op, const std::string& label, api::Json result);
   // INVALID_REQUEST naming the first key of `n` not in `keys` (and when `n`
   // is neither a mapping nor null).
   Status CheckKeys(const YAML::Node& n, const std::string& what,
@@ -137,9 +157,11 @@ class Simulation {
   void Integrate(Time to);
   void PrintError(const char* op, const std::string& label, const Status& s);
   std::string Offset(Time t) const { return FormatDuration(t - start_); }
-  std::string Label(const std::string& alloc) const {
-    auto it = labels_.find(alloc);
-    return it == labels_.end() ? alloc : it->second;
+  std::string Label(const std::string& id) const {
+    auto it = labels_.find(id);
+    if (it != labels_.end()) return it->second;
+    auto res = res_labels_.find(id);
+    return res == res_labels_.end() ? id : res->second;
   }
   void Line(const std::string& s) { out_ << s << '\n'; }
   void PrintSummary();
@@ -155,9 +177,11 @@ class Simulation {
   ManualClock clock_;
   Collector sink_;
   std::unique_ptr<Engine> engine_;
-  std::map<std::string, std::string> labels_;    // alloc id -> label
-  std::map<std::string, std::string> by_label_;  // label -> alloc id
-  std::map<std::string, AllocSpec> specs_;       // alloc id -> spec
+  std::map<std::string, std::string> labels_;        // alloc id -> label
+  std::map<std::string, std::string> by_label_;      // label -> alloc id
+  std::map<std::string, AllocSpec> specs_;           // alloc id -> spec
+  std::map<std::string, std::string> res_labels_;    // reservation -> label
+  std::map<std::string, std::string> res_by_label_;  // label -> reservation
   std::priority_queue<AutoRelease, std::vector<AutoRelease>,
                       std::greater<AutoRelease>>
       releases_;
@@ -218,7 +242,8 @@ Status Simulation::Parse(const YAML::Node& root) {
         if (!c.ok()) return c.status();
         config_ = std::move(*c);
       } else {
-        auto c = ConfigFromYamlNode(v, source_, text_);
+        // A relative workspace root is relative to the scenario's directory.
+        auto c = ConfigFromYamlNode(v, source_, text_, base_dir_);
         if (!c.ok()) return c.status();
         config_ = std::move(*c);
       }
@@ -247,7 +272,15 @@ Status Simulation::Parse(const YAML::Node& root) {
                                                     "raise_limits",
                                                     "costs",
                                                     "metrics",
-                                                    "dashboard"};
+                                                    "dashboard",
+                                                    "check_conflicts",
+                                                    "resolve_conflict",
+                                                    "prevent_conflicts",
+                                                    "lock_verify",
+                                                    "conflicts",
+                                                    "reserve",
+                                                    "cancel_reservation",
+                                                    "reservations"};
       Duration last{0};
       for (auto it = v.begin(); it != v.end(); ++it) {
         const YAML::Node entry = *it;
@@ -361,6 +394,10 @@ StatusOr<AllocSpec> Simulation::SplitSpec(const YAML::Node& n, Json* request) {
         return InvalidRequest(Where(source_, kv.first) + u.status().message());
       }
       spec.usage = *u;
+    } else if (k == "reservation") {
+      auto id = ReservationIdFor(kv.second, "allocate.reservation");
+      if (!id.ok()) return id.status();
+      (*request)["reservation_id"] = *id;
     } else {
       (*request)[k] = ToJsonValue(kv.second);
     }
@@ -563,14 +600,14 @@ std::string Num(double v) { return FormatNumber(api::Round6(v)); }
 
 Status Simulation::Expect(const Op& op) {
   static const std::vector<std::string> kKeys = {
-      "id",          "status", "reason_contains", "model", "over_budget",
-      "used_tokens", "costs"};
+      "id",          "status", "reason_contains", "model",    "over_budget",
+      "used_tokens", "costs",  "warnings",        "conflicts"};
   if (op.node.IsMap()) QM_RETURN_IF_ERROR(CheckKeys(op.node, "expect", kKeys));
   const bool costs = op.node.IsMap() && op.node["costs"];
-  if (costs) {
-    QM_RETURN_IF_ERROR(ExpectCosts(op.node["costs"]));
-    if (!op.node["id"]) return Status::Ok();
-  }
+  const bool conflicts = op.node.IsMap() && op.node["conflicts"];
+  if (costs) QM_RETURN_IF_ERROR(ExpectCosts(op.node["costs"]));
+  if (conflicts) QM_RETURN_IF_ERROR(ExpectConflicts(op.node["conflicts"]));
+  if ((costs || conflicts) && !op.node["id"]) return Status::Ok();
   return ExpectAllocation(op);
 }
 
@@ -677,6 +714,21 @@ Status Simulation::ExpectAllocation(const Op& op) {
       return fail("used_tokens is " + Num(used) + " at " +
                   Offset(clock_.Now()) + ", expected " +
                   Num(want.get<double>()));
+    }
+  }
+  if (op.node["warnings"]) {
+    const Json want = ToJsonValue(op.node["warnings"]);
+    if (!want.is_number_integer() || want.get<int64_t>() < 0) {
+      return InvalidRequest(Where(source_, op.node["warnings"]) +
+                            "expect.warnings: must be a whole number >= 0");
+    }
+    const size_t warnings = info.ok() ? info->warnings.size() : 0;
+    if (warnings != want.get<uint64_t>()) {
+      std::string what = "has " + std::to_string(warnings) + " warnings at " +
+                         Offset(clock_.Now()) + ", expected " +
+                         std::to_string(want.get<int64_t>());
+      if (warnings > 0) what += " (" + Join(info->warnings, "; ") + ")";
+      return fail(what);
     }
   }
   std::string line = "{\"t\":";
@@ -812,6 +864,383 @@ Status Simulation::DoOperator(const Op& op) {
   return Status::Ok();
 }
 
+// ---- Conflicts and reservations ----
+
+void Simulation::PrintResult(const char* op, const std::string& label,
+                             Json result) {
+  Json line = {{"t", Offset(clock_.Now())}, {"op", op}};
+  if (!label.empty()) line["id"] = label;
+  line["result"] = std::move(result);
+  Line(line.dump());
+}
+
+StatusOr<std::string> Simulation::ReservationIdFor(
+    const YAML::Node& n, const std::string& what) const {
+  if (!n.IsScalar() || n.Scalar().empty()) {
+    return InvalidRequest(Where(source_, n) + what +
+                          ": give the reservation's scenario id");
+  }
+  const std::string label = n.Scalar();
+  auto it = res_by_label_.find(label);
+  if (it != res_by_label_.end()) return it->second;
+  // Engine ids are accepted too.
+  if (label.rfind("res_", 0) == 0) return label;
+  return InvalidRequest(Where(source_, n) + what +
+                        ": no reservation with id \"" + label +
+                        "\" was made earlier in this scenario");
+}
+
+StatusOr<std::string> Simulation::ScenarioTime(const YAML::Node& n,
+                                               const std::string& what) const {
+  Duration offset{};
+  if (n.IsScalar() && ParseDuration(n.Scalar(), &offset)) {
+    return FormatTime(start_ + offset);
+  }
+  Time t{};
+  if (n.IsScalar() && ParseTime(n.Scalar(), &t)) return FormatTime(t);
+  return InvalidRequest(Where(source_, n) + what +
+                        ": must be an offset from the scenario start such as "
+                        "1h30m, or a UTC time like 2026-01-26T15:00:00Z");
+}
+
+Status Simulation::DoCheckConflicts(const Op& op) {
+  static const std::vector<std::string> kKeys = {
+      "request", "proposed_allocation", "check_future", "time_horizon"};
+  QM_RETURN_IF_ERROR(CheckKeys(op.node, "check_conflicts", kKeys));
+  const bool has_request = op.node.IsMap() && op.node["request"];
+  const bool has_proposed = op.node.IsMap() && op.node["proposed_allocation"];
+  if (has_request == has_proposed) {
+    return InvalidRequest(Where(source_, op.node) +
+                          "check_conflicts: needs one of `request: {...}` "
+                          "(allocate fields) or `proposed_allocation: "
+                          "{workflow_id, resources, files}`");
+  }
+  Json request;
+  if (has_request) {
+    auto spec = SplitSpec(op.node["request"], &request);
+    if (!spec.ok()) return spec.status();
+    if (!request.contains("workflow_id")) {
+      request["workflow_id"] = spec->label.empty() ? "dry_run" : spec->label;
+    }
+  } else {
+    const YAML::Node proposed = op.node["proposed_allocation"];
+    if (!proposed.IsMap()) {
+      return InvalidRequest(Where(source_, proposed) +
+                            "check_conflicts.proposed_allocation: must be a "
+                            "mapping {workflow_id, resources, files}");
+    }
+    request = ToJsonValue(proposed);
+    // Seed 000's `files` are the paths the allocation would write.
+    if (request.contains("files")) {
+      Json files = request["files"];
+      request.erase("files");
+      if (request.contains("exclusive_access") &&
+          request["exclusive_access"].is_array() && files.is_array()) {
+        for (const Json& f : files) request["exclusive_access"].push_back(f);
+      } else {
+        request["exclusive_access"] = files;
+      }
+    }
+    if (!request.contains("workflow_id")) request["workflow_id"] = "dry_run";
+  }
+  Duration horizon{0};
+  if (op.node["time_horizon"]) {
+    auto d = api::DurationFromJson(ToJsonValue(op.node["time_horizon"]),
+                                   "check_conflicts.time_horizon");
+    if (!d.ok()) {
+      return InvalidRequest(Where(source_, op.node["time_horizon"]) +
+                            d.status().message());
+    }
+    horizon = *d;
+  }
+  if (op.node["check_future"]) {
+    const Json future = ToJsonValue(op.node["check_future"]);
+    if (!future.is_boolean()) {
+      return InvalidRequest(Where(source_, op.node["check_future"]) +
+                            "check_conflicts.check_future: must be true or "
+                            "false");
+    }
+    if (!future.get<bool>()) horizon = Duration(0);
+  }
+  auto req = api::RequestFromJson(request);
+  if (!req.ok()) {
+    PrintError("check_conflicts", "", req.status());
+    return Status::Ok();
+  }
+  auto report = engine_->CheckConflicts(*req, horizon);
+  Drain();
+  if (!report.ok()) {
+    PrintError("check_conflicts", "", report.status());
+    return Status::Ok();
+  }
+  PrintResult("check_conflicts", "", api::ToJson(*report));
+  return Status::Ok();
+}
+
+Status Simulation::DoResolveConflict(const Op& op) {
+  static const std::vector<std::string> kKeys = {"conflict", "waiter",
+                                                 "strategy", "by", "reason"};
+  QM_RETURN_IF_ERROR(CheckKeys(op.node, "resolve_conflict", kKeys));
+  const bool by_id = op.node.IsMap() && op.node["conflict"];
+  const bool by_waiter = op.node.IsMap() && op.node["waiter"];
+  if (by_id == by_waiter || !op.node["strategy"]) {
+    return InvalidRequest(Where(source_, op.node) +
+                          "resolve_conflict: needs {conflict: <conf id> or "
+                          "waiter: <allocation id>, strategy}");
+  }
+  auto actor = ActorOf(op.node, "resolve_conflict");
+  if (!actor.ok()) return actor.status();
+  const YAML::Node strategy_node = op.node["strategy"];
+  const std::string name =
+      strategy_node.IsScalar() ? strategy_node.Scalar() : "";
+  ResolveStrategy strategy;
+  if (!ResolveStrategyFromName(name, &strategy)) {
+    std::string msg =
+        "strategy must be priority_based, queue_and_serialize or "
+        "force_release, got \"" +
+        name + "\"";
+    const std::string guess = ClosestMatch(
+        name, {"priority_based", "queue_and_serialize", "force_release"});
+    if (!guess.empty()) msg += "; did you mean \"" + guess + "\"?";
+    PrintError("resolve_conflict", "", InvalidRequest(msg));
+    return Status::Ok();
+  }
+  std::string conflict_id, label;
+  if (by_id) {
+    const YAML::Node c = op.node["conflict"];
+    if (!c.IsScalar() || c.Scalar().empty()) {
+      return InvalidRequest(Where(source_, c) +
+                            "resolve_conflict.conflict: must be a conflict "
+                            "id such as conf_1");
+    }
+    conflict_id = c.Scalar();
+  } else {
+    auto waiter = AllocIdFor(op.node["waiter"], "resolve_conflict.waiter");
+    if (!waiter.ok()) return waiter.status();
+    label = Label(*waiter);
+    for (const ConflictInfo& c : engine_->Conflicts()) {
+      if (c.waiter == *waiter && c.status == "open") {
+        conflict_id = c.id;
+        break;
+      }
+    }
+    if (conflict_id.empty()) {
+      PrintError("resolve_conflict", label,
+                 NotFound("no open conflict holds back " + label + " (" +
+                          *waiter + ")"));
+      return Status::Ok();
+    }
+  }
+  auto r = engine_->ResolveConflict(conflict_id, strategy, *actor);
+  Drain();
+  if (!r.ok()) {
+    PrintError("resolve_conflict", label, r.status());
+    return Status::Ok();
+  }
+  PrintResult("resolve_conflict", label, api::ToJson(*r));
+  return Status::Ok();
+}
+
+Status Simulation::DoPreventConflicts(const Op& op) {
+  static const std::vector<std::string> kKeys = {
+      "policy_type", "scope", "enforcement", "exceptions", "by", "reason"};
+  QM_RETURN_IF_ERROR(CheckKeys(op.node, "prevent_conflicts", kKeys));
+  if (!op.node.IsMap()) {
+    return InvalidRequest(Where(source_, op.node) +
+                          "prevent_conflicts: needs {policy_type, scope, "
+                          "enforcement, exceptions}");
+  }
+  auto actor = ActorOf(op.node, "prevent_conflicts");
+  if (!actor.ok()) return actor.status();
+  Json j = ToJsonValue(op.node);
+  j.erase("by");
+  j.erase("reason");
+  auto change = api::LockPolicyFromJson(j);
+  if (!change.ok()) {
+    PrintError("prevent_conflicts", "", change.status());
+    return Status::Ok();
+  }
+  const Status s =
+      engine_->SetLockPolicy(change->scope, change->policy, *actor);
+  Drain();
+  if (!s.ok()) {
+    PrintError("prevent_conflicts", "", s);
+    return Status::Ok();
+  }
+  Json result = {{"policy_type", "file_locking"}, {"scope", change->scope}};
+  if (change->policy) {
+    result["enforcement"] = LockEnforcementName(change->policy->enforcement);
+    result["exceptions"] = change->policy->exceptions;
+  } else {
+    result["enforcement"] = "inherit";
+  }
+  PrintResult("prevent_conflicts", "", result);
+  return Status::Ok();
+}
+
+Status Simulation::DoLockVerify(const Op& op) {
+  QM_RETURN_IF_ERROR(
+      CheckKeys(op.node, "lock_verify", {"path", "token", "id"}));
+  const bool has_token = op.node.IsMap() && op.node["token"];
+  const bool has_id = op.node.IsMap() && op.node["id"];
+  if (!op.node.IsMap() || !op.node["path"] || has_token == has_id) {
+    return InvalidRequest(Where(source_, op.node) +
+                          "lock_verify: needs {path, token} or {path, id}");
+  }
+  const YAML::Node path = op.node["path"];
+  if (!path.IsScalar()) {
+    return InvalidRequest(Where(source_, path) +
+                          "lock_verify.path: must be a path");
+  }
+  uint64_t token = 0;
+  std::string label;
+  if (has_token) {
+    const Json t = ToJsonValue(op.node["token"]);
+    if (!t.is_number_integer() || t.get<int64_t>() < 1) {
+      return InvalidRequest(Where(source_, op.node["token"]) +
+                            "lock_verify.token: must be a whole number >= 1 "
+                            "(a fencing token)");
+    }
+    token = t.get<uint64_t>();
+  } else {
+    auto id = AllocIdFor(op.node, "lock_verify");
+    if (!id.ok()) return id.status();
+    label = Label(*id);
+    auto info = engine_->Get(*id);
+    if (!info.ok()) {
+      PrintError("lock_verify", label, info.status());
+      return Status::Ok();
+    }
+    token = info->fencing_token;
+  }
+  auto verdict = engine_->VerifyLock(path.Scalar(), token);
+  Drain();
+  if (!verdict.ok()) {
+    PrintError("lock_verify", label, verdict.status());
+    return Status::Ok();
+  }
+  PrintResult("lock_verify", label, api::ToJson(*verdict));
+  return Status::Ok();
+}
+
+Status Simulation::DoReserve(const Op& op) {
+  static const std::vector<std::string> kKeys = {
+      "id",          "start",      "start_time", "duration",  "reservation_id",
+      "workflow_id", "product",    "agent_type", "requester", "priority",
+      "resources",   "recurrence", "until",      "metadata"};
+  QM_RETURN_IF_ERROR(CheckKeys(op.node, "reserve", kKeys));
+  if (!op.node.IsMap()) {
+    return InvalidRequest(Where(source_, op.node) +
+                          "reserve: needs {id, start, duration, resources, "
+                          "workflow_id or product}");
+  }
+  if (op.node["start"] && op.node["start_time"]) {
+    return InvalidRequest(Where(source_, op.node["start_time"]) +
+                          "reserve: give start (an offset from the scenario "
+                          "start) or start_time, not both");
+  }
+  std::string label;
+  if (op.node["id"]) {
+    if (!op.node["id"].IsScalar() || op.node["id"].Scalar().empty()) {
+      return InvalidRequest(Where(source_, op.node["id"]) +
+                            "reserve.id: must be a name");
+    }
+    label = op.node["id"].Scalar();
+    if (res_by_label_.count(label) != 0) {
+      return InvalidRequest(Where(source_, op.node["id"]) + "reserve: id \"" +
+                            label + "\" is already used in this scenario");
+    }
+  }
+  Json j = ToJsonValue(op.node);
+  j.erase("id");
+  j.erase("start");
+  if (op.node["start"]) {
+    auto t = ScenarioTime(op.node["start"], "reserve.start");
+    if (!t.ok()) return t.status();
+    j["start_time"] = *t;
+  }
+  if (op.node["until"] && !op.node["until"].IsNull()) {
+    auto t = ScenarioTime(op.node["until"], "reserve.until");
+    if (!t.ok()) return t.status();
+    j["until"] = *t;
+  }
+  auto request = api::ReservationFromJson(j, clock_.Now());
+  if (!request.ok()) {
+    PrintError("reserve", label, request.status());
+    return Status::Ok();
+  }
+  auto r = engine_->Reserve(*request);
+  if (r.ok()) {
+    if (label.empty()) label = r->id;
+    res_labels_[r->id] = label;
+    res_by_label_[label] = r->id;
+  }
+  Drain();
+  if (!r.ok()) {
+    PrintError("reserve", label, r.status());
+    return Status::Ok();
+  }
+  PrintResult("reserve", label, api::ToJson(*r));
+  return Status::Ok();
+}
+
+Status Simulation::DoCancelReservation(const Op& op) {
+  if (op.node.IsMap()) {
+    QM_RETURN_IF_ERROR(
+        CheckKeys(op.node, "cancel_reservation", {"id", "by", "reason"}));
+  }
+  if (op.node.IsMap() && !op.node["id"]) {
+    return InvalidRequest(Where(source_, op.node) +
+                          "cancel_reservation: give the reservation's "
+                          "scenario id");
+  }
+  const YAML::Node which = op.node.IsMap() ? op.node["id"] : op.node;
+  auto id = ReservationIdFor(which, "cancel_reservation");
+  if (!id.ok()) return id.status();
+  auto actor = ActorOf(op.node, "cancel_reservation");
+  if (!actor.ok()) return actor.status();
+  auto r = engine_->CancelReservation(*id, *actor);
+  Drain();
+  if (!r.ok()) {
+    PrintError("cancel_reservation", Label(*id), r.status());
+    return Status::Ok();
+  }
+  PrintResult("cancel_reservation", Label(*id), api::ToJson(*r));
+  return Status::Ok();
+}
+
+Status Simulation::ExpectConflicts(const YAML::Node& want) {
+  static const std::vector<std::string> kKeys = {"open", "advisory",
+                                                 "resolved"};
+  if (!want.IsMap()) {
+    return InvalidRequest(Where(source_, want) +
+                          "expect.conflicts: must be a mapping {" +
+                          Join(kKeys, ", ") + "}");
+  }
+  QM_RETURN_IF_ERROR(CheckKeys(want, "expect.conflicts", kKeys));
+  std::map<std::string, int64_t> counts;
+  for (const ConflictInfo& c : engine_->Conflicts()) ++counts[c.status];
+  Json seen = Json::object();
+  for (const auto& kv : want) {
+    const std::string key = kv.first.as<std::string>();
+    const Json w = ToJsonValue(kv.second);
+    const std::string where =
+        Where(source_, kv.first) + "expect: conflicts." + key;
+    if (!w.is_number_integer() || w.get<int64_t>() < 0) {
+      return InvalidRequest(where + " must be a whole number >= 0");
+    }
+    if (counts[key] != w.get<int64_t>()) {
+      return Conflict(where + " is " + std::to_string(counts[key]) + " at " +
+                      Offset(clock_.Now()) + ", expected " +
+                      std::to_string(w.get<int64_t>()));
+    }
+    seen[key] = counts[key];
+  }
+  Line(Json{{"t", Offset(clock_.Now())}, {"expect", "ok"}, {"conflicts", seen}}
+           .dump());
+  return Status::Ok();
+}
+
 void Simulation::PrintReport(const std::string& report) {
   if (report == "costs") {
     Line(Json{{"t", Offset(clock_.Now())},
@@ -857,6 +1286,33 @@ Status Simulation::Execute(const Op& op) {
   if (op.kind == "costs" || op.kind == "metrics" || op.kind == "dashboard") {
     QM_RETURN_IF_ERROR(CheckKeys(op.node, op.kind, {}));
     PrintReport(op.kind);
+    return Status::Ok();
+  }
+  if (op.kind == "check_conflicts") return DoCheckConflicts(op);
+  if (op.kind == "resolve_conflict") return DoResolveConflict(op);
+  if (op.kind == "prevent_conflicts") return DoPreventConflicts(op);
+  if (op.kind == "lock_verify") return DoLockVerify(op);
+  if (op.kind == "reserve") return DoReserve(op);
+  if (op.kind == "cancel_reservation") return DoCancelReservation(op);
+  if (op.kind == "conflicts") {
+    QM_RETURN_IF_ERROR(CheckKeys(op.node, op.kind, {}));
+    Json list = Json::array();
+    for (const ConflictInfo& c : engine_->Conflicts()) {
+      list.push_back(api::ToJson(c));
+    }
+    Line(Json{{"t", Offset(clock_.Now())}, {"conflicts", list}}.dump());
+    return Status::Ok();
+  }
+  if (op.kind == "reservations") {
+    QM_RETURN_IF_ERROR(CheckKeys(op.node, op.kind, {}));
+    Json list = Json::array();
+    for (const ReservationInfo& r : engine_->Reservations()) {
+      Json j = api::ToJson(r);
+      const std::string label = Label(r.id);
+      if (label != r.id) j["id"] = label;
+      list.push_back(j);
+    }
+    Line(Json{{"t", Offset(clock_.Now())}, {"reservations", list}}.dump());
     return Status::Ok();
   }
   if (op.kind == "snapshot") {
@@ -956,7 +1412,8 @@ void Simulation::Drain() {
         auto spec = specs_.find(e.allocation_id);
         if (spec != specs_.end() && spec->second.run_for) {
           releases_.push(AutoRelease{e.time + *spec->second.run_for,
-                                     ++release_seq_, e.allocation_id});
+                                     ++release_seq_, e.allocation_id,
+                                     e.fencing_token});
         }
         break;
       }
@@ -981,50 +1438,45 @@ void Simulation::Drain() {
     AppendString(&line, Offset(e.time));
     line += ",\"event\":";
     AppendString(&line, EventTypeName(e.type));
-    if (e.allocation_id.empty()) {
-      // Operator, period budget and breaker events concern no allocation.
-      if (!e.product.empty()) {
-        line += ",\"product\":";
-        AppendString(&line, e.product);
+    // Appends ,"key":"value" unless the value is empty.
+    auto add = [&line](const char* key, const std::string& value) {
+      if (value.empty()) return;
+      line += ",\"";
+      line += key;
+      line += "\":";
+      AppendString(&line, value);
+    };
+    if (api::IsReservationEvent(e.type)) {
+      // The reservation's label and id (carried in allocation_id).
+      if (!e.allocation_id.empty()) {
+        add("id", Label(e.allocation_id));
+        add("reservation", e.allocation_id);
       }
-      if (!e.agent_type.empty()) {
-        line += ",\"agent_type\":";
-        AppendString(&line, e.agent_type);
-      }
-      if (!e.actor.empty()) {
-        line += ",\"actor\":";
-        AppendString(&line, e.actor);
-      }
-      if (!e.reason.empty()) {
-        line += ",\"reason\":";
-        AppendString(&line, e.reason);
-      }
-      line += "}";
-      Line(line);
+      add("reason", e.reason);
+      add("actor", e.actor);
+      Line(line + "}");
       continue;
     }
-    line += ",\"id\":";
-    AppendString(&line, Label(e.allocation_id));
-    line += ",\"alloc\":";
-    AppendString(&line, e.allocation_id);
-    line += ",\"status\":";
-    AppendString(&line, AllocStatusName(e.status));
-    line += ",\"priority\":";
-    AppendString(&line, LevelName(e.level));
+    if (e.allocation_id.empty()) {
+      // Operator, period budget and breaker events concern no allocation.
+      add("product", e.product);
+      add("agent_type", e.agent_type);
+      add("actor", e.actor);
+      add("reason", e.reason);
+      Line(line + "}");
+      continue;
+    }
+    add("id", Label(e.allocation_id));
+    add("alloc", e.allocation_id);
+    add("status", AllocStatusName(e.status));
+    add("priority", LevelName(e.level));
     if (e.score) {
       line += ",\"score\":";
       line += FormatNumber(api::Round6(*e.score));
     }
-    if (!e.reason.empty()) {
-      line += ",\"reason\":";
-      AppendString(&line, e.reason);
-    }
-    if (!e.actor.empty()) {
-      line += ",\"actor\":";
-      AppendString(&line, e.actor);
-    }
-    line += "}";
-    Line(line);
+    add("reason", e.reason);
+    add("actor", e.actor);
+    Line(line + "}");
   }
   sink_.events.clear();
 }
@@ -1114,9 +1566,10 @@ Status Simulation::Run(const YAML::Node& root, RunStats* stats,
       ++stats_.operations;
       const AllocSpec& spec = specs_[r.alloc];
       auto info = engine_->Get(r.alloc);
-      if (info.ok() && (info->status == AllocStatus::kActive ||
-                        (info->status == AllocStatus::kPreempted &&
-                         info->preempt_deadline))) {
+      if (info.ok() && info->fencing_token == r.fencing &&
+          (info->status == AllocStatus::kActive ||
+           (info->status == AllocStatus::kPreempted &&
+            info->preempt_deadline))) {
         auto res = engine_->Release(r.alloc, spec.usage);
         if (!res.ok()) PrintError("release", Label(r.alloc), res.status());
       }

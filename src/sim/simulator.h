@@ -8,6 +8,8 @@
 //   start: 2026-01-26T14:00:00Z        # optional virtual start time
 //   until: 10h                         # optional: run to this offset
 //   config: {...} | path/to/limits.yml # inline, or relative to the scenario
+//                                      # (an inline config's relative
+//                                      # workspace_root is, too)
 //   timeline:                          # non-decreasing `at` offsets
 //     - at: 0m
 //       allocate: {id: b1, agent_type: backend-engineer, run_for: 30m, ...}
@@ -30,18 +32,51 @@
 //     costs: {}      prints {"t","costs":{...}} (seed 001 "Cost tracking")
 //     metrics: {}    prints {"t","metrics":{...}} ("Metrics & Optimization")
 //     dashboard: {}  prints {"t","dashboard":"<Markdown text>"}
+//   Conflict operations (docs/conflicts.md); request fields as allocate's:
+//     check_conflicts: {request: {...allocate fields...}, time_horizon: 4h}
+//       or seed 000's {proposed_allocation: {workflow_id, resources,
+//       files: [...]}, check_future: true, time_horizon: "4h"} (`files` are
+//       exclusive_access paths; check_future: false means now only; no
+//       time_horizon means now only). A dry run: prints
+//       {"t","op":"check_conflicts","result":{...conflict report...}}
+//     resolve_conflict: {conflict: conf_1 | waiter: <allocation id>,
+//       strategy: priority_based|queue_and_serialize|force_release, by,
+//       reason}   `waiter` picks the open conflict holding that allocation
+//       back; prints {"t","op","result":{...the conflict...}}
+//     prevent_conflicts: {policy_type: file_locking, scope: global|<product>,
+//       enforcement: strict|advisory|inherit, exceptions, by, reason}
+//       sets the lock policy (`inherit`, or null, drops a product's own
+//       policy so the global one applies); prints the policy set
+//     lock_verify: {path, token} or {path, id}   whether the fencing token
+//       (`id`: that allocation's current one) still holds the path; prints
+//       {"t","op","result":{...verdict...}}
+//     conflicts: {}  prints {"t","conflicts":[...]}: open ones first
+//   Reservations:
+//     reserve: {id, start, duration, resources, workflow_id | product,
+//       agent_type, requester, priority, recurrence, until, metadata}
+//       `start` (and `until`) is an offset from the scenario start like
+//       `at`, or a UTC time; prints {"t","op","id","result":{...}}. `id`
+//       names the reservation in this scenario: cancel_reservation: <id>
+//       (or {id, by, reason}) and allocate specs with `reservation: <id>`
+//       (its reservation_id) refer to it
+//     reservations: {}  prints {"t","reservations":[...]}
 //   Operator actions print through their `override` events. An operation
 //   the engine refuses prints {"t","op","id","error":{code, message, ...}}
 //   (budget and breaker errors add details, context, alternative_options)
 //   and the run goes on.
-//   `allocate` specs take every request field (model, wait_for_budget...)
-//   plus `id`, `run_for` and `usage` (the release's usage report, with the
-//   fields above and `outcome`).
-//   expect {id, status, reason_contains, model, over_budget, used_tokens}
-//   checks an allocation; expect {costs: {cost_usd, tokens_used,
+//   `allocate` specs take every request field (model, wait_for_budget,
+//   exclusive_access...) plus `id`, `run_for`, `usage` (the release's usage
+//   report, with the fields above and `outcome`) and `reservation` (a
+//   reservation's scenario id).
+//   expect {id, status, reason_contains, model, over_budget, used_tokens,
+//   warnings} checks an allocation (`warnings`: how many advisory-lock
+//   warnings it was granted with); expect {costs: {cost_usd, tokens_used,
 //   breaker_open, paused, alerts}} checks the cost report (`alerts`: how
-//   many fired this period; numbers within 1e-6 relative). A failed
-//   expectation stops the run with CONFLICT.
+//   many fired this period; numbers within 1e-6 relative); expect
+//   {conflicts: {open, advisory, resolved}} counts the conflicts listed with
+//   each status. A failed expectation stops the run with CONFLICT.
+//   Reservation events print {"t","event","id","reservation",...} with the
+//   reservation's scenario id.
 //   `run_for` releases the allocation that long after its grant, with the
 //   optional `usage` object of the allocate spec. Such a task is taken to
 //   heartbeat: without an explicit `ttl` its lease is a minute longer than

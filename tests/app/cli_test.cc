@@ -135,6 +135,80 @@ TEST(CliTest, SpendReportsNeedTheServerAndPointToTheSimulator) {
   EXPECT_EQ(plain["operation"], "status");
 }
 
+TEST(CliTest, ConflictOperationsNeedTheServerAndPointToTheSimulator) {
+  const struct {
+    std::vector<std::string> args;
+    const char* operation;
+    const char* scenario_op;
+  } cases[] = {
+      {{"check-conflicts", R"({"proposed_allocation": {}})"},
+       "check_conflicts",
+       "check_conflicts:"},
+      {{"resolve-conflicts", "--conflict", "conf_1"},
+       "resolve_conflicts",
+       "resolve_conflict:"},
+      {{"prevent-conflicts"}, "prevent_conflicts", "prevent_conflicts:"},
+      {{"reserve", R"({"start_time": "2026-01-26T15:00:00Z"})"},
+       "reserve",
+       "reserve:"},
+      {{"lock", "verify", "src/app.ts", "42"}, "lock_verify", "lock_verify:"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.operation);
+    const Result r = Qm(c.args);
+    EXPECT_EQ(r.code, 1) << r.out << r.err;
+    const Json j = Json::parse(r.out);
+    EXPECT_EQ(j["operation"], c.operation);
+    EXPECT_EQ(j["error"]["code"], "UNIMPLEMENTED");
+    const std::string msg = j["error"]["message"];
+    EXPECT_NE(msg.find("qm server"), std::string::npos) << msg;
+    EXPECT_NE(msg.find(c.scenario_op), std::string::npos) << msg;
+    ASSERT_EQ(j["alternative_options"].size(), 1u) << r.out;
+    EXPECT_EQ(j["alternative_options"][0].get<std::string>().rfind(
+                  std::string("in a scenario: ") + c.scenario_op, 0),
+              0u)
+        << r.out;
+  }
+  const Result help = Qm({"--help"});
+  for (const char* name : {"check-conflicts", "resolve-conflicts",
+                           "prevent-conflicts", "reserve", "lock"}) {
+    EXPECT_NE(help.out.find(name), std::string::npos) << name;
+  }
+}
+
+TEST(CliTest, LockVerifyChecksItsArgumentsFirst) {
+  const Result ok = Qm({"lock", "verify", "/work/repo/src/app.ts", "7"});
+  EXPECT_EQ(ok.code, 1);
+  EXPECT_EQ(Json::parse(ok.out)["alternative_options"][0],
+            "in a scenario: lock_verify: {path, token}");
+
+  const struct {
+    std::vector<std::string> args;
+    const char* err;  // "" when CLI11 words the usage error
+  } bad[] = {
+      {{"lock", "verify", "", "7"}, "qm lock verify: PATH must not be empty"},
+      {{"lock", "verify", "src/app.ts", "abc"},
+       "qm lock verify: TOKEN must be a positive whole number"},
+      {{"lock", "verify", "src/app.ts", "0"},
+       "qm lock verify: TOKEN must be a positive whole number"},
+      {{"lock", "verify", "src/app.ts", "1.5"},
+       "qm lock verify: TOKEN must be a positive whole number"},
+      {{"lock", "verify", "src/app.ts", "99999999999999999999999"},
+       "qm lock verify: TOKEN must be a positive whole number"},
+      {{"lock", "verify", "src/app.ts"}, ""},
+      {{"lock", "verify"}, ""},
+      {{"lock"}, ""},
+  };
+  for (const auto& c : bad) {
+    const Result r = Qm(c.args);
+    EXPECT_EQ(r.code, 2) << r.out << r.err;
+    EXPECT_EQ(r.out.find("\"status\""), std::string::npos) << r.out;
+    if (*c.err != '\0') {
+      EXPECT_NE(r.err.find(c.err), std::string::npos) << r.err;
+    }
+  }
+}
+
 TEST(CliTest, SimulateReportFollowsTheSummary) {
   const std::string scenario =
       std::string(QM_SOURCE_DIR) + "/scenarios/seed001_concurrency.yaml";

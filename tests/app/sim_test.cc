@@ -114,10 +114,40 @@ TEST(SimulatorTest, SeedArchitectUsesItsBudget) {
   EXPECT_EQ(spend["tokens_used"].get<int64_t>(), 300000);
 }
 
+// The conflict scenarios check themselves with `expect` lines (a failed
+// one fails the run); here the decisions they print.
+TEST(SimulatorTest, ConflictScenariosSerialiseAndPreempt) {
+  auto lines = RunLines("conflicts_same_file.yaml");
+  const Json* queued = FindEvent(lines, "queued", "second");
+  ASSERT_NE(queued, nullptr);
+  EXPECT_EQ((*queued)["reason"],
+            "waiting for exclusive lock on src/app.ts held by alloc_1, "
+            "expected release 2026-01-26T14:30:00Z");
+  int verified = 0;
+  for (const Json& l : lines) {
+    if (l.value("op", "") != "lock_verify") continue;
+    const bool valid = l["result"]["valid"].get<bool>();
+    // The first holder's token stops being valid once it released.
+    EXPECT_EQ(valid, l["t"] == "29m" || l["id"] == "second") << l.dump();
+    ++verified;
+  }
+  EXPECT_EQ(verified, 3);
+  lines = RunLines("conflicts_priority.yaml");
+  const Json* notice = FindEvent(lines, "preemption_notice", "cleanup");
+  ASSERT_NE(notice, nullptr);
+  EXPECT_NE(notice->at("reason").get<std::string>().find("priority_based"),
+            std::string::npos);
+  const Json* forced = FindEvent(lines, "preempted", "docs-a");
+  ASSERT_NE(forced, nullptr);
+  EXPECT_NE(forced->at("reason").get<std::string>().find("operator alice"),
+            std::string::npos);
+}
+
 TEST(SimulatorTest, SameScenarioGivesByteIdenticalOutput) {
   for (const char* s :
        {"seed001_concurrency.yaml", "seed001_scoring.yaml", "fair_share.yaml",
-        "seed001_architect.yaml", "seed001_budget_day.yaml"}) {
+        "seed001_architect.yaml", "seed001_budget_day.yaml",
+        "conflicts_same_file.yaml", "conflicts_priority.yaml"}) {
     std::ostringstream one, two;
     const std::string path = std::string(QM_SOURCE_DIR) + "/scenarios/" + s;
     ASSERT_TRUE(sim::RunScenarioFile(path, one).ok());

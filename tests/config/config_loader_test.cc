@@ -862,7 +862,8 @@ TEST(ConfigErrorTest, KeyInTheWrongSectionNamesWhereItBelongs) {
             "\"auto_model_selection.rules\"?");
   EXPECT_EQ(LoadError("scheduling:\n  grace_period: 1m\n"),
             "limits.yml:2:3: scheduling.grace_period: unknown key here, did "
-            "you mean \"auto_release.grace_period\"?");
+            "you mean \"auto_release.grace_period\" or "
+            "\"reservations.grace_period\"?");
 }
 
 TEST(ConfigErrorTest, UnknownKeyWithoutNearMatchListsTheValidKeys) {

@@ -17,7 +17,8 @@ using testing_util::Harness;
 
 class RandomOps {
  public:
-  explicit RandomOps(uint64_t seed) : rng_(seed) {}
+  explicit RandomOps(uint64_t seed, bool locks = false)
+      : rng_(seed), locks_(locks) {}
 
   int Int(int lo, int hi) {
     return std::uniform_int_distribution<int>(lo, hi)(rng_);
@@ -45,6 +46,22 @@ class RandomOps {
     if (Chance(0.3)) r.estimated_minutes = Int(0, 120);
     if (Chance(0.1)) r.model = Chance(0.9) ? "haiku" : "gpt-unknown";
     if (Chance(0.1)) r.wait_for_budget = true;
+    if (locks_) {
+      // A small tree, so that locks meet often: directories, files, globs.
+      static const char* kPaths[] = {"src",          "src/a.cc", "src/b.cc",
+                                     "src/lib/x.h",  "docs",     "docs/r.md",
+                                     "src/**/*.h",   "*.md",     ".",
+                                     "/ws/src/a.cc", "src/*.cc", "lib"};
+      for (int i = Int(0, 3); i > 0; --i) {
+        const std::string p = kPaths[Int(0, 11)];
+        (Chance(0.6) ? r.exclusive_access : r.shared_access).push_back(p);
+      }
+      if (Chance(0.1)) {
+        r.conflict_avoidance.push_back("wf" + std::to_string(Int(0, 30)));
+      }
+      if (Chance(0.03)) r.exclusive_access.push_back("../outside");
+      if (Chance(0.02)) r.shared_access.push_back(std::string("a\0b", 3));
+    }
     // Make some of them invalid.
     switch (Int(0, 30)) {
       case 0:
@@ -78,6 +95,7 @@ class RandomOps {
   }
 
   std::mt19937_64 rng_;
+  bool locks_ = false;
 };
 
 struct Fingerprint {
@@ -101,10 +119,12 @@ Fingerprint Take(const Harness& h) {
 // Applies `ops` random operations and checks everything after each.
 // `money`: also report usage, extend grants, pause, resume, override
 // priorities and the breaker.
+// `locks`: requests take path locks and avoid workflows, and conflict
+// operations (check, resolve, policy changes, lock verification) run too.
 void RunRandom(const Config& c, int ops_count, uint64_t seed, int* refused,
-               int* accepted, bool money = false) {
+               int* accepted, bool money = false, bool locks = false) {
   Harness h(c);
-  RandomOps ops(seed);
+  RandomOps ops(seed, locks);
   std::vector<std::string> ids;
   std::vector<std::string> recent;  // for failure messages
   int refused_count = 0, granted_or_queued = 0;
@@ -146,6 +166,50 @@ void RunRandom(const Config& c, int ops_count, uint64_t seed, int* refused,
               .status();
     } else if (kind < 90 && !ids.empty()) {
       status = h.engine->Cancel(ids[ops.Int(0, int(ids.size()) - 1)]).status();
+    } else if (locks && kind < 95 && !ids.empty()) {
+      switch (ops.Int(0, 4)) {
+        case 0: {
+          auto r = h.engine->CheckConflicts(
+              ops.Request(), std::chrono::minutes(ops.Int(0, 60)));
+          status = r.status();
+          if (r.ok()) EXPECT_EQ(h.events.size(), events_before);
+          break;
+        }
+        case 1: {
+          const std::vector<ConflictInfo> all = h.engine->Conflicts();
+          if (all.empty()) break;
+          static const ResolveStrategy kStrategies[] = {
+              ResolveStrategy::kPriorityBased,
+              ResolveStrategy::kQueueAndSerialize,
+              ResolveStrategy::kForceRelease};
+          status =
+              h.engine
+                  ->ResolveConflict(all[ops.Int(0, int(all.size()) - 1)].id,
+                                    kStrategies[ops.Int(0, 2)],
+                                    {ops.Chance(0.8) ? "op" : "", "test"})
+                  .status();
+          break;
+        }
+        case 2: {
+          LockPolicy p;
+          p.enforcement = ops.Chance(0.7) ? LockEnforcement::kStrict
+                                          : LockEnforcement::kAdvisory;
+          if (ops.Chance(0.3)) p.exceptions = {"read_only_operations"};
+          const std::string scope =
+              ops.Chance(0.5) ? "global" : "p" + std::to_string(ops.Int(0, 3));
+          status = h.engine->SetLockPolicy(
+              scope, ops.Chance(0.2) ? std::nullopt : std::optional(p),
+              {"op", "test"});
+          break;
+        }
+        default: {
+          auto a = h.engine->Get(ids[ops.Int(0, int(ids.size()) - 1)]);
+          if (!a.ok()) break;
+          auto v = h.engine->VerifyLock("src/a.cc", a->fencing_token + 0);
+          status = v.status();
+          break;
+        }
+      }
     } else if (money && kind < 95 && !ids.empty()) {
       const Actor actor{"op", "test"};
       switch (ops.Int(0, 6)) {
@@ -262,6 +326,23 @@ TEST(InvariantsTest, RandomOperationsWithEagerPreemptionKeepEveryInvariant) {
   int refused = 0, accepted = 0;
   RunRandom(c, 50000, 7, &refused, &accepted);
   EXPECT_GT(accepted, 5000);
+}
+
+// Path locks, globs, workflow exclusion and the conflict operations, with
+// priority-based lock preemption: no two strict holders ever hold
+// conflicting locks, and no gated request waits for something that cannot
+// wake it.
+TEST(InvariantsTest, RandomOperationsWithLocksKeepEveryInvariant) {
+  Config c = RandomConfig();
+  c.conflicts.workspace_root = "/ws";
+  c.conflicts.strategy = ConflictStrategy::kPriorityBased;
+  c.levels[static_cast<int>(Level::kHigh)].preempt_lower = true;
+  c.conflicts.per_product["p3"].enforcement = LockEnforcement::kAdvisory;
+  int refused = 0, accepted = 0;
+  RunRandom(c, 20000, 4, &refused, &accepted, /*money=*/false,
+            /*locks=*/true);
+  EXPECT_GT(accepted, 5000);
+  EXPECT_GT(refused, 500);
 }
 
 }  // namespace

@@ -1,0 +1,121 @@
+// Path locks: lexical path normalisation, glob matching and overlap, and the
+// lock table (a trie of path components) the engine uses to find conflicting
+// locks without scanning them all. Pure: no file system access.
+//
+// Paths here are *normalised*: relative to the workspace root, components
+// joined by '/', no "." / ".." / empty components, no leading or trailing
+// slash; "" is the root itself. A component holding '*', '?' or '[' makes
+// the path a glob:
+//   *     any run of characters inside one component (not '/')
+//   ?     one character (not '/')
+//   [..]  one character of a set: [abc], ranges [a-z], negation [!a] or [^a]
+//   **    as a whole component: zero or more whole components
+// A lock covers its path and everything below it (a directory lock covers
+// the directory's files); a glob lock covers every path it matches and
+// everything below those. Two locks conflict when they cover a common path
+// and at least one of them is exclusive.
+//
+// Thread safety: LockTable is not thread safe (owned by the engine).
+#ifndef QM_CORE_PATHS_H_
+#define QM_CORE_PATHS_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/functional/function_ref.h"
+#include "qm/status.h"
+
+namespace qm::paths {
+
+// Normalises `path` against `root` (an absolute, already normalised path
+// such as "/work/repo", or "" for no root). Relative paths are resolved
+// against the root; absolute paths must lie inside it. Returns the
+// normalised relative path ("" for the root itself).
+//
+// INVALID_REQUEST naming `field` (e.g. "exclusive_access[3]") when the path
+// is empty, holds a NUL byte, is longer than 4096 bytes, climbs out of the
+// root with "..", is absolute but outside the root (or absolute while there
+// is no root), or is a malformed glob (an unclosed '[', "**" inside a
+// component such as "a**b", a reversed range "[z-a]", a class matching no
+// character, ".." right after a glob component). Once an absolute path has
+// reached the root, or for any relative path, a ".." above the root is
+// refused even if later components come back in ("../repo/x").
+StatusOr<std::string> Normalize(std::string_view root, std::string_view path,
+                                std::string_view field);
+
+// Normalises a configured workspace root: must be absolute; "." and ".."
+// resolved lexically; no trailing slash ("/" stays "/"). INVALID_REQUEST
+// naming `field` otherwise.
+StatusOr<std::string> NormalizeRoot(std::string_view root,
+                                    std::string_view field);
+
+// Whether normalised `path` holds a glob component.
+bool IsGlob(std::string_view path);
+
+// Whether glob (or plain path) `pattern` matches normalised `path` exactly.
+bool GlobMatch(std::string_view pattern, std::string_view path);
+
+// Whether locks on normalised `a` and `b` (each a plain path or a glob)
+// cover a common path: some path matched by one is equal to, an ancestor
+// of, or a descendant of some path matched by the other. Lexical: any plain
+// path may be a directory, so "**/*.md" overlaps "src/main.cc" (it matches
+// "src/main.cc/x.md"), and a glob opening with "**" overlaps every path.
+bool Overlap(std::string_view a, std::string_view b);
+
+// The locks currently taken (or claimed), by owner id. It records; it does
+// not decide: conflicting locks may coexist (advisory locking, or the
+// engine's table of queued claims).
+class LockTable {
+ public:
+  LockTable();
+  ~LockTable();
+  LockTable(const LockTable&) = delete;
+  LockTable& operator=(const LockTable&) = delete;
+
+  struct Hit {
+    uint64_t owner = 0;
+    std::string_view path;  // valid until the table changes
+    bool exclusive = false;
+  };
+
+  // Adds a lock of `owner` on normalised `path` (plain or glob). Adding the
+  // same (path, mode, owner) twice records it twice.
+  void Add(std::string_view path, bool exclusive, uint64_t owner);
+  // Removes one lock added with the same arguments; false if there is none.
+  bool Remove(std::string_view path, bool exclusive, uint64_t owner);
+
+  // Calls `fn` for every lock that conflicts with a lock on `path` in mode
+  // `exclusive` (they overlap and at least one is exclusive), skipping locks
+  // of `self` (0 = skip none), until `fn` returns false. For a plain path
+  // the cost is O(depth) plus the conflicting locks and the globs stored on
+  // its ancestors; it never visits unrelated parts of the tree. The order is
+  // deterministic: the locks on the ancestors-or-self of `path` (of its
+  // prefix before the first glob component) from the root down, then those
+  // below it depth first, children in byte order of their names; on each
+  // node its plain locks, then the globs stored there, each in the order
+  // they were added.
+  void ForEachConflict(std::string_view path, bool exclusive, uint64_t self,
+                       absl::FunctionRef<bool(const Hit&)> fn) const;
+
+  // Calls `fn` for every lock that covers plain path `path` (a lock on it or
+  // an ancestor, or a glob matching it or an ancestor), until `fn` returns
+  // false, from the root down. Used for fencing checks.
+  void ForEachCovering(std::string_view path,
+                       absl::FunctionRef<bool(const Hit&)> fn) const;
+
+  // Number of locks recorded.
+  size_t size() const { return size_; }
+
+ private:
+  struct Node;   // one path component; defined in paths.cc
+  struct Query;  // the state of one ForEachConflict search
+  std::unique_ptr<Node> root_;
+  size_t size_ = 0;
+};
+
+}  // namespace qm::paths
+
+#endif  // QM_CORE_PATHS_H_
