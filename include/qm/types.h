@@ -256,7 +256,8 @@ enum class EventType {
   kConflictResolved,    // the conflict ended (lock freed, resolve-conflicts...)
   kReserved,            // a reservation was accepted
   kReservationStarted,  // its window opened: claimable
-  kReservationEnded,    // its window closed (or the last occurrence did)
+  kReservationReleased,   // grace over: unclaimed capacity back to the pool
+  kReservationEnded,      // its window closed (or the last occurrence did)
   kReservationCancelled,  // cancelled by its owner or an operator
 };
 const char* EventTypeName(EventType t);

@@ -532,6 +532,7 @@ Json ToJson(const QueueEntry& e) {
 bool IsReservationEvent(EventType t) {
   return t == EventType::kReserved || t == EventType::kReservationStarted ||
          t == EventType::kReservationEnded ||
+         t == EventType::kReservationReleased ||
          t == EventType::kReservationCancelled;
 }
 

@@ -65,6 +65,14 @@ Status EngineImpl::InitConflicts() {
   if (c.history_limit < 0) {
     return InvalidRequest("conflicts.history_limit must not be negative");
   }
+  if (config_.reservations.preempt_running) {
+    return InvalidRequest(
+        "reservations.preempt_running: true is not supported yet; a window "
+        "that opens short takes capacity as running work releases it");
+  }
+  if (config_.reservations.horizon.count() <= 0) {
+    return InvalidRequest("reservations.horizon must be positive");
+  }
   global_policy_ = c.file_locking;
   product_policies_ = c.per_product;
   return Status::Ok();
@@ -98,6 +106,9 @@ void EngineImpl::SetupLocks(Alloc& a, ParsedRequest& p) {
   l->rank_level = static_cast<int>(p.level);
   l->rank_ms = a.queued_at.time_since_epoch().count();
   l->exempt = Exempt(l->locks, a.product);
+  if (!p.reservation.empty()) {
+    l->reservation = reservation_ids_.at(p.reservation);
+  }
   if (!l->avoid.empty() && !track_wf_active_) {
     // From now on every grant and release keeps its workflow's count.
     track_wf_active_ = true;
@@ -980,9 +991,45 @@ StatusOr<ConflictReport> EngineImpl::CheckConflicts(const AllocationRequest& r,
             : "Queue, or ask for less";
     add(std::move(c));
   };
+  // Reservations booked during its expected run that leave it no room.
+  auto reservation_conflict = [&](uint32_t ci, Milli need) {
+    if (!HasBookings()) return;
+    const Counter& k = counters_[ci];
+    const Time end = RunEnd(p);
+    const Milli booked = Booked(ci, end, 0);
+    if (booked == 0 || k.used + need > k.limit ||
+        k.used + need + booked <= k.limit) {
+      return;
+    }
+    waits = true;
+    ConflictInfo c;
+    c.type = "reservation_conflict";
+    c.severity = "medium";
+    c.subject = CounterLabel(k);
+    timelines_.at(ci).ForEachOverlap(
+        now_, std::max(end, now_ + Duration(1)),
+        [&](const Timeline::Interval& iv) {
+          auto r = reservations_.find(iv.id);
+          if (r == reservations_.end() || !c.holder.empty()) return;
+          c.holder = r->second.id;
+          c.starts_at = iv.start;
+          c.expected_release = iv.end;
+        });
+    c.message = CounterLabel(k) + ": " + FormatMilli(booked) + " reserved by " +
+                c.holder +
+                (c.starts_at && *c.starts_at > now_
+                     ? " from " + FormatTime(*c.starts_at)
+                     : "") +
+                ", during the request's expected run until " + FormatTime(end);
+    c.recommended_action =
+        "Queue until the reservation ends, or ask for a shorter run "
+        "(estimated_minutes) that finishes before it starts";
+    add(std::move(c));
+  };
   if (refuse.ok()) {
     for (const auto& [idx, m] : p.resources) {
       counter_conflict(resource_counter_[idx], m);
+      reservation_conflict(resource_counter_[idx], m);
     }
     if (p.agents > 0) {
       if (auto t = type_index_.find(p.agent_type); t != type_index_.end()) {
@@ -1129,23 +1176,7 @@ Status EngineImpl::CheckLockInvariants() const {
     return Internal("gated count " + std::to_string(gated_count_) +
                     ", gated requests " + std::to_string(gated));
   }
-  return Status::Ok();
+  return CheckReservationInvariants();
 }
-
-// ---------------------------------------------------------------- reservations
-
-StatusOr<ReservationInfo> EngineImpl::Reserve(const ReservationRequest&) {
-  return Unimplemented("reserve: future reservations are not built yet");
-}
-StatusOr<ReservationInfo> EngineImpl::CancelReservation(std::string_view,
-                                                        const Actor&) {
-  return Unimplemented(
-      "cancel_reservation: future reservations are not built yet");
-}
-StatusOr<ReservationInfo> EngineImpl::GetReservation(
-    std::string_view id) const {
-  return NotFound("no reservation " + Quote(id));
-}
-std::vector<ReservationInfo> EngineImpl::Reservations() const { return {}; }
 
 }  // namespace qm

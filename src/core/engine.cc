@@ -11,15 +11,12 @@
 namespace qm {
 namespace {
 
-constexpr double kMsPerMinute = 60000.0;
 // Scores drift with time; a queue that nothing else wakes is re-examined this
 // often so a request that overtook another in score can start.
 constexpr Duration kRescoreInterval = std::chrono::seconds(60);
 // Upper bound of holders examined for one expected_start estimate.
 constexpr size_t kMaxEstimateSteps = 4096;
 
-Milli ToMilli(double v) { return static_cast<Milli>(std::llround(v * 1000)); }
-double FromMilli(Milli m) { return static_cast<double>(m) / 1000.0; }
 double Minutes(Duration d) { return d.count() / kMsPerMinute; }
 
 }  // namespace
@@ -257,6 +254,11 @@ void EngineImpl::HandleTimer(const Timer& t) {
     ResetPeriod();
     return;
   }
+  if (t.kind == Timer::Kind::kResOpen || t.kind == Timer::Kind::kResGrace ||
+      t.kind == Timer::Kind::kResClose) {
+    HandleReservationTimer(t);
+    return;
+  }
   auto it = allocs_.find(t.id);
   if (it == allocs_.end()) return;
   Alloc& a = it->second;
@@ -300,6 +302,9 @@ void EngineImpl::HandleTimer(const Timer& t) {
                    "forced release: the preemption grace period ended");
       return;
     case Timer::Kind::kPeriodReset:
+    case Timer::Kind::kResOpen:
+    case Timer::Kind::kResGrace:
+    case Timer::Kind::kResClose:
       return;
     case Timer::Kind::kStarvation: {
       if (a.status != AllocStatus::kQueued || a.queue_gen != t.gen ||
@@ -579,15 +584,18 @@ void EngineImpl::Assess(const Alloc& a, uint64_t serial,
                         std::vector<uint32_t>* nofit, uint32_t* behind) const {
   nofit->clear();
   *behind = UINT32_MAX;
+  const bool booked = HasBookings();
   for (const auto& [c, m] : a.demand) {
     const Counter& k = counters_[c];
-    if (k.used + m > k.limit) {
+    // What reservations book during its expected run is not free for it.
+    const Milli r = booked ? Booked(c, a) : 0;
+    if (k.used + m + r > k.limit) {
       nofit->push_back(c);
       continue;
     }
     const uint64_t b = Blocker(c);
     if (b == 0 || b == a.id || *behind != UINT32_MAX) continue;
-    if (k.used + m + k.held <= k.limit) continue;  // room for both
+    if (k.used + m + r + k.held <= k.limit) continue;  // room for both
     if (serial != 0 && k.blocked_serial == serial) {
       *behind = c;  // claimed earlier in this pass: it outranks `a`
       continue;
@@ -636,6 +644,13 @@ void EngineImpl::Unpark(Alloc& a) {
 void EngineImpl::Wait(Alloc& a, const std::vector<uint32_t>& nofit) {
   a.wait = {WaitReason::Kind::kNoFit, nofit[0], AmountOn(a.demand, nofit[0]),
             0};
+  if (HasBookings()) {
+    const Counter& k = counters_[nofit[0]];
+    if (k.used + a.wait.need <= k.limit) {
+      a.wait.kind = WaitReason::Kind::kReserved;
+      a.wait.other = a.id;
+    }
+  }
   bool short_of_budget = false;
   for (uint32_t c : nofit) {
     const Counter& k = counters_[c];
@@ -681,6 +696,10 @@ void EngineImpl::Grant(Alloc& a, std::optional<double> score) {
   if (a.locks) {
     TakeLocks(a);
     fencing_owner_[a.fencing] = a.id;
+    if (a.locks->reservation != 0) {
+      auto r = reservations_.find(a.locks->reservation);
+      if (r != reservations_.end()) r->second.claimants.insert(a.id);
+    }
   }
   if (track_wf_active_) NoteWorkflowActive(a, +1);
   OnGrantMoney(a);
@@ -691,6 +710,7 @@ void EngineImpl::Grant(Alloc& a, std::optional<double> score) {
 void EngineImpl::StopHolding(Alloc& a) {
   if (!a.holding) return;
   ApplyCounters(a, -1);
+  if (a.locks && a.locks->reservation != 0) ReturnDraw(a);
   const bool preempted = a.status == AllocStatus::kPreempted;
   for (const auto& [c, m] : a.demand) {
     if (TracksHolders(c)) counters_[c].holders.erase({a.expected_end, a.id});
@@ -717,6 +737,7 @@ void EngineImpl::StopHolding(Alloc& a) {
 }
 
 void EngineImpl::DispatchFreed(const Demand& touched) {
+  TopUpReservations();  // open windows short of capacity come first
   if (queued_count_ == 0) return;
   if (WakesPending()) {
     Dispatch();  // requests gated on what ended look again, in order
@@ -815,11 +836,16 @@ void EngineImpl::Admit(Alloc& a, bool is_new) {
   }
   std::vector<uint32_t> nofit;
   uint32_t behind = UINT32_MAX;
+  PreDraw(a);  // a reservation's claimant first takes from it
   Assess(a, 0, &nofit, &behind);
   if (nofit.empty() && behind == UINT32_MAX) {
     ApplyCounters(a, +1);
     Grant(a, is_new ? std::nullopt : std::optional<double>(CurrentScore(a)));
     return;
+  }
+  if (a.locks && !a.locks->drawn.empty()) {
+    UndoDraw(a);
+    Assess(a, 0, &nofit, &behind);
   }
   Enqueue(a);
   if (!nofit.empty()) {
@@ -989,7 +1015,13 @@ void EngineImpl::RunPass(const std::vector<uint32_t>* seeds) {
       if (next != lane.members.end()) push(cur.lane, next, false, cur.band_it);
       continue;
     }
+    PreDraw(a);
     Assess(a, serial, &nofit, &behind);
+    if ((!nofit.empty() || behind != UINT32_MAX) && a.locks &&
+        !a.locks->drawn.empty()) {
+      UndoDraw(a);
+      Assess(a, serial, &nofit, &behind);
+    }
     // The rest of the lane needs at least agents_min_ of the lane's shared
     // counters (type, product, agents): skip it when they have less room.
     auto lane_dead = [&](uint32_t c) {
@@ -1043,7 +1075,8 @@ bool EngineImpl::TryPreempt(Alloc& a,
   std::vector<std::pair<uint32_t, Milli>> shortfall;
   for (uint32_t c : short_counters) {
     const Counter& k = counters_[c];
-    const Milli s = k.used + AmountOn(a.demand, c) - k.limit - k.releasing;
+    const Milli s =
+        k.used + AmountOn(a.demand, c) + Booked(c, a) - k.limit - k.releasing;
     if (s > 0) shortfall.emplace_back(c, s);
   }
   if (shortfall.empty()) {
@@ -1084,14 +1117,13 @@ bool EngineImpl::TryPreempt(Alloc& a,
     bool helps = false;
     for (auto& [c, s] : shortfall) {
       if (s <= 0) continue;
-      const Milli m = AmountOn(v->demand, c);
-      if (m > 0) helps = true;
+      if (FreedBy(*v, c) > 0) helps = true;
     }
     if (!helps) continue;
     victims.push_back(v);
     bool done = true;
     for (auto& [c, s] : shortfall) {
-      s -= AmountOn(v->demand, c);
+      s -= FreedBy(*v, c);
       if (s > 0) done = false;
     }
     if (done) break;
@@ -1214,6 +1246,20 @@ StatusOr<std::vector<AllocateResult>> EngineImpl::AllocateMany(
       if (w.kind == WaitReason::Kind::kNone && !held) {
         lock_why = BatchLockConflict(p, earlier);
       }
+      if (w.kind == WaitReason::Kind::kNone && !held && lock_why.empty() &&
+          HasBookings()) {
+        for (const auto& [c, m] : d) {
+          const Milli b = Booked(c, RunEnd(p), 0);
+          if (counters_[c].used + m + b > counters_[c].limit) {
+            lock_why = CounterLabel(counters_[c]) + ": " + FormatMilli(b) +
+                       " is reserved during its expected run";
+            break;
+          }
+        }
+      }
+      if (!lock_why.empty() && !p.reservation.empty()) {
+        lock_why += " (batches cannot draw from reservations)";
+      }
       if (w.kind != WaitReason::Kind::kNone) {
         why = ReasonText(w);
         failed = i;
@@ -1284,7 +1330,9 @@ StatusOr<std::vector<AllocateResult>> EngineImpl::AllocateMany(
       a.money = MakeMoney(plans[i]);
     }
     a.queued_at = now_;
-    if (!p.locks.empty() || !p.avoid.empty()) SetupLocks(a, p);
+    if (!p.locks.empty() || !p.avoid.empty() || !p.reservation.empty()) {
+      SetupLocks(a, p);
+    }
     a.req = static_cast<RequestCore&&>(p);
     if (!a.idempotency_key().empty()) idempotency_[a.idempotency_key()] = id;
     Admit(a, true);
@@ -1493,6 +1541,15 @@ StatusOr<AllocationInfo> EngineImpl::Reallocate(
                          FormatMilli(delta))
           .AddAffected(k.name);
     }
+    if (const Milli b =
+            Booked(c, a.expected_end, a.locks ? a.locks->reservation : 0);
+        b > 0 && k.used + delta + b > k.limit) {
+      return Unavailable("cannot grow " + IdText(a.id) +
+                         " now: " + FormatMilli(b) + " of " + CounterLabel(k) +
+                         " is reserved before its expected end " +
+                         FormatTime(a.expected_end))
+          .AddAffected(k.name);
+    }
     if (queued_count_ > 0 && Blocker(c) != 0) {
       return Unavailable("cannot grow " + IdText(a.id) +
                          " now: queued requests are waiting for " +
@@ -1618,6 +1675,11 @@ std::string EngineImpl::ReasonText(const WaitReason& w) const {
     case WaitReason::Kind::kPreempting:
       return "preempting lower-priority work on " + CounterLabel(c) +
              "; starts when it is released";
+    case WaitReason::Kind::kReserved: {
+      auto it = allocs_.find(w.other);
+      if (it == allocs_.end()) return CounterLabel(c) + " is reserved";
+      return BookedText(w.counter, it->second);
+    }
     case WaitReason::Kind::kBudgetReset: {
       const BudgetState& b = budgets_[c.owner];
       return "the " + BudgetLabel(b) + " has " +
@@ -1679,6 +1741,19 @@ std::optional<Time> EngineImpl::ExpectedStart(const Alloc& a) const {
     return std::nullopt;
   }
   if (a.wait.kind == WaitReason::Kind::kNone) return now_;
+  if (a.wait.kind == WaitReason::Kind::kReserved) {
+    // Once the reservations it would run into are over.
+    std::optional<Time> last;
+    auto it = timelines_.find(a.wait.counter);
+    if (it != timelines_.end()) {
+      it->second.ForEachOverlap(now_,
+                                std::max(RunEnd(a.req), now_ + Duration(1)),
+                                [&](const Timeline::Interval& iv) {
+                                  if (!last || iv.end > *last) last = iv.end;
+                                });
+    }
+    return last;
+  }
   const Counter& c = counters_[a.wait.counter];
   const Milli need = AmountOn(a.demand, a.wait.counter);
   Milli shortfall = c.used + need - c.limit;
@@ -1740,6 +1815,10 @@ AllocationInfo EngineImpl::Info(const Alloc& a) const {
     }
     i.conflict_avoidance = a.locks->avoid;
     i.warnings = a.locks->warnings;
+    if (a.locks->reservation != 0) {
+      auto r = reservations_.find(a.locks->reservation);
+      if (r != reservations_.end()) i.reservation_id = r->second.id;
+    }
   }
   if (a.extras) {
     i.usage = a.extras->usage;
@@ -1780,9 +1859,16 @@ Snapshot EngineImpl::GetSnapshot() const {
     const Counter& c = counters_[resource_counter_[i]];
     ResourceUsage r;
     r.name = resource_specs_[i].name;
+    Milli held = 0;  // by open reservation windows, not yet drawn
+    for (const auto& [num, res] : reservations_) {
+      if (res.state != Reservation::State::kOpen) continue;
+      for (size_t k = 0; k < res.demand.size(); ++k) {
+        if (res.demand[k].first == resource_counter_[i]) held += res.left[k];
+      }
+    }
     r.capacity = FromMilli(c.limit);
-    r.allocated = FromMilli(c.used);
-    r.reserved = 0;  // future reservations are not built yet
+    r.allocated = FromMilli(c.used - held);
+    r.reserved = FromMilli(held);
     r.available = FromMilli(std::max<Milli>(0, c.limit - c.used));
     r.utilization_percent =
         c.limit > 0 ? 100.0 * static_cast<double>(c.used) / c.limit : 0;
@@ -1867,6 +1953,12 @@ Status EngineImpl::CheckInvariants() const {
   for (size_t c = 0; c < counters_.size(); ++c) {
     if (counters_[c].kind == Counter::Kind::kBudget)
       used[c] = counters_[c].spent;
+  }
+  for (const auto& [num, r] : reservations_) {
+    if (r.state != Reservation::State::kOpen) continue;
+    for (size_t k = 0; k < r.demand.size(); ++k) {
+      used[r.demand[k].first] += r.left[k];
+    }
   }
   int64_t active = 0, queued = 0, preempting = 0;
   for (const auto& [id, a] : allocs_) {
@@ -1976,11 +2068,14 @@ Status EngineImpl::CheckInvariants() const {
       for (const auto& [c, m] : a.demand) {
         const Counter& cnt = counters_[c];
         const uint64_t b = Blocker(c);
-        if (cnt.used + m > cnt.limit) {
+        const Milli booked = Booked(c, a);
+        if (cnt.used + m + booked > cnt.limit) {
           fits = false;
-          held |= b != 0;
+          // Bookings end at known times: a dispatch pass then.
+          held |= b != 0 || cnt.used + m <= cnt.limit;
         } else {
-          held |= b != 0 && b != a.id && cnt.used + m + cnt.held > cnt.limit;
+          held |= b != 0 && b != a.id &&
+                  cnt.used + m + booked + cnt.held > cnt.limit;
         }
       }
       if (!held) {

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdint>
 #include <deque>
 #include <limits>
@@ -29,6 +30,7 @@
 #include "absl/time/time.h"
 #include "core/expr.h"
 #include "core/paths.h"
+#include "core/timeline.h"
 #include "qm/clock.h"
 #include "qm/config.h"
 #include "qm/engine.h"
@@ -38,6 +40,11 @@
 namespace qm {
 
 using Milli = int64_t;
+inline constexpr double kMsPerMinute = 60000.0;
+inline Milli ToMilli(double v) {
+  return static_cast<Milli>(std::llround(v * 1000));
+}
+inline double FromMilli(Milli m) { return static_cast<double>(m) / 1000.0; }
 inline constexpr Milli kUnlimited = std::numeric_limits<int64_t>::max() / 4;
 // Longest lease a request or renewal may ask for (time arithmetic stays far
 // from overflow; max_duration caps real leases anyway).
@@ -161,6 +168,45 @@ struct AllocLocks {
   uint64_t conflict = 0;  // the open conflict registered for the wait
   // Advisory conflicts it was granted despite: "conf_4: ..." lines.
   std::vector<std::string> warnings;
+  // The reservation it draws from (0 = none), the window it drew in, and
+  // what it drew per counter while holding (given back to the reservation
+  // at release while that window is open and in its grace period).
+  uint64_t reservation = 0;
+  Time drew_window{};
+  std::vector<std::pair<uint32_t, Milli>> drawn;
+};
+
+// Capacity booked for a window (docs/conflicts.md, "Reservations"). Future
+// windows are booked in the timelines of the counters it touches; an open
+// window holds what no claimant drew (`left`) in the counters' `used`.
+struct Reservation {
+  uint64_t num = 0;  // timeline id
+  std::string id;
+  std::string workflow_id, product, agent_type, requester, metadata;
+  Level level = Level::kNormal;
+  int priority_value = 55;
+  std::vector<std::pair<uint32_t, Milli>> resources;  // resource idx, amount
+  Demand demand;  // the counters it books, with amounts
+  Time start{};
+  Duration duration{};
+  Duration period{};  // 0 = once; else daily or weekly
+  std::optional<Time> until;
+  enum class State : uint8_t { kScheduled, kOpen, kEnded, kCancelled };
+  State state = State::kScheduled;
+  Time win_start{}, win_end{};  // the current or next window
+  Time booked_through{};        // the last window start booked in timelines
+  bool grace_over = false;
+  // While open, per demand entry: unclaimed capacity it holds, and what it
+  // could not take at the start (running work held it; booked in the
+  // timelines from `short_since` so nobody else takes it as it frees).
+  std::vector<Milli> left, shortfall;
+  Time short_since{};
+  std::set<uint64_t> claimants;
+  std::vector<std::string> warnings;
+  Time ended_at{};
+  // The fencing counter when it was accepted: allocations granted later
+  // were admitted beside it (CheckInvariants).
+  uint64_t accepted_fence = 0;
 };
 
 // The money side of an allocation (only when pricing or budgets are
@@ -220,7 +266,9 @@ struct WaitReason {
     kBehind,
     kPreempting,
     kYielding,
-    kBudgetReset
+    kBudgetReset,
+    // It fits now but would run into capacity a reservation booked.
+    kReserved,
   };
   Kind kind = Kind::kNone;
   uint32_t counter = 0;
@@ -327,6 +375,10 @@ struct Timer {
     kPreemptDeadline,
     kStarvation,
     kPeriodReset,  // not tied to an allocation
+    // Reservation windows (id: the reservation; gen: the window start).
+    kResOpen,
+    kResGrace,
+    kResClose,
   };
   Time at{};
   uint64_t seq = 0;  // tie-break: scheduling order
@@ -444,6 +496,9 @@ class EngineImpl {
   // Locks: held and claimed tables match the allocations; no two holders
   // under strict policies hold conflicting locks; gates are counted.
   Status CheckLockInvariants() const;
+  // Reservations: holds and bookings add up, and no allocation granted
+  // after a reservation was accepted runs into capacity it booked.
+  Status CheckReservationInvariants() const;
   const Config& config() const { return config_; }
 
  private:
@@ -594,12 +649,51 @@ class EngineImpl {
                        std::optional<LockPolicy> policy, const Actor& actor);
   StatusOr<LockVerdict> VerifyLock(std::string_view path, uint64_t token);
   StatusOr<ReservationInfo> Reserve(const ReservationRequest& request);
+  ReservationInfo ResInfo(const Reservation& r) const;
   StatusOr<ReservationInfo> CancelReservation(std::string_view id,
                                               const Actor& actor);
   StatusOr<ReservationInfo> GetReservation(std::string_view id) const;
   std::vector<ReservationInfo> Reservations() const;
 
  private:
+  // --- reservations (reservations.cc) ---
+  bool HasBookings() const { return bookings_ > 0; }
+  // When `a` is expected to stop: now + estimated_minutes (else its ttl),
+  // at most its max_duration.
+  Time RunEnd(const RequestCore& r) const;
+  // Capacity of counter `c` booked by reservations (other than `a`'s own)
+  // at some instant of `a`'s expected run.
+  Milli Booked(uint32_t c, const Alloc& a) const;
+  Milli Booked(uint32_t c, Time end, uint64_t exclude) const;
+  // The reservation a request names must be open and its own.
+  Status CheckReservationRef(const ParsedRequest& p,
+                             const std::string& prefix) const;
+  // Claimant `a` takes what it can of its reservation's unclaimed capacity
+  // (moving it out of `used`), or gives it back.
+  void PreDraw(Alloc& a);
+  void UndoDraw(Alloc& a);
+  // At the end of a claimant's hold: what it drew goes back to the
+  // reservation while its window is open and in grace.
+  void ReturnDraw(Alloc& a);
+  // What ending holder `v` would free on counter `c` for others: what it
+  // drew from a reservation in its grace period goes back to it instead.
+  Milli FreedBy(const Alloc& v, uint32_t c) const;
+  void HandleReservationTimer(const Timer& t);
+  void OpenWindow(Reservation& r);
+  void CloseWindow(Reservation& r, bool cancelled);
+  void EndGrace(Reservation& r);
+  // Gives back what an open window holds (left and the shortfall booking).
+  void ReleaseHold(Reservation& r);
+  // Open windows short of capacity take what has freed.
+  void TopUpReservations();
+  // Books the windows of `r` that start before now + horizon.
+  void BookWindows(Reservation& r, bool initial);
+  Status FitsBeside(const Reservation& r, Time ws, Time we) const;
+  void EmitRes(EventType type, const Reservation& r, std::string reason,
+               const std::string& actor = "");
+  StatusOr<Reservation*> FindRes(std::string_view id);
+  std::string BookedText(uint32_t c, const Alloc& a) const;
+
   // --- interning and counters ---
   uint32_t InternProduct(const std::string& name);
   uint32_t InternType(const std::string& name);
@@ -834,6 +928,18 @@ class EngineImpl {
           tasks_completed_micro_ = 0;
   int64_t tasks_started_ = 0, tasks_waited_ = 0;
   double wait_ms_sum_ = 0, wait_ms_max_ = 0;
+
+  // --- reservation state (reservations.cc) ---
+  std::map<uint64_t, Reservation> reservations_;  // by num
+  std::unordered_map<std::string, uint64_t> reservation_ids_;
+  uint64_t next_reservation_ = 1;
+  // Per counter: windows booked ahead, and shortfalls of open windows.
+  std::unordered_map<uint32_t, Timeline> timelines_;
+  int64_t bookings_ = 0;       // intervals in all timelines
+  int64_t short_windows_ = 0;  // open windows with a shortfall
+  // Grants that left a counter over its limit net of bookings (a bug).
+  int64_t booking_violations_ = 0;
+  std::string booking_violation_;
 
   // --- conflict state (conflicts.cc) ---
   std::string workspace_root_;  // normalised; "" = none

@@ -76,6 +76,8 @@ const char* EventTypeName(EventType t) {
       return "reserved";
     case EventType::kReservationStarted:
       return "reservation_started";
+    case EventType::kReservationReleased:
+      return "reservation_released";
     case EventType::kReservationEnded:
       return "reservation_ended";
     case EventType::kReservationCancelled:

@@ -279,13 +279,8 @@ Status EngineImpl::ValidateConflictFields(const AllocationRequest& r,
   }
   QM_RETURN_IF_ERROR(
       CheckName(prefix + "reservation_id", r.reservation_id, false));
-  if (!r.reservation_id.empty()) {
-    return Unimplemented(prefix +
-                         "reservation_id: future reservations are not built "
-                         "yet");
-  }
   p->reservation = r.reservation_id;
-  return Status::Ok();
+  return CheckReservationRef(*p, prefix);
 }
 
 Status EngineImpl::CheckCanEverFit(const ParsedRequest& p,

@@ -143,11 +143,29 @@ TEST(SimulatorTest, ConflictScenariosSerialiseAndPreempt) {
             std::string::npos);
 }
 
+TEST(SimulatorTest, ReservationHoldsBackLongWorkAndBackfillsShortWork) {
+  const auto lines = RunLines("reservation_backfill.yaml");
+  const Json* etl = FindEvent(lines, "queued", "etl");
+  ASSERT_NE(etl, nullptr);
+  EXPECT_NE((*etl)["reason"].get<std::string>().find("reserved by res_1"),
+            std::string::npos);
+  const Json* lint = FindEvent(lines, "granted", "lint");
+  ASSERT_NE(lint, nullptr);
+  EXPECT_EQ((*lint)["t"], "30m");
+  const Json* deploy = FindEvent(lines, "granted", "deploy");
+  ASSERT_NE(deploy, nullptr);
+  EXPECT_EQ((*deploy)["t"], "1h");
+  const Json* started = FindEvent(lines, "granted", "etl");
+  ASSERT_NE(started, nullptr);
+  EXPECT_EQ((*started)["t"], "1h15m");  // when the grace period ended
+}
+
 TEST(SimulatorTest, SameScenarioGivesByteIdenticalOutput) {
   for (const char* s :
        {"seed001_concurrency.yaml", "seed001_scoring.yaml", "fair_share.yaml",
         "seed001_architect.yaml", "seed001_budget_day.yaml",
-        "conflicts_same_file.yaml", "conflicts_priority.yaml"}) {
+        "conflicts_same_file.yaml", "conflicts_priority.yaml",
+        "reservation_backfill.yaml"}) {
     std::ostringstream one, two;
     const std::string path = std::string(QM_SOURCE_DIR) + "/scenarios/" + s;
     ASSERT_TRUE(sim::RunScenarioFile(path, one).ok());

@@ -59,6 +59,7 @@ class RandomOps {
       if (Chance(0.1)) {
         r.conflict_avoidance.push_back("wf" + std::to_string(Int(0, 30)));
       }
+      if (Chance(0.1)) r.reservation_id = "res_" + std::to_string(Int(1, 40));
       if (Chance(0.03)) r.exclusive_access.push_back("../outside");
       if (Chance(0.02)) r.shared_access.push_back(std::string("a\0b", 3));
     }
@@ -167,7 +168,26 @@ void RunRandom(const Config& c, int ops_count, uint64_t seed, int* refused,
     } else if (kind < 90 && !ids.empty()) {
       status = h.engine->Cancel(ids[ops.Int(0, int(ids.size()) - 1)]).status();
     } else if (locks && kind < 95 && !ids.empty()) {
-      switch (ops.Int(0, 4)) {
+      switch (ops.Int(0, 6)) {
+        case 5: {
+          ReservationRequest q;
+          q.workflow_id = "wf" + std::to_string(ops.Int(0, 30));
+          q.start_time = h.clock.Now() + std::chrono::minutes(ops.Int(-1, 120));
+          q.duration = std::chrono::minutes(ops.Int(0, 90));
+          q.resources = {{"agents", ops.Int(0, 5)}};
+          if (ops.Chance(0.3)) q.resources.push_back({"cpu_cores", 1});
+          if (ops.Chance(0.3))
+            q.agent_type = "t" + std::to_string(ops.Int(0, 5));
+          if (ops.Chance(0.2)) q.recurrence = "daily";
+          status = h.engine->Reserve(q).status();
+          break;
+        }
+        case 6:
+          status = h.engine
+                       ->CancelReservation(
+                           "res_" + std::to_string(ops.Int(1, 40)), {"op", ""})
+                       .status();
+          break;
         case 0: {
           auto r = h.engine->CheckConflicts(
               ops.Request(), std::chrono::minutes(ops.Int(0, 60)));
@@ -328,10 +348,11 @@ TEST(InvariantsTest, RandomOperationsWithEagerPreemptionKeepEveryInvariant) {
   EXPECT_GT(accepted, 5000);
 }
 
-// Path locks, globs, workflow exclusion and the conflict operations, with
-// priority-based lock preemption: no two strict holders ever hold
-// conflicting locks, and no gated request waits for something that cannot
-// wake it.
+// Path locks, globs, workflow exclusion, reservations (one-off and daily,
+// claimed and cancelled) and the conflict operations, with priority-based
+// lock preemption: no two strict holders ever hold conflicting locks, no
+// gated request waits for something that cannot wake it, and nothing
+// granted after a reservation was accepted runs into what it booked.
 TEST(InvariantsTest, RandomOperationsWithLocksKeepEveryInvariant) {
   Config c = RandomConfig();
   c.conflicts.workspace_root = "/ws";
@@ -341,7 +362,7 @@ TEST(InvariantsTest, RandomOperationsWithLocksKeepEveryInvariant) {
   int refused = 0, accepted = 0;
   RunRandom(c, 20000, 4, &refused, &accepted, /*money=*/false,
             /*locks=*/true);
-  EXPECT_GT(accepted, 5000);
+  EXPECT_GT(accepted, 3000);
   EXPECT_GT(refused, 500);
 }
 
