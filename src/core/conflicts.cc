@@ -161,6 +161,7 @@ EngineImpl::GateFind EngineImpl::FindGate(const Alloc& a) const {
         });
     if (g.kind != AllocLocks::Gate::kNone) return g;
   }
+  if (claimed_locks_.size() == 0) return g;
   for (const LockSpec& lock : l.locks) {
     claimed_locks_.ForEachConflict(
         lock.path, lock.exclusive, a.id, [&](const paths::LockTable::Hit& h) {

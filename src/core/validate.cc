@@ -245,14 +245,19 @@ Status EngineImpl::ValidateConflictFields(const AllocationRequest& r,
     const auto& list = exclusive ? r.exclusive_access : r.shared_access;
     const char* name = exclusive ? "exclusive_access" : "shared_access";
     for (size_t i = 0; i < list.size(); ++i) {
-      const std::string field = prefix + name + "[" + std::to_string(i) + "]";
+      // The field's name is built only for an error (this runs per path).
+      auto field = [&] {
+        return prefix + name + "[" + std::to_string(i) + "]";
+      };
       // Paths are echoed in JSON output, which must be UTF-8 text.
       if (size_t bad = 0; !IsUtf8(list[i], &bad)) {
-        return InvalidRequest(field + " must be UTF-8 text (byte " +
+        return InvalidRequest(field() + " must be UTF-8 text (byte " +
                               std::to_string(bad) + " is not)");
       }
-      auto norm = paths::Normalize(workspace_root_, list[i], field);
-      if (!norm.ok()) return norm.status();
+      auto norm = paths::Normalize(workspace_root_, list[i], "path");
+      if (!norm.ok()) {
+        return paths::Normalize(workspace_root_, list[i], field()).status();
+      }
       bool dup = false;
       for (const LockSpec& l : p->locks) dup |= l.path == *norm;
       if (!dup) p->locks.push_back({std::move(*norm), exclusive == 1});
