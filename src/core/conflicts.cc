@@ -79,24 +79,33 @@ Status EngineImpl::InitConflicts() {
 }
 
 const LockPolicy& EngineImpl::PolicyFor(uint32_t product) const {
+  return PolicyFor(products_[product].name);
+}
+
+const LockPolicy& EngineImpl::PolicyFor(const std::string& product) const {
   if (!product_policies_.empty()) {
-    auto it = product_policies_.find(products_[product].name);
+    auto it = product_policies_.find(product);
     if (it != product_policies_.end()) return it->second;
   }
   return global_policy_;
 }
 
 bool EngineImpl::Exempt(const std::vector<LockSpec>& locks,
-                        uint32_t product) const {
-  const LockPolicy& pol = PolicyFor(product);
-  if (std::find(pol.exceptions.begin(), pol.exceptions.end(), kReadOnly) ==
-      pol.exceptions.end()) {
+                        const LockPolicy& policy) {
+  if (std::find(policy.exceptions.begin(), policy.exceptions.end(),
+                kReadOnly) == policy.exceptions.end()) {
     return false;
   }
-  for (const LockSpec& l : locks) {
-    if (l.exclusive) return false;
+  return std::none_of(locks.begin(), locks.end(),
+                      [](const LockSpec& l) { return l.exclusive; });
+}
+
+void EngineImpl::RememberConflict(ConflictInfo c) {
+  resolved_conflicts_.push_back(std::move(c));
+  while (static_cast<int64_t>(resolved_conflicts_.size()) >
+         config_.conflicts.history_limit) {
+    resolved_conflicts_.pop_front();
   }
-  return true;
 }
 
 void EngineImpl::SetupLocks(Alloc& a, ParsedRequest& p) {
@@ -105,7 +114,7 @@ void EngineImpl::SetupLocks(Alloc& a, ParsedRequest& p) {
   l->avoid = std::move(p.avoid);
   l->rank_level = static_cast<int>(p.level);
   l->rank_ms = a.queued_at.time_since_epoch().count();
-  l->exempt = Exempt(l->locks, a.product);
+  l->exempt = Exempt(l->locks, PolicyFor(a.product));
   if (!p.reservation.empty()) {
     l->reservation = reservation_ids_.at(p.reservation);
   }
@@ -422,11 +431,7 @@ void EngineImpl::CloseConflict(Alloc& a, const std::string& resolution) {
       c.resolution.empty() ? resolution : c.resolution + "; " + resolution;
   c.resolved_at = now_;
   Emit(EventType::kConflictResolved, a, c.id + " resolved: " + resolution);
-  resolved_conflicts_.push_back(std::move(c));
-  while (static_cast<int64_t>(resolved_conflicts_.size()) >
-         config_.conflicts.history_limit) {
-    resolved_conflicts_.pop_front();
-  }
+  RememberConflict(std::move(c));
 }
 
 void EngineImpl::RecordAdvisory(Alloc& a) {
@@ -460,11 +465,7 @@ void EngineImpl::RecordAdvisory(Alloc& a) {
           l.warnings.push_back(c.id + ": " + c.message);
           Emit(EventType::kConflictDetected, a,
                c.id + " (" + c.type + ", " + c.severity + "): " + c.message);
-          resolved_conflicts_.push_back(std::move(c));
-          while (static_cast<int64_t>(resolved_conflicts_.size()) >
-                 config_.conflicts.history_limit) {
-            resolved_conflicts_.pop_front();
-          }
+          RememberConflict(std::move(c));
           return l.warnings.size() < 64;  // enough to act on
         });
   }
@@ -515,16 +516,10 @@ std::string EngineImpl::BatchLockConflict(
     }
   }
   if (p.locks.empty()) return "";
-  auto pit = product_policies_.find(p.product);
-  const LockPolicy& pol =
-      pit == product_policies_.end() ? global_policy_ : pit->second;
-  if (pol.enforcement != LockEnforcement::kStrict) return "";
-  const bool exempt =
-      std::find(pol.exceptions.begin(), pol.exceptions.end(), kReadOnly) !=
-          pol.exceptions.end() &&
-      std::none_of(p.locks.begin(), p.locks.end(),
-                   [](const LockSpec& l) { return l.exclusive; });
-  if (exempt) return "";
+  const LockPolicy& pol = PolicyFor(p.product);
+  if (pol.enforcement != LockEnforcement::kStrict || Exempt(p.locks, pol)) {
+    return "";
+  }
   AllocLocks self;
   self.rank_level = static_cast<int>(p.level);
   self.rank_ms = now_.time_since_epoch().count();
@@ -734,7 +729,7 @@ Status EngineImpl::SetLockPolicy(const std::string& scope,
   for (auto& [id, a] : allocs_) {
     if (a.status != AllocStatus::kQueued || !a.locks) continue;
     AllocLocks& l = *a.locks;
-    const bool exempt = Exempt(l.locks, a.product);
+    const bool exempt = Exempt(l.locks, PolicyFor(a.product));
     if (exempt != l.exempt) {
       if (l.where == AllocLocks::Where::kClaimed) {
         for (const LockSpec& lock : l.locks) {
@@ -853,15 +848,9 @@ StatusOr<ConflictReport> EngineImpl::CheckConflicts(const AllocationRequest& r,
   };
   bool waits = false;
   // Files.
-  auto pit = product_policies_.find(p.product);
-  const LockPolicy& pol =
-      pit == product_policies_.end() ? global_policy_ : pit->second;
+  const LockPolicy& pol = PolicyFor(p.product);
   const bool advisory = pol.enforcement == LockEnforcement::kAdvisory;
-  const bool exempt =
-      std::find(pol.exceptions.begin(), pol.exceptions.end(), kReadOnly) !=
-          pol.exceptions.end() &&
-      std::none_of(p.locks.begin(), p.locks.end(),
-                   [](const LockSpec& l) { return l.exclusive; });
+  const bool exempt = Exempt(p.locks, pol);
   AllocLocks self;
   self.rank_level = static_cast<int>(p.level);
   self.rank_ms = now_.time_since_epoch().count();

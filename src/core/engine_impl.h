@@ -594,7 +594,12 @@ class EngineImpl {
                                 const std::string& prefix,
                                 ParsedRequest* p) const;
   const LockPolicy& PolicyFor(uint32_t product) const;
-  bool Exempt(const std::vector<LockSpec>& locks, uint32_t product) const;
+  const LockPolicy& PolicyFor(const std::string& product) const;
+  // Whether a request with `locks` is exempt from locking under `policy`.
+  static bool Exempt(const std::vector<LockSpec>& locks,
+                     const LockPolicy& policy);
+  // Keeps a resolved or advisory conflict for listing (bounded).
+  void RememberConflict(ConflictInfo c);
   // Gives a new allocation its lock state (moves the locks out of `p`).
   void SetupLocks(Alloc& a, ParsedRequest& p);
   // What `a` has to wait for now, if anything (no state change).
