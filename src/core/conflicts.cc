@@ -226,34 +226,41 @@ bool EngineImpl::Gate(Alloc& a) {
   }
   OpenConflict(a, g);
   // priority_based: take the lock from lower-level preemptible holders.
-  if (g.kind != AllocLocks::Gate::kLock ||
+  if (g.kind != AllocLocks::Gate::kLock || GrantsHeld(a) ||
       config_.conflicts.strategy != ConflictStrategy::kPriorityBased ||
       !config_.levels[static_cast<int>(a.req.level)].preempt_lower) {
     return true;
   }
-  std::vector<uint64_t> holders;
+  // Each holder with the first of its locks in the way.
+  std::vector<std::pair<uint64_t, std::string>> holders;
   bool all_lower = true;
   for (const LockSpec& lock : l.locks) {
     held_locks_.ForEachConflict(
         lock.path, lock.exclusive, a.id, [&](const paths::LockTable::Hit& h) {
           const Alloc& v = allocs_.at(h.owner);
-          if (!v.req.preemptible || v.req.level >= a.req.level) {
+          // An advisory holder re-queued by the preemption would take its
+          // lock straight back (advisory requests are never gated).
+          if (!v.req.preemptible || v.req.level >= a.req.level ||
+              PolicyFor(v.product).enforcement != LockEnforcement::kStrict) {
             all_lower = false;
             return false;
           }
           if (v.status == AllocStatus::kActive &&
-              std::find(holders.begin(), holders.end(), h.owner) ==
-                  holders.end()) {
-            holders.push_back(h.owner);
+              std::none_of(holders.begin(), holders.end(),
+                           [&](const auto& x) { return x.first == h.owner; })) {
+            holders.emplace_back(h.owner, std::string(Mode(h.exclusive)) +
+                                              " lock on " + ShowPath(h.path) +
+                                              " (" + IdText(a.id) + " wants " +
+                                              ShowPath(lock.path) + ")");
           }
           return true;
         });
     if (!all_lower) return true;
   }
-  for (uint64_t id : holders) {
-    SendPreemptNotice(allocs_.at(id), a,
-                      " to free its lock on " + ShowPath(l.subject) +
-                          " (conflicts.strategy priority_based)");
+  for (const auto& [id, what] : holders) {
+    SendPreemptNotice(
+        allocs_.at(id), a,
+        " to free its " + what + "; conflicts.strategy priority_based");
   }
   return true;
 }
@@ -297,6 +304,17 @@ void EngineImpl::DropLocks(Alloc& a) {
   }
   l.where = AllocLocks::Where::kNone;
   if (l.gate != AllocLocks::Gate::kNone) {
+    // Leave no stale entry behind in what it waited for.
+    std::vector<uint64_t>* list = nullptr;
+    if (l.gate == AllocLocks::Gate::kLock) {
+      auto it = gated_on_.find(l.gate_on);
+      if (it != gated_on_.end()) list = &it->second;
+    } else {
+      auto it = gated_on_wf_.find(l.subject);
+      if (it != gated_on_wf_.end()) list = &it->second;
+    }
+    if (list)
+      list->erase(std::remove(list->begin(), list->end(), a.id), list->end());
     l.gate = AllocLocks::Gate::kNone;
     --gated_count_;
   }
@@ -785,6 +803,9 @@ StatusOr<LockVerdict> EngineImpl::VerifyLock(std::string_view path,
   });
   std::sort(v.holders.begin(), v.holders.end());
   auto owner = fencing_owner_.find(token);
+  if (owner != fencing_owner_.end() && !allocs_.count(owner->second)) {
+    owner = fencing_owner_.end();
+  }
   const std::string who =
       owner == fencing_owner_.end() ? "" : IdText(owner->second);
   if (v.valid) {

@@ -208,13 +208,17 @@ void EngineImpl::StartOp() {
 }
 
 void EngineImpl::EndOp() {
-  if (WakesPending()) dispatch_at_end_ = true;
-  if (dispatch_at_end_) {
-    dispatch_at_end_ = false;
-    Dispatch();
-  }
-  if (WakesPending()) ProcessWakes();  // nobody queued: just forget them
-  ProcessTimersUpTo(now_);
+  // Timers due now (zero grace) may end holders and wake gated requests
+  // again: repeat until nothing is pending.
+  do {
+    if (WakesPending()) dispatch_at_end_ = true;
+    if (dispatch_at_end_) {
+      dispatch_at_end_ = false;
+      Dispatch();
+    }
+    if (WakesPending()) ProcessWakes();  // nobody queued: just forget them
+    ProcessTimersUpTo(now_);
+  } while (WakesPending() || dispatch_at_end_);
   in_op_ = false;
 }
 
@@ -682,6 +686,8 @@ void EngineImpl::Grant(Alloc& a, std::optional<double> score) {
   a.holding = true;
   a.expiring = false;
   a.granted_at = now_;
+  // A re-granted (re-queued) allocation's old token names nobody now.
+  if (a.locks && a.fencing != 0) fencing_owner_.erase(a.fencing);
   a.fencing = ++fencing_;
   a.expires_at = std::min(now_ + a.req.ttl, now_ + a.req.max_duration);
   a.expected_end = a.req.estimated_minutes
@@ -1002,7 +1008,15 @@ void EngineImpl::RunPass(const std::vector<uint32_t>* seeds) {
         counters_[c].blocked_by = 0;
         if (!full) add_lanes_of(c);
       }
-      Unpark(a);
+      // A request waiting for the lock of a holder it preempted keeps its
+      // victims parked: they would take the lock back before it starts.
+      const AllocLocks& gl = *a.locks;
+      auto gh = gl.gate == AllocLocks::Gate::kLock ? allocs_.find(gl.gate_on)
+                                                   : allocs_.end();
+      if (gh == allocs_.end() || !gh->second.holding ||
+          gh->second.preempted_by != a.id) {
+        Unpark(a);
+      }
       const MemberIt next = std::next(cur.it);
       if (next != lane.members.end()) push(cur.lane, next, false, cur.band_it);
       continue;

@@ -460,5 +460,105 @@ TEST(BatchLockTest, AllOrNothingRefusesConflictingMembers) {
   EXPECT_TRUE(h.engine->CheckInvariants().ok());
 }
 
+// Found by review: two advisory holders re-queued by priority_based
+// preemption took the lock back in turn forever (with zero grace the
+// operation never returned).
+TEST(LockReviewTest, PriorityBasedSkipsAdvisoryHoldersAndTerminates) {
+  Config c = LockConfig();
+  c.conflicts.strategy = ConflictStrategy::kPriorityBased;
+  c.levels[static_cast<int>(Level::kHigh)].preempt_lower = true;
+  c.scheduling.preemption_grace = Duration(0);
+  c.conflicts.per_product["adv"].enforcement = LockEnforcement::kAdvisory;
+  Harness h(c);
+  for (const char* wf : {"a", "b"}) {
+    AllocationRequest r = Writes(wf, {"src"}, "low");
+    r.product = "adv";
+    r.requeue_on_preempt = true;
+    ASSERT_EQ(Ask(h, r).status, AllocStatus::kActive);
+  }
+  AllocationRequest w = Writes("w", {"src/a.cc"}, "high");
+  w.product = "strict";
+  EXPECT_EQ(Ask(h, w).status, AllocStatus::kQueued);
+  for (int i = 0; i < 5; ++i) {
+    h.clock.Advance(std::chrono::seconds(31));
+    h.engine->Tick();
+  }
+  int notices = 0;
+  for (const Event& e : h.events) {
+    notices += e.type == EventType::kPreemptionNotice;
+  }
+  EXPECT_EQ(notices, 0);
+  EXPECT_TRUE(h.engine->CheckInvariants().ok());
+}
+
+// Found by review: an old token of a re-granted allocation that later left
+// the history made VerifyLock throw.
+TEST(LockReviewTest, VerifyLockWithStaleTokenOfRequeuedAllocation) {
+  Config c = LockConfig();
+  c.resources[0].capacity = 1;
+  c.levels[static_cast<int>(Level::kHigh)].preempt_lower = true;
+  c.scheduling.preemption_grace = Duration(0);
+  c.scheduling.history_limit = 1;
+  Harness h(c);
+  AllocationRequest low = Writes("a", {"src/a.cc"}, "low");
+  low.requeue_on_preempt = true;
+  const AllocationInfo v = Ask(h, low);
+  const uint64_t first_token = v.fencing_token;
+  const AllocationInfo p = Ask(h, Req("b", "dev", "high"));
+  ASSERT_TRUE(h.engine->Release(p.id).ok());  // the victim is re-granted
+  ASSERT_TRUE(h.engine->Release(v.id).ok());
+  const AllocationInfo x = Ask(h, Req("c", "dev"));
+  ASSERT_TRUE(h.engine->Release(x.id).ok());  // the victim left the history
+  auto verdict = h.engine->VerifyLock("src/a.cc", first_token);
+  ASSERT_TRUE(verdict.ok());
+  EXPECT_FALSE(verdict->valid);
+}
+
+// Found by review: lock preemption ran while grants were paused.
+TEST(LockReviewTest, NoLockPreemptionWhilePaused) {
+  Config c = LockConfig();
+  c.conflicts.strategy = ConflictStrategy::kPriorityBased;
+  c.levels[static_cast<int>(Level::kHigh)].preempt_lower = true;
+  c.scheduling.preemption_grace = Duration(0);
+  Harness h(c);
+  const std::string low = Grant(h, Writes("a", {"src/a.cc"}, "low"));
+  ASSERT_TRUE(h.engine->Pause({"op", "maintenance"}).ok());
+  ASSERT_TRUE(h.engine->Allocate(Writes("w", {"src/a.cc"}, "high")).ok());
+  EXPECT_EQ(h.Find(EventType::kPreemptionNotice, low), nullptr);
+  EXPECT_EQ(h.StatusOf(low), AllocStatus::kActive);
+  EXPECT_TRUE(h.engine->CheckInvariants().ok())
+      << h.engine->CheckInvariants().ToString();
+}
+
+// The preemption notice names the victim's own lock.
+TEST(LockReviewTest, PreemptionNoticeNamesTheHoldersLock) {
+  Config c = LockConfig();
+  c.conflicts.strategy = ConflictStrategy::kPriorityBased;
+  c.levels[static_cast<int>(Level::kHigh)].preempt_lower = true;
+  Harness h(c);
+  const std::string low = Grant(h, Writes("a", {"src"}, "low"));
+  Ask(h, Writes("w", {"src/a.cc"}, "high"));
+  const Event* e = h.Find(EventType::kPreemptionNotice, low);
+  ASSERT_NE(e, nullptr);
+  EXPECT_NE(e->reason.find("to free its exclusive lock on src (alloc_2 wants "
+                           "src/a.cc)"),
+            std::string::npos)
+      << e->reason;
+}
+
+// Cancelled waiters leave nothing behind in what they waited for.
+TEST(LockReviewTest, CancelledWaitersAreForgotten) {
+  Harness h(LockConfig());
+  const std::string a = Grant(h, Writes("a", {"x"}));
+  for (int i = 0; i < 50; ++i) {
+    const AllocationInfo w = Ask(h, Writes("w" + std::to_string(i), {"x"}));
+    ASSERT_TRUE(h.engine->Cancel(w.id).ok());
+  }
+  EXPECT_TRUE(h.engine->CheckInvariants().ok())
+      << h.engine->CheckInvariants().ToString();
+  ASSERT_TRUE(h.engine->Release(a).ok());
+  EXPECT_EQ(h.engine->GetSnapshot().queued, 0);
+}
+
 }  // namespace
 }  // namespace qm
