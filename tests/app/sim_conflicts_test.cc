@@ -10,45 +10,16 @@
 #include <vector>
 
 #include "sim/simulator.h"
+#include "tests/app/sim_test_util.h"
 
 namespace qm {
 namespace {
 
 using Json = nlohmann::json;
-
-struct SimRun {
-  Status status;
-  std::string text;
-  std::vector<Json> lines;
-};
-
-SimRun RunYaml(const std::string& yaml) {
-  std::ostringstream out;
-  SimRun r;
-  r.status = sim::RunScenarioString(yaml, "s.yaml", ".", out);
-  r.text = out.str();
-  std::istringstream in(r.text);
-  for (std::string line; std::getline(in, line);) {
-    if (Json::accept(line)) r.lines.push_back(Json::parse(line));
-  }
-  return r;
-}
-
-std::vector<const Json*> FindAll(const std::vector<Json>& lines,
-                                 const std::string& key,
-                                 const std::string& value) {
-  std::vector<const Json*> out;
-  for (const Json& l : lines) {
-    if (l.contains(key) && l[key] == value) out.push_back(&l);
-  }
-  return out;
-}
-
-const Json* Find(const std::vector<Json>& lines, const std::string& key,
-                 const std::string& value) {
-  const auto all = FindAll(lines, key, value);
-  return all.empty() ? nullptr : all.front();
-}
+using sim_test::Find;
+using sim_test::FindAll;
+using sim_test::RunYaml;
+using sim_test::SimRun;
 
 constexpr char kRoot[] = "config:\n  conflicts: {workspace_root: /work/repo}\n";
 

@@ -7,11 +7,16 @@
 #include <sstream>
 
 #include "sim/simulator.h"
+#include "tests/app/sim_test_util.h"
 
 namespace qm {
 namespace {
 
 using Json = nlohmann::json;
+using sim_test::Find;
+using sim_test::FindAll;
+using sim_test::RunYaml;
+using sim_test::SimRun;
 
 // A day with a $10 and 100,000-token budget, an alert at 80% and a breaker
 // on the dollar limit.
@@ -24,42 +29,6 @@ constexpr char kConfig[] =
     "    trip_conditions: [\"cost_daily_usd > daily_limits.max_cost_usd\"]\n"
     "    when_tripped: {action: pause_all, notify: ceo, allow_override: "
     "true}\n";
-
-struct SimRun {
-  Status status;
-  std::string text;
-  std::vector<Json> lines;
-};
-
-SimRun RunYaml(const std::string& yaml, const sim::RunOptions& options = {}) {
-  std::ostringstream out;
-  SimRun r;
-  r.status = sim::RunScenarioString(yaml, "s.yaml", ".", out, nullptr, options);
-  r.text = out.str();
-  std::istringstream in(r.text);
-  for (std::string line; std::getline(in, line);) {
-    if (Json::accept(line)) r.lines.push_back(Json::parse(line));
-  }
-  return r;
-}
-
-const Json* Find(const std::vector<Json>& lines, const std::string& key,
-                 const std::string& value) {
-  for (const Json& l : lines) {
-    if (l.contains(key) && l[key] == value) return &l;
-  }
-  return nullptr;
-}
-
-std::vector<const Json*> FindAll(const std::vector<Json>& lines,
-                                 const std::string& key,
-                                 const std::string& value) {
-  std::vector<const Json*> out;
-  for (const Json& l : lines) {
-    if (l.contains(key) && l[key] == value) out.push_back(&l);
-  }
-  return out;
-}
 
 TEST(SimMoneyTest, UsageIsReportedOnceAndShowsInTheCosts) {
   const SimRun r = RunYaml(std::string(kConfig) +
