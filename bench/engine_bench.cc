@@ -3,6 +3,7 @@
 //   make bench   (Release build; medians of 5 repetitions)
 #include <benchmark/benchmark.h>
 
+#include <deque>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -235,6 +236,48 @@ BENCHMARK(BM_LockCycle8PathsAmong100kLocks)
     ->ArgName("paths")
     ->Arg(0)
     ->Arg(1)
+    ->Unit(benchmark::kMicrosecond);
+
+// n writers queued for one file behind its holder: each iteration releases
+// the holder (the first in line takes the lock) and queues one more writer
+// at the end, so the line stays n long.
+void BM_LockLineRelease(benchmark::State& state) {
+  ManualClock clock(Time(Duration(1769436000000LL)));
+  Config config = BigConfig(1000000, 1000000);
+  config.conflicts.workspace_root = "/work/repo";
+  config.allocation_limits = {};
+  config.allocation_limits.max_cpu_per_workflow.reset();
+  config.allocation_limits.max_memory_per_workflow.reset();
+  config.allocation_limits.max_agents_per_workflow.reset();
+  auto engine = std::move(Engine::Create(config, &clock)).value();
+  const int n = static_cast<int>(state.range(0));
+  std::deque<std::string> line;
+  int made = 0;
+  auto writer = [&] {
+    AllocationRequest r = Request(made % kTypes, made % kProducts, made % 1000);
+    ++made;
+    r.exclusive_access = {"src/app.ts"};
+    auto a = engine->Allocate(r);
+    line.push_back(a->allocation.id);
+    return a->allocation.status;
+  };
+  if (writer() != AllocStatus::kActive) {
+    state.SkipWithError("set-up: expected the holder to start");
+    return;
+  }
+  for (int i = 0; i < n; ++i) writer();
+  for (auto _ : state) {
+    engine->Release(line.front());
+    line.pop_front();
+    writer();
+  }
+  if (engine->GetSnapshot().queued != n) state.SkipWithError("line drifted");
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_LockLineRelease)
+    ->ArgName("waiters")
+    ->Arg(1000)
+    ->Arg(10000)
     ->Unit(benchmark::kMicrosecond);
 
 // One slot frees with 100,000 queued: the release, the dispatch pass that

@@ -28,6 +28,7 @@ enum class Code {
   kUnavailable,        // not possible right now; retrying later may work
   kUnimplemented,      // the operation exists in the API but is not built yet
   kInternal,           // a bug or an invariant violation inside qm
+  kDataLoss,           // stored state is damaged or missing (journal, file)
 };
 
 // "INVALID_REQUEST", "NOT_FOUND", ... ("OK" for kOk).
@@ -140,6 +141,9 @@ inline Status Unimplemented(std::string m) {
 }
 inline Status Internal(std::string m) {
   return Status(Code::kInternal, std::move(m));
+}
+inline Status DataLoss(std::string m) {
+  return Status(Code::kDataLoss, std::move(m));
 }
 
 // A value or the error that prevented it. Accessing value() of an error is a

@@ -1070,6 +1070,10 @@ Json ErrorEnvelope(std::string_view operation, Time timestamp,
           "Leave the unsupported field out; see the issue tracker "
           "for when it lands"};
       break;
+    case Code::kDataLoss:
+      recovery = {"Run `qm state check` and restore from the latest export",
+                  "See docs/durability.md"};
+      break;
     case Code::kInternal:
     case Code::kOk:
       recovery = {"Report a bug with the command and its output"};

@@ -65,11 +65,6 @@ Status EngineImpl::InitConflicts() {
   if (c.history_limit < 0) {
     return InvalidRequest("conflicts.history_limit must not be negative");
   }
-  if (config_.reservations.preempt_running) {
-    return InvalidRequest(
-        "reservations.preempt_running: true is not supported yet; a window "
-        "that opens short takes capacity as running work releases it");
-  }
   if (config_.reservations.horizon.count() <= 0) {
     return InvalidRequest("reservations.horizon must be positive");
   }
@@ -161,24 +156,39 @@ EngineImpl::GateFind EngineImpl::FindGate(const Alloc& a) const {
       PolicyFor(a.product).enforcement != LockEnforcement::kStrict) {
     return g;
   }
+  // Claimants ahead in lock order come first, and of those the nearest:
+  // waiters on one file form a chain, each gated on the one just ahead, so
+  // a release wakes one waiter, not all of them.
+  if (claimed_locks_.size() != 0) {
+    const AllocLocks* near = nullptr;
+    uint64_t near_id = 0;
+    const LockSpec* own = nullptr;
+    std::string_view other;
+    bool other_exclusive = false;
+    for (const LockSpec& lock : l.locks) {
+      claimed_locks_.ForEachConflict(
+          lock.path, lock.exclusive, a.id, [&](const paths::LockTable::Hit& h) {
+            auto it = allocs_.find(h.owner);
+            if (it == allocs_.end() || !it->second.locks) return true;
+            const AllocLocks& o = *it->second.locks;
+            if (!LockAhead(o, h.owner, l, a.id)) return true;
+            if (near && !LockAhead(*near, near_id, o, h.owner)) return true;
+            near = &o;
+            near_id = h.owner;
+            own = &lock;
+            other = h.path;  // valid: the table does not change here
+            other_exclusive = h.exclusive;
+            return true;
+          });
+    }
+    if (near) {
+      return {AllocLocks::Gate::kLock, near_id,        own->path,
+              std::string(other),      own->exclusive, other_exclusive};
+    }
+  }
   for (const LockSpec& lock : l.locks) {
     held_locks_.ForEachConflict(
         lock.path, lock.exclusive, a.id, [&](const paths::LockTable::Hit& h) {
-          g = {AllocLocks::Gate::kLock, h.owner,        lock.path,
-               std::string(h.path),     lock.exclusive, h.exclusive};
-          return false;
-        });
-    if (g.kind != AllocLocks::Gate::kNone) return g;
-  }
-  if (claimed_locks_.size() == 0) return g;
-  for (const LockSpec& lock : l.locks) {
-    claimed_locks_.ForEachConflict(
-        lock.path, lock.exclusive, a.id, [&](const paths::LockTable::Hit& h) {
-          auto it = allocs_.find(h.owner);
-          if (it == allocs_.end() || !it->second.locks ||
-              !LockAhead(*it->second.locks, h.owner, l, a.id)) {
-            return true;
-          }
           g = {AllocLocks::Gate::kLock, h.owner,        lock.path,
                std::string(h.path),     lock.exclusive, h.exclusive};
           return false;
@@ -225,12 +235,30 @@ bool EngineImpl::Gate(Alloc& a) {
                                                 : "workflow " + g.subject));
   }
   OpenConflict(a, g);
-  // priority_based: take the lock from lower-level preemptible holders.
-  if (g.kind != AllocLocks::Gate::kLock || GrantsHeld(a) ||
+  l.preempt_tried = false;
+  PreemptForLock(a);
+  return true;
+}
+
+bool EngineImpl::PreemptDue(const Alloc& a) const {
+  const AllocLocks& l = *a.locks;
+  if (l.gate != AllocLocks::Gate::kLock || l.preempt_tried ||
       config_.conflicts.strategy != ConflictStrategy::kPriorityBased ||
-      !config_.levels[static_cast<int>(a.req.level)].preempt_lower) {
-    return true;
+      !config_.levels[static_cast<int>(a.req.level)].preempt_lower ||
+      GrantsHeld(a)) {
+    return false;
   }
+  auto it = allocs_.find(l.gate_on);
+  return it != allocs_.end() && it->second.holding;
+}
+
+void EngineImpl::PreemptForLock(Alloc& a) {
+  // priority_based: the first in line (gated on a holder, not on a claimant
+  // ahead) takes the lock from lower-level preemptible holders. Tried once
+  // per gate, and again once grants are no longer held (pause, breaker).
+  if (!PreemptDue(a)) return;
+  AllocLocks& l = *a.locks;
+  l.preempt_tried = true;
   // Each holder with the first of its locks in the way.
   std::vector<std::pair<uint64_t, std::string>> holders;
   bool all_lower = true;
@@ -255,21 +283,20 @@ bool EngineImpl::Gate(Alloc& a) {
           }
           return true;
         });
-    if (!all_lower) return true;
+    if (!all_lower) return;
   }
   for (const auto& [id, what] : holders) {
     SendPreemptNotice(
         allocs_.at(id), a,
         " to free its " + what + "; conflicts.strategy priority_based");
   }
-  return true;
 }
 
 void EngineImpl::ClaimLocks(Alloc& a) {
   AllocLocks& l = *a.locks;
   if (l.exempt || l.where != AllocLocks::Where::kNone) return;
-  for (const LockSpec& lock : l.locks) {
-    claimed_locks_.Add(lock.path, lock.exclusive, a.id);
+  for (LockSpec& lock : l.locks) {
+    lock.at = claimed_locks_.Add(lock.path, lock.exclusive, a.id);
   }
   l.where = AllocLocks::Where::kClaimed;
 }
@@ -279,14 +306,14 @@ void EngineImpl::TakeLocks(Alloc& a) {
   if (l.exempt || l.where == AllocLocks::Where::kHeld) return;
   if (l.where == AllocLocks::Where::kClaimed) {
     for (const LockSpec& lock : l.locks) {
-      claimed_locks_.Remove(lock.path, lock.exclusive, a.id);
+      claimed_locks_.Remove(lock.at, lock.path, lock.exclusive, a.id);
     }
   }
   if (PolicyFor(a.product).enforcement == LockEnforcement::kAdvisory) {
     RecordAdvisory(a);
   }
-  for (const LockSpec& lock : l.locks) {
-    held_locks_.Add(lock.path, lock.exclusive, a.id);
+  for (LockSpec& lock : l.locks) {
+    lock.at = held_locks_.Add(lock.path, lock.exclusive, a.id);
   }
   l.where = AllocLocks::Where::kHeld;
 }
@@ -298,8 +325,9 @@ void EngineImpl::DropLocks(Alloc& a) {
                                 ? &claimed_locks_
                                 : nullptr;
   if (table) {
-    for (const LockSpec& lock : l.locks) {
-      table->Remove(lock.path, lock.exclusive, a.id);
+    for (LockSpec& lock : l.locks) {
+      table->Remove(lock.at, lock.path, lock.exclusive, a.id);
+      lock.at = nullptr;
     }
   }
   l.where = AllocLocks::Where::kNone;
@@ -750,8 +778,9 @@ Status EngineImpl::SetLockPolicy(const std::string& scope,
     const bool exempt = Exempt(l.locks, PolicyFor(a.product));
     if (exempt != l.exempt) {
       if (l.where == AllocLocks::Where::kClaimed) {
-        for (const LockSpec& lock : l.locks) {
-          claimed_locks_.Remove(lock.path, lock.exclusive, a.id);
+        for (LockSpec& lock : l.locks) {
+          claimed_locks_.Remove(lock.at, lock.path, lock.exclusive, a.id);
+          lock.at = nullptr;
         }
         l.where = AllocLocks::Where::kNone;
       }

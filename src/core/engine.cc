@@ -1000,6 +1000,10 @@ void EngineImpl::RunPass(const std::vector<uint32_t>* seeds) {
       Unpark(a);
       continue;
     }
+    if (a.locks && a.locks->gate != AllocLocks::Gate::kNone) {
+      // Gated while grants were held: its preemption was not considered.
+      PreemptForLock(a);
+    }
     if (a.locks && (a.locks->gate != AllocLocks::Gate::kNone || Gate(a))) {
       // Waits for a lock or a workflow: it claims no counter (drop claims
       // left from before it was gated) and the rest of the lane goes on.
@@ -1008,13 +1012,16 @@ void EngineImpl::RunPass(const std::vector<uint32_t>* seeds) {
         counters_[c].blocked_by = 0;
         if (!full) add_lanes_of(c);
       }
-      // A request waiting for the lock of a holder it preempted keeps its
-      // victims parked: they would take the lock back before it starts.
+      // A request waiting for the lock of a holder it preempted, or for a
+      // workflow (whose holders it may have preempted), keeps its victims
+      // parked: they would take the lock or the workflow back before it
+      // starts.
       const AllocLocks& gl = *a.locks;
       auto gh = gl.gate == AllocLocks::Gate::kLock ? allocs_.find(gl.gate_on)
                                                    : allocs_.end();
-      if (gh == allocs_.end() || !gh->second.holding ||
-          gh->second.preempted_by != a.id) {
+      if (gl.gate != AllocLocks::Gate::kWorkflow &&
+          (gh == allocs_.end() || !gh->second.holding ||
+           gh->second.preempted_by != a.id)) {
         Unpark(a);
       }
       const MemberIt next = std::next(cur.it);
@@ -1155,17 +1162,21 @@ bool EngineImpl::TryPreempt(Alloc& a,
 
 void EngineImpl::SendPreemptNotice(Alloc& v, Alloc& by,
                                    const std::string& why) {
-  v.status = AllocStatus::kPreempted;
-  v.preempt_deadline = now_ + config_.scheduling.preemption_grace;
   v.preempted_by = by.id;
   v.preempted_by_fence = by.fencing;
   by.preempted_someone = true;
+  NoticeVictim(v, "preempted by " + IdText(by.id) + " (" +
+                      LevelName(by.req.level) + ")" + why);
+}
+
+void EngineImpl::NoticeVictim(Alloc& v, const std::string& text) {
+  v.status = AllocStatus::kPreempted;
+  v.preempt_deadline = now_ + config_.scheduling.preemption_grace;
   for (const auto& [c, m] : v.demand) counters_[c].releasing += m;
   --active_count_;
   ++preempting_count_;
   Emit(EventType::kPreemptionNotice, v,
-       "preempted by " + IdText(by.id) + " (" + LevelName(by.req.level) + ")" +
-           why + "; release by " + FormatTime(v.preempt_deadline));
+       text + "; release by " + FormatTime(v.preempt_deadline));
   Schedule(v.preempt_deadline, v.id, Timer::Kind::kPreemptDeadline);
 }
 

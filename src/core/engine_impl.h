@@ -125,6 +125,9 @@ struct RequestCore {
 struct LockSpec {
   std::string path;
   bool exclusive = false;
+  // Where the lock sits in the table AllocLocks::where names (null when
+  // nowhere).
+  paths::LockTable::Handle at = nullptr;
 };
 
 // A validated request with every default applied, before interning. (An
@@ -166,6 +169,9 @@ struct AllocLocks {
   std::string other_path;  // kLock: the conflicting lock's path
   bool own_exclusive = false, other_exclusive = false;
   uint64_t conflict = 0;  // the open conflict registered for the wait
+  // priority_based: whether preempting the holder of this gate was
+  // considered (not while grants are held by a pause or the breaker).
+  bool preempt_tried = false;
   // Advisory conflicts it was granted despite: "conf_4: ..." lines.
   std::vector<std::string> warnings;
   // The reservation it draws from (0 = none), the window it drew in, and
@@ -616,6 +622,10 @@ class EngineImpl {
   // Re-checks `a`'s gate: gates it (registering the conflict, preempting
   // holders under priority_based) and answers true, or clears the gate.
   bool Gate(Alloc& a);
+  // priority_based: preempts the lower-level preemptible holders in the way
+  // of gated `a`, once per gate (PreemptDue says whether it is due).
+  void PreemptForLock(Alloc& a);
+  bool PreemptDue(const Alloc& a) const;
   void ClaimLocks(Alloc& a);
   void TakeLocks(Alloc& a);
   // Removes its locks from whichever table holds them and clears its gate
@@ -635,6 +645,8 @@ class EngineImpl {
   Time ExpectedEnd(const Alloc& h) const;
   // A preemption notice to `v` on behalf of queued `by`.
   void SendPreemptNotice(Alloc& v, Alloc& by, const std::string& why);
+  // The notice itself: `v` is preempted with grace (`text` says by what).
+  void NoticeVictim(Alloc& v, const std::string& text);
   std::string ConflictSeverity(const GateFind& g, const Alloc& waiter) const;
   ConflictInfo* FindConflict(std::string_view id);
   // For all-or-nothing batches: why `p` (product `product`) cannot take its
@@ -685,6 +697,10 @@ class EngineImpl {
   Milli FreedBy(const Alloc& v, uint32_t c) const;
   void HandleReservationTimer(const Timer& t);
   void OpenWindow(Reservation& r);
+  // reservations.preempt_running: preempts lower-level preemptible running
+  // work (lowest level, then priority, then latest grant first) to cover
+  // what window `r` is short of; it takes the capacity as they release.
+  void PreemptForWindow(Reservation& r);
   void CloseWindow(Reservation& r, bool cancelled);
   void EndGrace(Reservation& r);
   // Gives back what an open window holds (left and the shortfall booking).

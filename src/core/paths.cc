@@ -441,10 +441,35 @@ std::string RootName(std::string_view root) {
                       : "the workspace root " + std::string(root);
 }
 
+// Whether relative `path` is already in normal form and holds no glob: no
+// empty, "." or ".." component, no NUL, within the length limit. Most
+// requests name such paths; they need no resolving.
+bool AlreadyNormal(std::string_view path) {
+  if (path.empty() || path.size() > kMaxPathBytes || path.front() == '/' ||
+      path.back() == '/') {
+    return false;
+  }
+  size_t start = 0;
+  for (size_t i = 0; i <= path.size(); ++i) {
+    const char c = i < path.size() ? path[i] : '/';
+    if (c == '/') {
+      const size_t n = i - start;
+      if (n == 0 || (path[start] == '.' &&
+                     (n == 1 || (n == 2 && path[start + 1] == '.'))))
+        return false;
+      start = i + 1;
+    } else if (c == '*' || c == '?' || c == '[' || c == '\0') {
+      return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 StatusOr<std::string> Normalize(std::string_view root, std::string_view path,
                                 std::string_view field) {
+  if (AlreadyNormal(path)) return std::string(path);
   QM_RETURN_IF_ERROR(CheckText(field, path));
   const bool absolute = path.front() == '/';
   if (absolute && root.empty()) {
@@ -588,7 +613,10 @@ struct GlobLock {
 struct NameHash {
   using is_transparent = void;
   size_t operator()(std::string_view name) const {
-    return absl::Hash<std::string_view>{}(name);
+    // Through absl::string_view: Debian's Abseil has its own string_view
+    // type and hashes std::string_view out of line with std::hash.
+    return absl::Hash<absl::string_view>{}(
+        absl::string_view(name.data(), name.size()));
   }
   template <typename N>
   size_t operator()(const std::unique_ptr<N>& node) const {
@@ -745,7 +773,8 @@ struct LockTable::Query {
 LockTable::LockTable() : root_(Node::Create(nullptr, "", 0)) {}
 LockTable::~LockTable() = default;
 
-void LockTable::Add(std::string_view path, bool exclusive, uint64_t owner) {
+LockTable::Handle LockTable::Add(std::string_view path, bool exclusive,
+                                 uint64_t owner) {
   Node* node = root_.get();
   ++node->count;
   node->exclusive += exclusive;
@@ -772,21 +801,24 @@ void LockTable::Add(std::string_view path, bool exclusive, uint64_t owner) {
     node->locks.push_back(Lock{owner, exclusive});
   }
   ++size_;
+  return node;
 }
 
 bool LockTable::Remove(std::string_view path, bool exclusive, uint64_t owner) {
   Node* node = root_.get();
-  bool glob = false;
   for (Cursor cursor(path); !cursor.Done(); cursor.Next()) {
     const std::string_view c = cursor.Get();
-    if (IsGlobComponent(c)) {
-      glob = true;
-      break;
-    }
+    if (IsGlobComponent(c)) break;
     node = node->Find(c);
     if (!node) return false;
   }
-  if (glob) {
+  return Remove(node, path, exclusive, owner);
+}
+
+bool LockTable::Remove(Handle node, std::string_view path, bool exclusive,
+                       uint64_t owner) {
+  if (node->path().size() != path.size()) {
+    // A glob: stored on the node of its fixed prefix.
     if (!node->globs) return false;
     auto& globs = *node->globs;
     auto it = std::find_if(globs.begin(), globs.end(), [&](const GlobLock& g) {

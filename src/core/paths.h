@@ -81,11 +81,18 @@ class LockTable {
     bool exclusive = false;
   };
 
+  struct Node;  // one path component; defined in paths.cc
+  // Where a lock was added: pass it back to Remove to skip the lookup.
+  // Valid until that lock is removed.
+  using Handle = Node*;
+
   // Adds a lock of `owner` on normalised `path` (plain or glob). Adding the
   // same (path, mode, owner) twice records it twice.
-  void Add(std::string_view path, bool exclusive, uint64_t owner);
+  Handle Add(std::string_view path, bool exclusive, uint64_t owner);
   // Removes one lock added with the same arguments; false if there is none.
   bool Remove(std::string_view path, bool exclusive, uint64_t owner);
+  // The same for a lock whose Add returned `at` (no lookup).
+  bool Remove(Handle at, std::string_view path, bool exclusive, uint64_t owner);
 
   // Calls `fn` for every lock that conflicts with a lock on `path` in mode
   // `exclusive` (they overlap and at least one is exclusive), skipping locks
@@ -110,7 +117,6 @@ class LockTable {
   size_t size() const { return size_; }
 
  private:
-  struct Node;   // one path component; defined in paths.cc
   struct Query;  // the state of one ForEachConflict search
   std::unique_ptr<Node> root_;
   size_t size_ = 0;

@@ -474,7 +474,10 @@ StatusOr<ReservationInfo> EngineImpl::Reserve(const ReservationRequest& q) {
       r.warnings.push_back(
           "running work is expected to hold " + FormatMilli(overlap) + " of " +
           CounterLabel(k) + " at " + FormatTime(r.win_start) +
-          "; the window may open short and take it as it frees");
+          (config_.reservations.preempt_running
+               ? "; the window will preempt lower-level preemptible work "
+                 "for it (reservations.preempt_running)"
+               : "; the window may open short and take it as it frees"));
     }
   }
   r.accepted_fence = fencing_;
@@ -557,6 +560,56 @@ void EngineImpl::OpenWindow(Reservation& r) {
   const Time grace = r.win_start + config_.reservations.grace_period;
   if (grace < r.win_end) Schedule(grace, r.num, Timer::Kind::kResGrace, gen);
   Schedule(r.win_end, r.num, Timer::Kind::kResClose, gen);
+  if (short_any && config_.reservations.preempt_running) PreemptForWindow(r);
+}
+
+void EngineImpl::PreemptForWindow(Reservation& r) {
+  std::vector<std::pair<uint32_t, Milli>> need;
+  for (size_t i = 0; i < r.demand.size(); ++i) {
+    if (r.shortfall[i] > 0)
+      need.emplace_back(r.demand[i].first, r.shortfall[i]);
+  }
+  std::vector<Alloc*> candidates;
+  std::set<uint64_t> seen;
+  for (const auto& [c, s] : need) {
+    for (const auto& [end, id] : counters_[c].holders) {
+      Alloc& v = allocs_.at(id);
+      if (v.status != AllocStatus::kActive || !v.req.preemptible ||
+          v.req.level >= r.level || !seen.insert(id).second ||
+          (v.locks && v.locks->reservation == r.num)) {
+        continue;
+      }
+      candidates.push_back(&v);
+    }
+  }
+  std::sort(candidates.begin(), candidates.end(),
+            [](const Alloc* x, const Alloc* y) {
+              if (x->req.level != y->req.level)
+                return x->req.level < y->req.level;
+              if (x->req.priority_value != y->req.priority_value) {
+                return x->req.priority_value < y->req.priority_value;
+              }
+              if (x->granted_at != y->granted_at) {
+                return x->granted_at > y->granted_at;
+              }
+              return x->id > y->id;
+            });
+  for (Alloc* v : candidates) {
+    bool helps = false;
+    for (auto& [c, s] : need) {
+      const Milli f = s > 0 ? FreedBy(*v, c) : 0;
+      helps |= f > 0;
+      s -= f;
+    }
+    if (!helps) continue;
+    NoticeVictim(*v, "preempted for reservation " + r.id + " (" +
+                         LevelName(r.level) +
+                         "; reservations.preempt_running)");
+    if (std::all_of(need.begin(), need.end(),
+                    [](const auto& x) { return x.second <= 0; })) {
+      break;
+    }
+  }
 }
 
 void EngineImpl::ReleaseHold(Reservation& r) {

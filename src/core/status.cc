@@ -4,10 +4,10 @@
 
 namespace qm {
 namespace {
-constexpr std::array<std::string_view, 11> kNames = {
+constexpr std::array<std::string_view, 12> kNames = {
     "OK",          "INVALID_REQUEST", "NOT_FOUND",    "RESOURCE_EXHAUSTED",
     "CONFLICT",    "BUDGET_EXCEEDED", "CIRCUIT_OPEN", "PERMISSION_DENIED",
-    "UNAVAILABLE", "UNIMPLEMENTED",   "INTERNAL",
+    "UNAVAILABLE", "UNIMPLEMENTED",   "INTERNAL",     "DATA_LOSS",
 };
 }  // namespace
 

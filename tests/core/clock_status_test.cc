@@ -48,8 +48,8 @@ TEST(StatusTest, CodesMapOneToOneToEnvelopeNames) {
   const char* names[] = {
       "OK",          "INVALID_REQUEST", "NOT_FOUND",    "RESOURCE_EXHAUSTED",
       "CONFLICT",    "BUDGET_EXCEEDED", "CIRCUIT_OPEN", "PERMISSION_DENIED",
-      "UNAVAILABLE", "UNIMPLEMENTED",   "INTERNAL"};
-  for (int i = 0; i <= static_cast<int>(Code::kInternal); ++i) {
+      "UNAVAILABLE", "UNIMPLEMENTED",   "INTERNAL",     "DATA_LOSS"};
+  for (int i = 0; i <= static_cast<int>(Code::kDataLoss); ++i) {
     const Code c = static_cast<Code>(i);
     EXPECT_EQ(CodeName(c), names[i]);
     Code back = Code::kOk;

@@ -560,5 +560,99 @@ TEST(LockReviewTest, CancelledWaitersAreForgotten) {
   EXPECT_EQ(h.engine->GetSnapshot().queued, 0);
 }
 
+// Once grants resume, a waiter gated during the pause preempts the
+// lower-level holder as priority_based says.
+TEST(LockReviewTest, LockPreemptionHappensOnceGrantsResume) {
+  Config c = LockConfig();
+  c.conflicts.strategy = ConflictStrategy::kPriorityBased;
+  c.levels[static_cast<int>(Level::kHigh)].preempt_lower = true;
+  Harness h(c);
+  const std::string low = Grant(h, Writes("a", {"src/a.cc"}, "low"));
+  ASSERT_TRUE(h.engine->Pause({"op", "maintenance"}).ok());
+  const AllocationInfo w = Ask(h, Writes("w", {"src/a.cc"}, "high"));
+  EXPECT_EQ(h.Find(EventType::kPreemptionNotice, low), nullptr);
+  ASSERT_TRUE(h.engine->Resume({"op", ""}).ok());
+  EXPECT_NE(h.Find(EventType::kPreemptionNotice, low), nullptr);
+  EXPECT_EQ(h.StatusOf(low), AllocStatus::kPreempted);
+  h.clock.Advance(std::chrono::seconds(31));
+  h.engine->Tick();
+  EXPECT_EQ(h.StatusOf(w.id), AllocStatus::kActive);
+  EXPECT_TRUE(h.engine->CheckInvariants().ok())
+      << h.engine->CheckInvariants().ToString();
+}
+
+// Writers queued on one file form a chain: each waits for the one just
+// ahead, so a release wakes one waiter and re-registers no conflicts; they
+// start one by one in order.
+TEST(LockReviewTest, WaitersOnOneFileFormAChain) {
+  Config c = LockConfig();
+  c.resources[0].capacity = 1000;
+  Harness h(c);
+  std::string holder = Grant(h, Writes("h", {"src/app.ts"}));
+  std::vector<std::string> waiters;
+  for (int i = 0; i < 200; ++i) {
+    const AllocationInfo w =
+        Ask(h, Writes("w" + std::to_string(i), {"src/app.ts"}));
+    ASSERT_EQ(w.status, AllocStatus::kQueued);
+    waiters.push_back(w.id);
+  }
+  // Each names the one ahead of it.
+  const std::string reason = h.engine->Get(waiters[5])->reason_queued;
+  EXPECT_NE(reason.find("queued " + waiters[4] + " is ahead in line"),
+            std::string::npos)
+      << reason;
+  for (size_t i = 0; i < waiters.size(); ++i) {
+    const size_t before = h.events.size();
+    ASSERT_TRUE(h.engine->Release(holder).ok());
+    ASSERT_EQ(h.StatusOf(waiters[i]), AllocStatus::kActive) << i;
+    // The release, the grant and the one conflict it closes: the waiters
+    // behind keep their gates and conflicts (no event per waiter).
+    size_t detected = 0, resolved = 0;
+    for (size_t e = before; e < h.events.size(); ++e) {
+      detected += h.events[e].type == EventType::kConflictDetected;
+      resolved += h.events[e].type == EventType::kConflictResolved;
+    }
+    EXPECT_EQ(resolved, 1u) << i;
+    EXPECT_EQ(detected, 0u) << i;
+    if (i + 1 < waiters.size()) {
+      EXPECT_EQ(h.StatusOf(waiters[i + 1]), AllocStatus::kQueued);
+    }
+    holder = waiters[i];
+  }
+  EXPECT_TRUE(h.engine->CheckInvariants().ok())
+      << h.engine->CheckInvariants().ToString();
+}
+
+// priority_based on a workflow conflict: the avoided workflow's holders are
+// preempted, and those that re-queue do not start again before the waiter
+// (which would keep the workflow busy and the waiter waiting).
+TEST(LockReviewTest, WorkflowPreemptionIsNotUndoneByRequeuedVictims) {
+  Harness h(LockConfig());
+  std::vector<std::string> victims;
+  for (int i = 0; i < 2; ++i) {
+    AllocationRequest r = Req("busy", "dev", "low");
+    r.requeue_on_preempt = true;
+    victims.push_back(Grant(h, r));
+  }
+  AllocationRequest w = Req("release", "dev", "high");
+  w.conflict_avoidance = {"busy"};
+  const AllocationInfo waiter = Ask(h, w);
+  ASSERT_EQ(waiter.status, AllocStatus::kQueued);
+  const std::string id = h.engine->Conflicts().at(0).id;
+  ASSERT_TRUE(
+      h.engine
+          ->ResolveConflict(id, ResolveStrategy::kPriorityBased, {"ops", ""})
+          .ok());
+  for (int step = 0; step < 4; ++step) {
+    h.clock.Advance(std::chrono::seconds(20));
+    h.engine->Tick();
+  }
+  EXPECT_EQ(h.StatusOf(waiter.id), AllocStatus::kActive)
+      << h.engine->Get(waiter.id)->reason_queued;
+  // (The victims may run again beside it: exclusion binds the waiter only.)
+  EXPECT_TRUE(h.engine->CheckInvariants().ok())
+      << h.engine->CheckInvariants().ToString();
+}
+
 }  // namespace
 }  // namespace qm

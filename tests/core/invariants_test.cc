@@ -366,5 +366,17 @@ TEST(InvariantsTest, RandomOperationsWithLocksKeepEveryInvariant) {
   EXPECT_GT(refused, 500);
 }
 
+// The same with reservations.preempt_running: windows that open short
+// preempt running work.
+TEST(InvariantsTest, RandomOperationsWithPreemptingReservations) {
+  Config c = RandomConfig();
+  c.conflicts.workspace_root = "/ws";
+  c.reservations.preempt_running = true;
+  int refused = 0, accepted = 0;
+  RunRandom(c, 8000, 5, &refused, &accepted, /*money=*/false,
+            /*locks=*/true);
+  EXPECT_GT(accepted, 1000);
+}
+
 }  // namespace
 }  // namespace qm

@@ -675,6 +675,31 @@ TEST(LockTableTest, DuplicatesAreCountedAndRemovedOneAtATime) {
   EXPECT_TRUE(Conflicts(t, "", true).empty());
 }
 
+// Remove with the handle Add returned: no lookup, the same bookkeeping
+// (counts up the tree, empty nodes deleted), plain and glob locks.
+TEST(LockTableTest, RemoveByHandle) {
+  LockTable t;
+  const LockTable::Handle plain = t.Add("src/a/b.cc", true, 1);
+  const LockTable::Handle glob = t.Add("src/a/*.h", false, 2);
+  const LockTable::Handle other = t.Add("src/a/c.cc", false, 3);
+  EXPECT_EQ(Conflicts(t, "src", true).size(), 3u);
+  EXPECT_FALSE(t.Remove(plain, "src/a/b.cc", false, 1));  // wrong mode
+  EXPECT_FALSE(t.Remove(glob, "src/a/*.cc", false, 2));   // wrong glob
+  EXPECT_TRUE(t.Remove(plain, "src/a/b.cc", true, 1));
+  EXPECT_EQ(t.size(), 2u);
+  EXPECT_TRUE(Conflicts(t, "src/a/b.cc", false).empty());
+  EXPECT_EQ(Conflicts(t, "src/a/x.h", true),
+            (std::vector<HitTuple>{{2, "src/a/*.h", false}}));
+  EXPECT_TRUE(t.Remove(glob, "src/a/*.h", false, 2));
+  EXPECT_TRUE(t.Remove(other, "src/a/c.cc", false, 3));
+  EXPECT_EQ(t.size(), 0u);
+  EXPECT_TRUE(Conflicts(t, "", true).empty());
+  // The emptied nodes are gone: a new lock below makes fresh ones.
+  t.Add("src/a/b.cc", true, 4);
+  EXPECT_EQ(Conflicts(t, "src/a", false),
+            (std::vector<HitTuple>{{4, "src/a/b.cc", true}}));
+}
+
 TEST(LockTableTest, CoveringLocks) {
   LockTable t;
   t.Add("", false, 1);

@@ -255,5 +255,44 @@ TEST(ReservationTest, WindowOpeningShortTakesCapacityAsItFrees) {
       << h.engine->CheckInvariants().ToString();
 }
 
+// reservations.preempt_running: a window that opens short preempts
+// lower-level preemptible work (least important first, only as much as it
+// needs, with grace) and takes the capacity as it is released; higher-level
+// and non-preemptible work keeps running.
+TEST(ReservationTest, PreemptRunningMakesRoomAtTheStart) {
+  Config c = ResConfig(4);
+  c.reservations.preempt_running = true;
+  c.scheduling.preemption_grace = std::chrono::seconds(30);
+  Harness h(c);
+  AllocationRequest low = Task("low", 600, "low");
+  low.resources = {{"agents", 2}};
+  AllocationRequest lower = Task("lower", 600, "20");  // low, below 40
+  lower.resources = {{"agents", 1}};
+  AllocationRequest pinned = Task("pinned", 600, "low");
+  pinned.preemptible = false;
+  const std::string a = h.engine->Allocate(low)->allocation.id;
+  const std::string b = h.engine->Allocate(lower)->allocation.id;
+  const std::string p = h.engine->Allocate(pinned)->allocation.id;
+  auto res = h.engine->Reserve(Booking(TestStart() + hours(1), hours(2), 2));
+  ASSERT_TRUE(res.ok()) << res.status().ToString();
+  ASSERT_EQ(res->warnings.size(), 1u);
+  EXPECT_NE(res->warnings[0].find("will preempt"), std::string::npos);
+  h.clock.Set(TestStart() + hours(1));
+  h.engine->Tick();
+  // Short by 2: the lowest priority (1 agent) first, then the other low.
+  EXPECT_EQ(h.StatusOf(b), AllocStatus::kPreempted);
+  EXPECT_EQ(h.StatusOf(a), AllocStatus::kPreempted);
+  EXPECT_EQ(h.StatusOf(p), AllocStatus::kActive);
+  const Event* notice = h.Find(EventType::kPreemptionNotice, b);
+  ASSERT_NE(notice, nullptr);
+  EXPECT_NE(notice->reason.find("reservation res_1"), std::string::npos)
+      << notice->reason;
+  h.clock.Advance(std::chrono::seconds(31));
+  h.engine->Tick();
+  EXPECT_EQ(h.engine->GetSnapshot().resources[0].reserved, 2);
+  EXPECT_TRUE(h.engine->CheckInvariants().ok())
+      << h.engine->CheckInvariants().ToString();
+}
+
 }  // namespace
 }  // namespace qm
