@@ -7,6 +7,8 @@ packages=(
   build-essential cmake
   nlohmann-json3-dev libyaml-cpp-dev libcli11-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev libabsl-dev
+  libsqlite3-dev libpq-dev zlib1g-dev
+  postgresql  # the PostgreSQL store's tests start a server of their own
   tzdata  # budget periods follow IANA time zones (Abseil reads zoneinfo)
   clang-format
 )
