@@ -68,8 +68,10 @@ struct StoreOptions {
   // PostgreSQL only: how often the leader renews its lease (must be well
   // under leader_lease). Default 1 s.
   Duration lease_renew_interval = Duration(1000);
-  // Names this instance in the leader row and in messages. Default
-  // "<hostname>:<pid>".
+  // Names this instance in the leader row and in messages; must be unique
+  // among live instances (a holder takes its own lease back at once, which
+  // makes a restart quick). Default "<hostname>:<pid>" ("#N" appended for
+  // the second and later stores of one process).
   std::string node_id;
 };
 
@@ -94,7 +96,8 @@ struct StoreInfo {
   int schema_version = 0;
   uint64_t snapshot_seq = 0;  // 0 when there is no snapshot
   uint64_t first_seq = 0;     // first journal record kept (0 when none)
-  uint64_t last_seq = 0;      // last journal record (0 when none)
+  uint64_t last_seq = 0;      // last journal record kept (0 when none; the
+                              // history ends at max(last_seq, snapshot_seq))
   uint64_t records = 0;       // journal records kept
   uint64_t bytes = 0;         // payload bytes of the kept records
 };
@@ -125,7 +128,9 @@ class Store {
   // instance still leads at the end of the wait.
   virtual Status AcquireLeadership(Duration timeout) = 0;
   // Whether this instance believes it leads (its lease has not run out by
-  // its own clock). A write can still be refused if the database disagrees.
+  // its own clock). Advisory: the database's acceptance of a write is the
+  // authority (a write can be refused while this says true, and a leader
+  // whose lease lapsed with nobody taking over may still write).
   virtual bool IsLeader() const = 0;
   // The epoch this instance leads (or last led) with; 0 before leading.
   virtual uint64_t epoch() const = 0;
