@@ -182,15 +182,21 @@ struct FullQueue {
 // 100 directories x 10 subdirectories x files; the cycle's paths are free
 // files in the same directories (so every lookup walks a populated branch).
 // The cycle counts its path validation and normalisation too.
-void BM_LockCycle8PathsAmong100kLocks(benchmark::State& state) {
-  ManualClock clock(Time(Duration(1769436000000LL)));
+// Room for everything, no per-workflow limits, a workspace root: only the
+// locks make anyone wait.
+Config LockBenchConfig() {
   Config config = BigConfig(1000000, 1000000);
   config.conflicts.workspace_root = "/work/repo";
   config.allocation_limits = {};
   config.allocation_limits.max_cpu_per_workflow.reset();
   config.allocation_limits.max_memory_per_workflow.reset();
   config.allocation_limits.max_agents_per_workflow.reset();
-  auto engine = std::move(Engine::Create(config, &clock)).value();
+  return config;
+}
+
+void BM_LockCycle8PathsAmong100kLocks(benchmark::State& state) {
+  ManualClock clock(Time(Duration(1769436000000LL)));
+  auto engine = std::move(Engine::Create(LockBenchConfig(), &clock)).value();
   auto paths = [](int n, int salt) {
     std::vector<std::string> out;
     for (int k = 0; k < 8; ++k) {
@@ -243,13 +249,7 @@ BENCHMARK(BM_LockCycle8PathsAmong100kLocks)
 // at the end, so the line stays n long.
 void BM_LockLineRelease(benchmark::State& state) {
   ManualClock clock(Time(Duration(1769436000000LL)));
-  Config config = BigConfig(1000000, 1000000);
-  config.conflicts.workspace_root = "/work/repo";
-  config.allocation_limits = {};
-  config.allocation_limits.max_cpu_per_workflow.reset();
-  config.allocation_limits.max_memory_per_workflow.reset();
-  config.allocation_limits.max_agents_per_workflow.reset();
-  auto engine = std::move(Engine::Create(config, &clock)).value();
+  auto engine = std::move(Engine::Create(LockBenchConfig(), &clock)).value();
   const int n = static_cast<int>(state.range(0));
   std::deque<std::string> line;
   int made = 0;

@@ -1091,6 +1091,15 @@ void EngineImpl::RunPass(const std::vector<uint32_t>* seeds) {
 // levels (lowest level first, then lowest priority value, then most recently
 // granted) until every short counter would have room, and sends them a
 // preemption notice. Takes nobody when that cannot make the request fit.
+bool EngineImpl::VictimBefore(const Alloc* x, const Alloc* y) {
+  if (x->req.level != y->req.level) return x->req.level < y->req.level;
+  if (x->req.priority_value != y->req.priority_value) {
+    return x->req.priority_value < y->req.priority_value;
+  }
+  if (x->granted_at != y->granted_at) return x->granted_at > y->granted_at;
+  return x->id > y->id;
+}
+
 bool EngineImpl::TryPreempt(Alloc& a,
                             const std::vector<uint32_t>& short_counters) {
   std::vector<std::pair<uint32_t, Milli>> shortfall;
@@ -1121,18 +1130,7 @@ bool EngineImpl::TryPreempt(Alloc& a,
       candidates.push_back(&v);
     }
   }
-  std::sort(candidates.begin(), candidates.end(),
-            [](const Alloc* x, const Alloc* y) {
-              if (x->req.level != y->req.level)
-                return x->req.level < y->req.level;
-              if (x->req.priority_value != y->req.priority_value) {
-                return x->req.priority_value < y->req.priority_value;
-              }
-              if (x->granted_at != y->granted_at) {
-                return x->granted_at > y->granted_at;
-              }
-              return x->id > y->id;
-            });
+  std::sort(candidates.begin(), candidates.end(), VictimBefore);
   std::vector<const Alloc*> victims;
   for (const Alloc* v : candidates) {
     bool helps = false;

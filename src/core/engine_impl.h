@@ -781,6 +781,9 @@ class EngineImpl {
   void RunPass(const std::vector<uint32_t>* seeds);
   void Dispatch() { RunPass(nullptr); }
   bool TryPreempt(Alloc& a, const std::vector<uint32_t>& short_counters);
+  // The order victims are chosen in: lowest level, then lowest priority,
+  // then the most recently granted (then the highest id).
+  static bool VictimBefore(const Alloc* x, const Alloc* y);
   void Grant(Alloc& a, std::optional<double> score);
   void ApplyCounters(Alloc& a, int sign);
   void Enqueue(Alloc& a);

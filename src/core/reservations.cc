@@ -582,18 +582,7 @@ void EngineImpl::PreemptForWindow(Reservation& r) {
       candidates.push_back(&v);
     }
   }
-  std::sort(candidates.begin(), candidates.end(),
-            [](const Alloc* x, const Alloc* y) {
-              if (x->req.level != y->req.level)
-                return x->req.level < y->req.level;
-              if (x->req.priority_value != y->req.priority_value) {
-                return x->req.priority_value < y->req.priority_value;
-              }
-              if (x->granted_at != y->granted_at) {
-                return x->granted_at > y->granted_at;
-              }
-              return x->id > y->id;
-            });
+  std::sort(candidates.begin(), candidates.end(), VictimBefore);
   for (Alloc* v : candidates) {
     bool helps = false;
     for (auto& [c, s] : need) {
