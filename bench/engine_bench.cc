@@ -313,6 +313,76 @@ BENCHMARK(BM_QueueSelectionReleaseOnly)
     ->Unit(benchmark::kMicrosecond)
     ->Iterations(50000);
 
+// An engine with 100,000 active allocations (50 types x 2,000, 20
+// products, 1,000 workflows; agents, cpu and memory each) and, with
+// `queued`, 100,000 more queued behind them: the state a durable engine
+// snapshots.
+struct BigState {
+  explicit BigState(bool queued) : clock(Time(Duration(1769436000000LL))) {
+    config = BigConfig(2000, 2000);
+    config.allocation_limits.max_agents_per_workflow.reset();
+    config.allocation_limits.max_cpu_per_workflow.reset();
+    config.allocation_limits.max_memory_per_workflow.reset();
+    engine = std::move(Engine::Create(config, &clock)).value();
+    const int n = queued ? 200000 : 100000;
+    for (int i = 0; i < n; ++i) {
+      engine->Allocate(Request(i % kTypes, i % kProducts, i % 1000));
+    }
+    const Snapshot s = engine->GetSnapshot();
+    ok = s.active == 100000 && s.queued == (queued ? 100000 : 0);
+  }
+  ManualClock clock;
+  Config config;
+  std::unique_ptr<Engine> engine;
+  bool ok = false;
+};
+
+void BM_SaveState(benchmark::State& state) {
+  BigState big(state.range(0) != 0);
+  if (!big.ok) {
+    state.SkipWithError("set-up: wrong active/queued counts");
+    return;
+  }
+  size_t bytes = 0;
+  for (auto _ : state) {
+    const std::string s = big.engine->SaveState();
+    bytes = s.size();
+    benchmark::DoNotOptimize(s.data());
+  }
+  state.counters["state_MB"] = static_cast<double>(bytes) / 1e6;
+  state.counters["bytes_per_alloc"] =
+      static_cast<double>(bytes) / (state.range(0) ? 200000.0 : 100000.0);
+}
+BENCHMARK(BM_SaveState)
+    ->ArgName("queued")
+    ->Arg(0)
+    ->Arg(1)
+    ->Unit(benchmark::kMillisecond);
+
+// Restore (Init, decode, index rebuild, invariant check) of BM_SaveState's
+// states.
+void BM_RestoreState(benchmark::State& state) {
+  BigState big(state.range(0) != 0);
+  if (!big.ok) {
+    state.SkipWithError("set-up: wrong active/queued counts");
+    return;
+  }
+  const std::string saved = big.engine->SaveState();
+  for (auto _ : state) {
+    auto restored = Engine::Restore(big.config, &big.clock, nullptr, saved);
+    if (!restored.ok()) {
+      state.SkipWithError(restored.status().ToString().c_str());
+      break;
+    }
+    benchmark::DoNotOptimize(restored->get());
+  }
+}
+BENCHMARK(BM_RestoreState)
+    ->ArgName("queued")
+    ->Arg(0)
+    ->Arg(1)
+    ->Unit(benchmark::kMillisecond);
+
 long RssKiB() {
   std::ifstream in("/proc/self/status");
   std::string line;

@@ -18,6 +18,7 @@
 
 #include <functional>
 #include <memory>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -178,6 +179,31 @@ class Engine {
 
   // The earliest future time Tick() has something to do, if any.
   std::optional<Time> NextDeadline() const;
+
+  // ---- Durable state (docs/durability.md) ----
+
+  // The whole state of the engine, in a versioned binary form: everything a
+  // later call can observe or depend on (allocations, queue, leases and
+  // timers, counters, money, locks and conflicts, reservations, overrides,
+  // sequence numbers, the engine's time), not the config. Deterministic:
+  // equal states give equal bytes. O(state).
+  std::string SaveState() const;
+
+  // An engine with the state SaveState() wrote, under `config` (which must
+  // be the config that state was saved under). It answers every later call
+  // exactly as the saved engine would have. DATA_LOSS when the bytes are
+  // damaged, truncated or written by a newer qm (the message says where);
+  // INVALID_REQUEST for a bad config. Emits no events.
+  static StatusOr<std::unique_ptr<Engine>> Restore(Config config, Clock* clock,
+                                                   EventSink* sink,
+                                                   std::string_view state);
+
+  // A digest of SaveState() (16 hex digits): engines with equal digests are
+  // in the same state.
+  std::string StateDigest() const;
+  // The digest of SaveState() output `state` (StateDigest without saving
+  // again).
+  static std::string StateDigestOf(std::string_view state);
 
   const Config& config() const;
 

@@ -149,7 +149,9 @@ class Store {
 
   // Stores `snapshot` and, in the same transaction, deletes every journal
   // record with seq <= snapshot.seq and any older snapshot. The snapshot's
-  // seq must be at most the last appended record.
+  // seq must be at most the last appended record, except on an empty store
+  // (no journal, no snapshot: `qm state import`), where it may start the
+  // history at any seq and the journal continues after it.
   virtual Status WriteSnapshot(const SnapshotData& snapshot) = 0;
 
   // ---- Reading ----

@@ -7,9 +7,8 @@
 #include "core/text.h"
 
 namespace qm::api {
-namespace {
 
-const char* TypeName(const Json& j) {
+const char* JsonTypeName(const Json& j) {
   switch (j.type()) {
     case Json::value_t::null:
       return "null";
@@ -25,9 +24,11 @@ const char* TypeName(const Json& j) {
       return "a number";
   }
 }
+namespace {
 
 Status WrongType(const std::string& field, const char* want, const Json& j) {
-  return InvalidRequest(field + " must be " + want + ", got " + TypeName(j));
+  return InvalidRequest(field + " must be " + want + ", got " +
+                        JsonTypeName(j));
 }
 
 Status GetString(const Json& j, const std::string& field, std::string* out) {
@@ -206,7 +207,7 @@ StatusOr<AllocationRequest> RequestFromJson(const Json& j,
     return InvalidRequest((prefix.empty()
                                ? std::string("request")
                                : prefix.substr(0, prefix.size() - 1)) +
-                          " must be a JSON object, got " + TypeName(j));
+                          " must be a JSON object, got " + JsonTypeName(j));
   }
   AllocationRequest r;
   for (const auto& [key, v] : j.items()) {
@@ -838,7 +839,7 @@ StatusOr<ReservationRequest> ReservationFromJson(const Json& j, Time now) {
   if (!j.is_object()) {
     return InvalidRequest(std::string("reservation must be a JSON object, "
                                       "got ") +
-                          TypeName(j));
+                          JsonTypeName(j));
   }
   ReservationRequest r;
   bool has_start = false, has_duration = false;
@@ -921,7 +922,7 @@ StatusOr<LockPolicyChange> LockPolicyFromJson(const Json& j) {
   static const std::vector<std::string> kExceptions = {"read_only_operations"};
   if (!j.is_object()) {
     return InvalidRequest(std::string("policy must be a JSON object, got ") +
-                          TypeName(j));
+                          JsonTypeName(j));
   }
   LockPolicyChange change;
   LockPolicy policy;

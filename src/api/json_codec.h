@@ -22,6 +22,10 @@ namespace qm::api {
 
 using Json = nlohmann::ordered_json;
 
+// "null", "a boolean", "a string", "an array", "an object" or "a number":
+// what a JSON value is, for "must be X, got Y" messages.
+const char* JsonTypeName(const Json& j);
+
 // An allocation request: workflow_id, requester, product, agent_type,
 // priority (name or 0-100), resources {name: amount} (seed 000's nested
 // `tool_instances: {bash: 2}` is accepted as tool.bash), estimated_tokens,

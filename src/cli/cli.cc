@@ -10,6 +10,8 @@
 #include <sstream>
 
 #include "api/json_codec.h"
+#include "cli/output.h"
+#include "cli/state_cmd.h"
 #include "qm/config_loader.h"
 #include "sim/simulator.h"
 #include "sim/yaml_json.h"
@@ -18,30 +20,6 @@ namespace qm::cli {
 namespace {
 
 using api::Json;
-
-// Exit codes: 0 ok, 1 an operation failed (envelope says why), 2 usage.
-constexpr int kExitError = 1;
-
-struct Output {
-  std::string format = "json";  // json | table | yaml (config show only)
-  std::ostream* out;
-
-  int Emit(const Json& envelope) const {
-    if (format == "table") {
-      *out << api::RenderTable(envelope);
-    } else {
-      *out << envelope.dump(2) << '\n';
-    }
-    return envelope["status"] == "success" ? 0 : kExitError;
-  }
-};
-
-Time Now() { return SystemClock::Default()->Now(); }
-
-Duration Since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration_cast<Duration>(std::chrono::steady_clock::now() -
-                                              t0);
-}
 
 // A server operation that has a simulator counterpart: its envelope name
 // and the scenario operation that does the same today.
@@ -208,6 +186,8 @@ int Run(int argc, const char* const* argv, std::ostream& out,
 
   auto* version = app.add_subcommand("version", "Print the version");
 
+  StateCommand state(&app);
+
   // Operations that need the long-running server.
   const std::vector<ServerOp> server_ops = {
       {"allocate", "Ask for an allocation", "allocate", ""},
@@ -289,6 +269,7 @@ int Run(int argc, const char* const* argv, std::ostream& out,
         "version", Now(), Json{{"version", "0.1.0"}}, Duration(0)));
   }
   if (*lock_verify) return LockVerify(o, lock_path, lock_token, err);
+  if (state.chosen()) return state.Run(o, std::cin, err);
   for (const auto& [cmd, op] : server_cmds) {
     if (!*cmd) continue;
     const std::string name = cmd->get_name();

@@ -8,7 +8,8 @@
 namespace qm::cli {
 
 // Runs the command line; returns the process exit code. Writes results to
-// `out` and diagnostics (logs) to `err`.
+// `out` and diagnostics (logs) to `err`; reads the process's stdin only for
+// `qm state import -`.
 int Run(int argc, const char* const* argv, std::ostream& out,
         std::ostream& err);
 

@@ -23,6 +23,7 @@
 #include <set>
 #include <span>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -464,6 +465,8 @@ struct Learned {
 class EngineImpl {
  public:
   EngineImpl(Config config, Clock* clock, EventSink* sink);
+  // The state codec (state_codec.cc) reads and writes the members directly.
+  friend class StateCodec;
   Status Init();
 
   StatusOr<AllocateResult> Allocate(const AllocationRequest& request);
@@ -506,6 +509,18 @@ class EngineImpl {
   // after a reservation was accepted runs into capacity it booked.
   Status CheckReservationInvariants() const;
   const Config& config() const { return config_; }
+
+  // ---- durable state (state_codec.cc) ----
+  // The engine's whole dynamic state in the versioned binary form of
+  // Engine::SaveState (everything not derived from the config by Init, nor
+  // a cache).
+  std::string SaveState() const;
+  // Loads SaveState() bytes over an engine that has just run Init() with the
+  // config they were saved under, then checks the invariants. DATA_LOSS for
+  // damaged, truncated or newer-format bytes (naming the field and byte),
+  // INVALID_REQUEST when the config differs from the one saved. Emits no
+  // events. After an error the engine is in no defined state: discard it.
+  Status LoadState(std::string_view state);
 
  private:
   // --- validation (no state change) ---

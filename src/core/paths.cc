@@ -898,4 +898,26 @@ void LockTable::ForEachCovering(std::string_view path,
   }
 }
 
+void LockTable::ForEachLock(absl::FunctionRef<void(const Hit&)> fn) const {
+  // Iterative (a path may be thousands of components deep): the stack holds
+  // the nodes still to visit, the next one on top.
+  std::vector<const Node*> stack = {root_.get()};
+  while (!stack.empty()) {
+    const Node* node = stack.back();
+    stack.pop_back();
+    for (const Lock& l : node->locks) {
+      fn(Hit{l.owner, node->path(), l.exclusive});
+    }
+    if (node->globs) {
+      for (const GlobLock& g : *node->globs) {
+        fn(Hit{g.owner, g.path, g.exclusive});
+      }
+    }
+    const auto children = node->SortedChildren();
+    for (auto it = children.rbegin(); it != children.rend(); ++it) {
+      stack.push_back(*it);
+    }
+  }
+}
+
 }  // namespace qm::paths

@@ -113,6 +113,15 @@ class LockTable {
   void ForEachCovering(std::string_view path,
                        absl::FunctionRef<bool(const Hit&)> fn) const;
 
+  // Calls `fn` for every lock recorded, in an order that reproduces the
+  // table when the locks are Add-ed again in that order into an empty one:
+  // the nodes depth first from the root, children in byte order of their
+  // names; on each node its plain locks, then the globs stored there, each
+  // in the order they were added (the per-node order ForEachConflict
+  // reports in). For saving a table (the engine's state snapshots). O(locks
+  // + nodes), plus sorting each node's children.
+  void ForEachLock(absl::FunctionRef<void(const Hit&)> fn) const;
+
   // Number of locks recorded.
   size_t size() const { return size_; }
 

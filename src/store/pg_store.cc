@@ -788,7 +788,9 @@ Status PgStore::WriteSnapshot(const SnapshotData& snapshot) {
   if (resigned_) return NotLeader("this instance resigned");
   QM_RETURN_IF_ERROR(EnsureConnected());
   if (positions_stale_) QM_RETURN_IF_ERROR(LoadPositions());
-  if (snapshot.seq == 0 || snapshot.seq > last_seq_) {
+  // An empty store may start its history at any seq (qm state import).
+  const bool empty = last_seq_ == 0 && snapshot_seq_ == 0;
+  if (snapshot.seq == 0 || (snapshot.seq > last_seq_ && !empty)) {
     return InvalidRequest("snapshot seq " + std::to_string(snapshot.seq) +
                           " is not a journal record: the last is " +
                           std::to_string(last_seq_));
@@ -833,6 +835,7 @@ Status PgStore::WriteSnapshot(const SnapshotData& snapshot) {
     return s;
   }
   snapshot_seq_ = snapshot.seq;
+  last_seq_ = std::max(last_seq_, snapshot.seq);
   ++stats_.snapshots;
   return Status::Ok();
 }

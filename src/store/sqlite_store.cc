@@ -512,7 +512,9 @@ Status SqliteStore::Append(std::vector<JournalRecord>* records) {
 
 Status SqliteStore::WriteSnapshot(const SnapshotData& snapshot) {
   const uint64_t seq = snapshot.seq;
-  if (seq == 0 || seq > last_seq_) {
+  // An empty store may start its history at any seq (qm state import).
+  const bool empty = last_seq_ == 0 && snapshot_seq_ == 0;
+  if (seq == 0 || (seq > last_seq_ && !empty)) {
     return InvalidRequest("snapshot seq " + std::to_string(seq) +
                           " is not a record of the journal (1.." +
                           std::to_string(last_seq_) + ")");
@@ -546,6 +548,7 @@ Status SqliteStore::WriteSnapshot(const SnapshotData& snapshot) {
     return status;
   }
   snapshot_seq_ = seq;
+  last_seq_ = std::max(last_seq_, seq);
   ++stats_.snapshots;
   return Status::Ok();
 }

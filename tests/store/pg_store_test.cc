@@ -28,6 +28,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "qm/store.h"
@@ -160,12 +161,14 @@ int RunStoreChild(const std::string& uri, const std::string& node) {
 // A store in a child process, driven through its stdin and stdout.
 class Child {
  public:
-  Child(const std::string& uri, const std::string& node) {
+  // `mode`: "--store-child" (RunStoreChild) or "--durable-child"
+  // (RunDurableChild).
+  Child(const std::string& uri, const std::string& node,
+        const std::string& mode = "--store-child") {
     int to_child[2], from_child[2];
     if (pipe(to_child) != 0 || pipe(from_child) != 0) return;
     // Built before fork: the child may only exec.
-    std::vector<std::string> args = {"/proc/self/exe", "--store-child", uri,
-                                     node};
+    std::vector<std::string> args = {"/proc/self/exe", mode, uri, node};
     std::vector<char*> argv;
     for (std::string& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -995,12 +998,181 @@ TEST_F(PgStoreTest, AppendThroughputOf64RecordBatches) {
   EXPECT_EQ(store->stats().commits, static_cast<uint64_t>(commits));
 }
 
+// The durable engine's journal and recovery cases on PostgreSQL.
+class DurableBackend : public PgStoreTest {
+ protected:
+  std::string Location() const { return uri_; }
+  void GarblePayload(uint64_t seq) {
+    EXPECT_EQ(Sql("UPDATE qm_journal SET payload = decode(repeat('00', "
+                  "length(payload)), 'hex') WHERE seq = " +
+                  std::to_string(seq)),
+              "");
+  }
+  void DeleteRecord(uint64_t seq) {
+    EXPECT_EQ(Sql("DELETE FROM qm_journal WHERE seq = " + std::to_string(seq)),
+              "");
+  }
+};
+
+}  // namespace
+}  // namespace qm
+
+#include "tests/store/durable_cases.h"
+
+namespace qm {
+namespace {
+
+DurableOptions DurableOpts(const std::string& uri, const std::string& node,
+                           bool follow) {
+  DurableOptions o;
+  o.store = Options(uri, node);
+  o.follow = follow;
+  o.tail_interval = 50ms;
+  o.leadership_wait = 5000ms;
+  return o;
+}
+
+// A durable engine leading in a child process (so that it can be frozen and
+// killed), driven through stdin: "alloc WF" answers "ok ID TOKEN STATUS"
+// or "err STATUS".
+int RunDurableChild(const std::string& uri, const std::string& node) {
+  auto d = DurableEngine::Open(DurableOpts(uri, node, false),
+                               durable_cases::TestConfig());
+  if (!d.ok()) {
+    std::cout << "err " << d.status().ToString() << std::endl;
+    return 1;
+  }
+  std::cout << "ok ready" << std::endl;
+  std::string line;
+  while (std::getline(std::cin, line)) {
+    std::istringstream in(line);
+    std::string cmd, arg;
+    in >> cmd >> arg;
+    if (cmd != "alloc") {
+      std::cout << "err unknown command" << std::endl;
+      continue;
+    }
+    auto a = (*d)->Allocate(durable_cases::Request(arg));
+    if (a.ok()) {
+      std::cout << "ok " << a->allocation.id << " "
+                << a->allocation.fencing_token << " "
+                << AllocStatusName(a->allocation.status) << std::endl;
+    } else {
+      std::string text = a.status().ToString();
+      std::replace(text.begin(), text.end(), '\n', ' ');
+      std::cout << "err " << text << std::endl;
+    }
+  }
+  return 0;
+}
+
+// Polls until `d` (a follower) knows allocation `id`.
+bool Knows(DurableEngine& d, const std::string& id, Duration within) {
+  const auto deadline = SteadyClock::now() + within;
+  while (SteadyClock::now() < deadline) {
+    if (d.Get(id).ok()) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return false;
+}
+
+TEST_F(PgStoreTest, DurableFollowerTakesOverWhenTheLeaderIsKilled) {
+  Child leader(uri_, "leader", "--durable-child");
+  ASSERT_EQ(leader.Answer(), "ok ready");
+  // id -> (token, status) as acknowledged (some queue: 8 agents).
+  std::vector<std::tuple<std::string, uint64_t, std::string>> acked;
+  auto alloc = [&](const std::string& wf) {
+    std::istringstream a(leader.Ask("alloc " + wf));
+    std::string ok, id, status;
+    uint64_t token = 0;
+    a >> ok >> id >> token >> status;
+    EXPECT_EQ(ok, "ok");
+    acked.emplace_back(id, token, status);
+  };
+  for (int i = 0; i < 12; ++i) alloc("wf" + std::to_string(i % 5));
+  auto f = DurableEngine::Open(DurableOpts(uri_, "follower", true),
+                               durable_cases::TestConfig());
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  DurableEngine& follower = **f;
+  EXPECT_FALSE(follower.IsLeader());
+  EXPECT_EQ(follower.Allocate(durable_cases::Request("x")).status().code(),
+            Code::kUnavailable);
+  // Warm: it applies the leader's journal as it goes.
+  ASSERT_TRUE(Knows(follower, std::get<0>(acked.back()), 3s));
+  alloc("wf9");  // and one the follower may not have seen yet
+
+  leader.Kill();
+  const auto died = SteadyClock::now();
+  ASSERT_TRUE(follower.WaitUntilLeader(5s).ok());
+  const auto took = SteadyClock::now() - died;
+  EXPECT_LT(took, kLease + 1000ms);
+  uint64_t max_token = 0;
+  for (const auto& [id, token, status] : acked) {
+    auto a = follower.Get(id);
+    ASSERT_TRUE(a.ok()) << id << ": " << a.status().ToString();
+    EXPECT_EQ(AllocStatusName(a->status), status) << id;
+    EXPECT_EQ(a->fencing_token, token) << id;
+    max_token = std::max(max_token, token);
+  }
+  // The new leader takes changes: a release starts the first queued
+  // request, with a token above every token the old leader handed out.
+  std::string first_active, first_queued;
+  for (const auto& [id, token, status] : acked) {
+    if (status == "active" && first_active.empty()) first_active = id;
+    if (status == "queued" && first_queued.empty()) first_queued = id;
+  }
+  ASSERT_FALSE(first_queued.empty());
+  ASSERT_TRUE(follower.Release(first_active).ok());
+  auto next = follower.Get(first_queued);
+  ASSERT_TRUE(next.ok());
+  EXPECT_EQ(next->status, AllocStatus::kActive);
+  EXPECT_GT(next->fencing_token, max_token);
+  EXPECT_TRUE(follower.CheckInvariants().ok());
+  RecordProperty(
+      "takeover_ms",
+      static_cast<int>(std::chrono::duration_cast<Duration>(took).count()));
+}
+
+TEST_F(PgStoreTest, DurableLeaderFrozenPastItsLeaseIsFenced) {
+  Child leader(uri_, "leader", "--durable-child");
+  ASSERT_EQ(leader.Answer(), "ok ready");
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(leader.Ask("alloc wf" + std::to_string(i)).starts_with("ok "));
+  }
+  auto f = DurableEngine::Open(DurableOpts(uri_, "follower", true),
+                               durable_cases::TestConfig());
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  DurableEngine& follower = **f;
+  ASSERT_TRUE(Knows(follower, "alloc_3", 3s));
+
+  leader.Freeze();
+  ASSERT_TRUE(follower.WaitUntilLeader(5s).ok());
+  auto mine = follower.Allocate(durable_cases::Request("new-leader"));
+  ASSERT_TRUE(mine.ok());
+  EXPECT_EQ(mine->allocation.id, "alloc_4");
+
+  // Thawed, the old leader grants alloc_4 in its own memory too, but its
+  // commit is refused (stale epoch): the caller gets an error, never a
+  // grant, and it takes no change after.
+  leader.Thaw();
+  const std::string refused = leader.Ask("alloc stale");
+  EXPECT_TRUE(refused.starts_with("err UNAVAILABLE")) << refused;
+  EXPECT_TRUE(leader.Ask("alloc stale2").starts_with("err ")) << refused;
+  auto a4 = follower.Get("alloc_4");
+  ASSERT_TRUE(a4.ok());
+  EXPECT_EQ(a4->workflow_id, "new-leader");
+  EXPECT_EQ(a4->fencing_token, mine->allocation.fencing_token);
+}
+
 }  // namespace
 }  // namespace qm
 
 int main(int argc, char** argv) {
   if (argc == 4 && std::string_view(argv[1]) == "--store-child") {
     return qm::RunStoreChild(argv[2], argv[3]);
+  }
+  if (argc == 4 && std::string_view(argv[1]) == "--durable-child") {
+    return qm::RunDurableChild(argv[2], argv[3]);
   }
   testing::InitGoogleTest(&argc, argv);
   return RUN_ALL_TESTS();

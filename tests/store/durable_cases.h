@@ -1,0 +1,420 @@
+// The durable engine's journal and recovery tests, run against each store:
+// included once by the SQLite tests (durable_engine_test.cc) and once by
+// the PostgreSQL tests (pg_store_test.cc). The including file defines
+// `DurableBackend`, a gtest fixture base with:
+//   std::string Location();            // this test's store, fresh
+//   void GarblePayload(uint64_t seq);  // overwrites a journal record's bytes
+//   void DeleteRecord(uint64_t seq);   // removes a journal record
+#ifndef QM_TESTS_STORE_DURABLE_CASES_H_
+#define QM_TESTS_STORE_DURABLE_CASES_H_
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "qm/config.h"
+#include "qm/durable_engine.h"
+#include "qm/engine.h"
+
+namespace qm::durable_cases {
+
+using namespace std::chrono_literals;
+
+// Records events; safe to read between calls (delivery runs on the
+// durable engine's writer thread).
+class EventLog : public EventSink {
+ public:
+  void OnEvent(const Event& e) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    events_.push_back(e);
+  }
+  std::vector<Event> events() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return events_;
+  }
+  size_t Count(EventType type, const std::string& id) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    size_t n = 0;
+    for (const Event& e : events_) n += e.type == type && e.allocation_id == id;
+    return n;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<Event> events_;
+};
+
+// A clock tests move by hand; safe across threads.
+class TestClock : public Clock {
+ public:
+  Time Now() const override { return Time(Duration(ms_.load())); }
+  void Set(Time t) { ms_ = t.time_since_epoch().count(); }
+  void Advance(Duration d) { ms_ += d.count(); }
+
+ private:
+  // 2026-01-26T14:00:00Z.
+  std::atomic<int64_t> ms_{1769436000000LL};
+};
+
+// 8 agents. (The durable engine takes only configs a config file can
+// express: resources are the defaults with capacities changed.)
+inline Config WithAgents(Config c, double agents) {
+  for (ResourceSpec& r : c.resources) {
+    if (r.name == "agents") r.capacity = agents;
+  }
+  return c;
+}
+
+inline Config TestConfig() {
+  Config c = WithAgents(Config::Defaults(), 8);
+  c.per_type_limits["coder"] = 6;
+  return c;
+}
+
+inline AllocationRequest Request(const std::string& workflow,
+                                 Duration ttl = 30min) {
+  AllocationRequest r;
+  r.workflow_id = workflow;
+  r.agent_type = "coder";
+  r.requester = "durable-test";
+  r.product = "p";
+  r.ttl = ttl;
+  r.resources = {{"agents", 1}};
+  return r;
+}
+
+}  // namespace qm::durable_cases
+
+namespace qm {
+namespace {
+
+using namespace std::chrono_literals;
+using durable_cases::EventLog;
+using durable_cases::Request;
+using durable_cases::TestClock;
+using durable_cases::TestConfig;
+
+class DurableEngineTest : public DurableBackend {
+ protected:
+  void SetUp() override {
+    DurableBackend::SetUp();
+    options_.store.location = Location();
+    options_.store.leader_lease = 1000ms;
+    options_.store.lease_renew_interval = 200ms;
+    options_.leadership_wait = 5000ms;
+  }
+
+  std::unique_ptr<DurableEngine> OpenEngine(Config config = TestConfig()) {
+    auto d = DurableEngine::Open(options_, std::move(config), &clock_, &log_);
+    EXPECT_TRUE(d.ok()) << d.status().ToString();
+    return d.ok() ? std::move(*d) : nullptr;
+  }
+
+  DurableOptions options_;
+  TestClock clock_;
+  EventLog log_;
+};
+
+TEST_F(DurableEngineTest, AGrantSurvivesARestartWithItsTokenAndLease) {
+  std::string id;
+  uint64_t token = 0;
+  std::string digest;
+  {
+    auto d = OpenEngine();
+    ASSERT_NE(d, nullptr);
+    EXPECT_TRUE(d->recovery().fresh);
+    auto a = d->Allocate(Request("wf1"));
+    ASSERT_TRUE(a.ok()) << a.status().ToString();
+    ASSERT_EQ(a->allocation.status, AllocStatus::kActive);
+    id = a->allocation.id;
+    token = a->allocation.fencing_token;
+    digest = *d->StateDigest();
+    ASSERT_TRUE(d->Close().ok());
+  }
+  auto d = OpenEngine();
+  ASSERT_NE(d, nullptr);
+  EXPECT_FALSE(d->recovery().fresh);
+  auto a = d->Get(id);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_EQ(a->status, AllocStatus::kActive);
+  EXPECT_EQ(a->fencing_token, token);
+  // Nothing else happened: the recovered state is the state closed.
+  EXPECT_EQ(*d->StateDigest(), digest);
+  // The next grant gets a new id and a larger token: nothing handed twice.
+  auto b = d->Allocate(Request("wf2"));
+  ASSERT_TRUE(b.ok());
+  EXPECT_NE(b->allocation.id, id);
+  EXPECT_GT(b->allocation.fencing_token, token);
+}
+
+TEST_F(DurableEngineTest, ReplayReachesTheSameDigestWithAndWithoutSnapshots) {
+  options_.snapshot_every_records = 1000000;  // only explicit snapshots
+  std::string digest;
+  std::vector<std::string> ids;
+  {
+    auto d = OpenEngine();
+    ASSERT_NE(d, nullptr);
+    for (int i = 0; i < 60; ++i) {
+      clock_.Advance(7s);
+      auto a = d->Allocate(Request("wf" + std::to_string(i % 9), 3min));
+      ASSERT_TRUE(a.ok()) << a.status().ToString();
+      ids.push_back(a->allocation.id);
+      // Some of these were released already: refusals are journaled too.
+      if (i % 3 == 0) (void)d->Release(ids[i / 2]);
+      if (i == 30) {
+        ASSERT_TRUE(d->WriteSnapshot().ok());
+      }
+      if (i % 5 == 0) (void)d->Renew(ids[i], 10min);
+    }
+    digest = *d->StateDigest();
+    ASSERT_TRUE(d->Close().ok());
+  }
+  auto d = OpenEngine();
+  ASSERT_NE(d, nullptr);
+  // The snapshot at op 30 covers the first part; the rest is replayed.
+  EXPECT_GT(d->recovery().snapshot_seq, 1u);
+  EXPECT_GT(d->recovery().replayed, 30u);
+  // Recovery itself appends one tick at the restart time; with the clock
+  // unchanged it changes nothing.
+  EXPECT_EQ(*d->StateDigest(), digest);
+  EXPECT_TRUE(d->CheckInvariants().ok());
+  for (const std::string& id : ids) EXPECT_TRUE(d->Get(id).ok()) << id;
+}
+
+TEST_F(DurableEngineTest, LeasesThatRanOutWhileDownExpireAtStartInOrder) {
+  std::string first, second, kept;
+  {
+    auto d = OpenEngine();
+    ASSERT_NE(d, nullptr);
+    first = d->Allocate(Request("wf1", 2min))->allocation.id;
+    clock_.Advance(10s);
+    second = d->Allocate(Request("wf2", 2min))->allocation.id;
+    kept = d->Allocate(Request("wf3", 60min))->allocation.id;
+    ASSERT_TRUE(d->Close().ok());
+  }
+  clock_.Advance(30min);  // qm was down
+  const size_t before = log_.events().size();
+  auto d = OpenEngine();
+  ASSERT_NE(d, nullptr);
+  EXPECT_EQ(d->Get(first)->status, AllocStatus::kExpired);
+  EXPECT_EQ(d->Get(second)->status, AllocStatus::kExpired);
+  EXPECT_EQ(d->Get(kept)->status, AllocStatus::kActive);
+  // The expiries were announced on start, the earlier lease first, at the
+  // times the leases ran out.
+  std::vector<Event> events = log_.events();
+  std::vector<Event> expired;
+  for (size_t i = before; i < events.size(); ++i) {
+    if (events[i].type == EventType::kExpired) expired.push_back(events[i]);
+  }
+  ASSERT_EQ(expired.size(), 2u);
+  EXPECT_EQ(expired[0].allocation_id, first);
+  EXPECT_EQ(expired[1].allocation_id, second);
+  EXPECT_LT(expired[0].time, expired[1].time);
+  EXPECT_LT(expired[1].time, clock_.Now());
+  // And they are journaled: a second restart does not announce them again.
+  ASSERT_TRUE(d->Close().ok());
+  d.reset();
+  const size_t after = log_.events().size();
+  auto again = OpenEngine();
+  ASSERT_NE(again, nullptr);
+  EXPECT_EQ(log_.events().size(), after);
+  EXPECT_EQ(again->Get(first)->status, AllocStatus::kExpired);
+}
+
+TEST_F(DurableEngineTest, EventsAreDeliveredAfterTheCommitInOrder) {
+  auto d = OpenEngine();
+  ASSERT_NE(d, nullptr);
+  const size_t before = log_.events().size();
+  auto a = d->Allocate(Request("wf1"));
+  ASSERT_TRUE(a.ok());
+  // The answer comes after the commit, and the commit's events are
+  // delivered before the next commit's: the grant event is there.
+  ASSERT_TRUE(d->Flush().ok());
+  auto r = d->Release(a->allocation.id);
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE(d->Flush().ok());
+  std::vector<Event> events = log_.events();
+  ASSERT_GT(events.size(), before + 1);
+  uint64_t last = 0;
+  for (const Event& e : events) {
+    EXPECT_GT(e.seq, last);
+    last = e.seq;
+  }
+  EXPECT_EQ(log_.Count(EventType::kGranted, a->allocation.id), 1u);
+  EXPECT_EQ(log_.Count(EventType::kReleased, a->allocation.id), 1u);
+}
+
+TEST_F(DurableEngineTest, RefusedCallsChangeNothingAndReplayTheSame) {
+  std::string digest;
+  {
+    auto d = OpenEngine();
+    ASSERT_NE(d, nullptr);
+    auto bad = Request("wf1");
+    bad.resources = {{"agents", -1}};
+    EXPECT_EQ(d->Allocate(bad).status().code(), Code::kInvalidRequest);
+    EXPECT_EQ(d->Release("alloc_999").status().code(), Code::kNotFound);
+    auto big = Request("wf2");
+    big.resources = {{"agents", 100}};
+    EXPECT_EQ(d->Allocate(big).status().code(), Code::kResourceExhausted);
+    digest = *d->StateDigest();
+    ASSERT_TRUE(d->Close().ok());
+  }
+  auto d = OpenEngine();
+  ASSERT_NE(d, nullptr);
+  EXPECT_EQ(*d->StateDigest(), digest);
+}
+
+TEST_F(DurableEngineTest, ADifferentConfigIsRefusedNamingTheDifference) {
+  {
+    auto d = OpenEngine();
+    ASSERT_NE(d, nullptr);
+    ASSERT_TRUE(d->Allocate(Request("wf1")).ok());
+    ASSERT_TRUE(d->Close().ok());
+  }
+  Config other = TestConfig();
+  other.per_type_limits["coder"] = 3;
+  auto d = DurableEngine::Open(options_, other, &clock_, &log_);
+  ASSERT_FALSE(d.ok());
+  EXPECT_EQ(d.status().code(), Code::kConflict);
+  EXPECT_NE(d.status().message().find("different config"), std::string::npos)
+      << d.status().message();
+  EXPECT_NE(d.status().message().find("coder"), std::string::npos)
+      << d.status().message();
+  // The state is untouched: the original config still opens it.
+  auto again = OpenEngine();
+  ASSERT_NE(again, nullptr);
+  EXPECT_EQ(again->Get("alloc_1")->status, AllocStatus::kActive);
+}
+
+TEST_F(DurableEngineTest, AGarbledJournalRecordStopsRecoveryThere) {
+  uint64_t bad_seq = 0;
+  {
+    auto d = OpenEngine();
+    ASSERT_NE(d, nullptr);
+    for (int i = 0; i < 10; ++i) {
+      ASSERT_TRUE(d->Allocate(Request("wf" + std::to_string(i))).ok());
+    }
+    bad_seq = d->stats().committed_seq - 3;
+    ASSERT_TRUE(d->Close().ok());
+  }
+  GarblePayload(bad_seq);
+  auto d = DurableEngine::Open(options_, TestConfig(), &clock_, &log_);
+  ASSERT_FALSE(d.ok());
+  EXPECT_EQ(d.status().code(), Code::kDataLoss);
+  const std::string& m = d.status().message();
+  EXPECT_NE(m.find("last good journal record (seq " +
+                   std::to_string(bad_seq - 1) + ")"),
+            std::string::npos)
+      << m;
+  EXPECT_NE(m.find(std::to_string(bad_seq)), std::string::npos) << m;
+}
+
+TEST_F(DurableEngineTest, AMissingRecordInTheMiddleIsNeverSkipped) {
+  uint64_t gone = 0;
+  {
+    auto d = OpenEngine();
+    ASSERT_NE(d, nullptr);
+    for (int i = 0; i < 10; ++i) {
+      ASSERT_TRUE(d->Allocate(Request("wf" + std::to_string(i))).ok());
+    }
+    gone = d->stats().committed_seq - 4;
+    ASSERT_TRUE(d->Close().ok());
+  }
+  DeleteRecord(gone);
+  auto d = DurableEngine::Open(options_, TestConfig(), &clock_, &log_);
+  ASSERT_FALSE(d.ok());
+  EXPECT_EQ(d.status().code(), Code::kDataLoss);
+  EXPECT_NE(d.status().message().find("(seq " + std::to_string(gone - 1) + ")"),
+            std::string::npos)
+      << d.status().message();
+}
+
+TEST_F(DurableEngineTest, ConcurrentCallersShareCommitsAndLoseNothing) {
+  constexpr int kThreads = 16, kCycles = 60;
+  // Room for every caller at once: each cycle is granted at once.
+  Config config = durable_cases::WithAgents(TestConfig(), 64);
+  config.allocation_limits.max_agents_per_workflow = 64;
+  std::string digest;
+  {
+    auto d = OpenEngine(config);
+    ASSERT_NE(d, nullptr);
+    std::atomic<int> failures{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < kCycles; ++i) {
+          auto r = Request("wf" + std::to_string(t));
+          r.agent_type = "other";
+          auto a = d->Allocate(r);
+          if (!a.ok()) {
+            ++failures;
+            continue;
+          }
+          if (!d->Release(a->allocation.id).ok()) ++failures;
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(failures.load(), 0);
+    DurableStats s = d->stats();
+    // 2 records per cycle, plus the birth tick.
+    EXPECT_EQ(s.operations, 2u * kThreads * kCycles + 1);
+    EXPECT_LE(s.commits, s.operations);
+    EXPECT_TRUE(d->CheckInvariants().ok());
+    digest = *d->StateDigest();
+    ASSERT_TRUE(d->Close().ok());
+  }
+  auto d = OpenEngine(config);
+  ASSERT_NE(d, nullptr);
+  EXPECT_EQ(*d->StateDigest(), digest);
+  // Every cycle left its allocation released.
+  auto snap = d->GetSnapshot();
+  ASSERT_TRUE(snap.ok());
+  EXPECT_EQ(snap->active, 0);
+}
+
+TEST_F(DurableEngineTest, PeriodicSnapshotsTruncateTheJournal) {
+  options_.snapshot_every_records = 50;
+  std::string digest;
+  {
+    auto d = OpenEngine();
+    ASSERT_NE(d, nullptr);
+    for (int i = 0; i < 120; ++i) {
+      auto a = d->Allocate(Request("wf"));
+      ASSERT_TRUE(a.ok());
+      ASSERT_TRUE(d->Release(a->allocation.id).ok());
+    }
+    ASSERT_TRUE(d->Flush().ok());
+    EXPECT_GE(d->stats().snapshots, 3u);
+    auto info = d->StoreDescription();
+    ASSERT_TRUE(info.ok());
+    EXPECT_GT(info->snapshot_seq, 150u);
+    EXPECT_LT(info->records, 120u);
+    digest = *d->StateDigest();
+    ASSERT_TRUE(d->Close().ok());
+  }
+  auto d = OpenEngine();
+  ASSERT_NE(d, nullptr);
+  EXPECT_LT(d->recovery().replayed, 120u);
+  EXPECT_EQ(*d->StateDigest(), digest);
+}
+
+TEST_F(DurableEngineTest, ClosedEngineAnswersUnavailable) {
+  auto d = OpenEngine();
+  ASSERT_NE(d, nullptr);
+  ASSERT_TRUE(d->Close().ok());
+  EXPECT_EQ(d->Allocate(Request("wf")).status().code(), Code::kUnavailable);
+  EXPECT_EQ(d->Get("alloc_1").status().code(), Code::kUnavailable);
+  EXPECT_TRUE(d->Close().ok());  // idempotent
+}
+
+}  // namespace
+}  // namespace qm
+
+#endif  // QM_TESTS_STORE_DURABLE_CASES_H_
