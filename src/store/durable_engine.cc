@@ -384,14 +384,6 @@ Status DurableEngineImpl::StartLeading() {
     leading_ = true;
   }
   writer_ = std::thread([this] { WriterLoop(); });
-  if (recovery_.fresh) {
-    // The first record and snapshot: the state's birth, under this config.
-    QM_RETURN_IF_ERROR(Mutate(store::TickOp{}, [](Engine& e) {
-      e.Tick();
-      return Status::Ok();
-    }));
-    return WriteSnapshotNow();
-  }
   // What fell due while nobody led, with its events, in time order.
   return Mutate(store::TickOp{}, [](Engine& e) {
     e.Tick();
@@ -470,8 +462,10 @@ Status DurableEngineImpl::Recover(bool may_create) {
     if (!may_create) {
       return NotFound("the leader has not written the first snapshot yet");
     }
-    std::lock_guard<std::mutex> lock(store_mu_);
-    auto info = store_->Info();
+    StatusOr<StoreInfo> info = [&] {
+      std::lock_guard<std::mutex> lock(store_mu_);
+      return store_->Info();
+    }();
     if (!info.ok()) return info.status();
     if (info->last_seq != 0) {
       return DataLoss("the journal in " + info->location +
@@ -523,19 +517,36 @@ Status DurableEngineImpl::Recover(bool may_create) {
   return replay;
 }
 
+// The state's birth: a new engine, written at once as the first snapshot
+// (seq 1, an empty store's first), so that the state and its config exist
+// before any change is journaled. A crash before that commit leaves the
+// store empty: the next start is a fresh one again.
 Status DurableEngineImpl::CreateFresh() {
   recovery_.fresh = true;
   engine_clock_.Set(real_clock_->Now());
   auto engine = Engine::Create(config_, &engine_clock_, &sink_);
   if (!engine.ok()) return engine.status();
   engine_ = std::move(*engine);
+  const std::string state = engine_->SaveState();
+  SnapshotData birth;
+  birth.seq = 1;
+  birth.time_ms = engine_clock_.Now().time_since_epoch().count();
+  birth.digest = Engine::StateDigestOf(state);
+  birth.payload = EncodeSnapshot(config_yaml_, state);
+  {
+    std::lock_guard<std::mutex> lock(store_mu_);
+    QM_RETURN_IF_ERROR(store_->WriteSnapshot(birth));
+  }
+  last_seq_ = 1;
+  recovery_.snapshot_seq = recovery_.last_seq = 1;
+  recovery_.recovered_time_ms = birth.time_ms;
   return Status::Ok();
 }
 
 // Reading and decoding run on a thread of their own, a batch ahead of the
-// engine applying the records (recovery takes about half the time on two
-// cores). Records are applied in order; at the first bad one the reader
-// stops, and everything before it is applied first.
+// engine applying the records, so the two overlap on a second core. Records
+// are applied in order; at the first bad one the reader stops, and
+// everything before it is applied first.
 Status DurableEngineImpl::ReplayJournal(uint64_t after) {
   struct Item {
     uint64_t seq = 0;
