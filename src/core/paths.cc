@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -608,56 +609,49 @@ struct GlobLock {
   bool exclusive;
 };
 
-// Hashing and comparing children by their component name, so that a
-// string_view finds them (heterogeneous lookup).
-struct NameHash {
-  using is_transparent = void;
-  size_t operator()(std::string_view name) const {
-    // Through absl::string_view: Debian's Abseil has its own string_view
-    // type and hashes std::string_view out of line with std::hash.
-    return absl::Hash<absl::string_view>{}(
-        absl::string_view(name.data(), name.size()));
-  }
-  template <typename N>
-  size_t operator()(const std::unique_ptr<N>& node) const {
-    return (*this)(node->name());
-  }
-};
+size_t HashPath(std::string_view path) {
+  // Through absl::string_view: Debian's Abseil has its own string_view type
+  // and hashes std::string_view out of line with std::hash.
+  return absl::Hash<absl::string_view>{}(
+      absl::string_view(path.data(), path.size()));
+}
 
-struct NameEq {
-  using is_transparent = void;
-  template <typename N>
-  static std::string_view Name(const std::unique_ptr<N>& node) {
-    return node->name();
+// How much of normalised `path` lies before its first glob component: all
+// of it for a plain path, else up to (not including) the '/' before that
+// component (0 when the first component is one).
+size_t PlainPrefixSize(std::string_view path) {
+  for (size_t i = 0; i < path.size(); ++i) {
+    const char c = path[i];
+    if (c == '*' || c == '?' || c == '[') {
+      const size_t slash = path.rfind('/', i);
+      return slash == std::string_view::npos ? 0 : slash;
+    }
   }
-  static std::string_view Name(std::string_view name) { return name; }
-  template <typename A, typename B>
-  bool operator()(const A& a, const B& b) const {
-    return Name(a) == Name(b);
-  }
-};
+  return path.size();
+}
 
 }  // namespace
 
 // One path component. Every node but the root holds a lock somewhere in its
 // subtree: Remove deletes nodes as they empty. A node and its path are one
-// allocation (the path's bytes follow the node), so comparing a child's name
-// during a lookup reads no other block.
+// allocation (the path's bytes follow the node), so checking the index's
+// candidate reads no other block. The fields the walk over the ancestors
+// reads come first.
 struct LockTable::Node {
-  using Children = absl::flat_hash_set<std::unique_ptr<Node>, NameHash, NameEq>;
-
-  // A node for normalised `path`, whose last component starts at
-  // `name_start`.
-  static std::unique_ptr<Node> Create(Node* parent, std::string_view path,
-                                      size_t name_start) {
+  // A node for normalised `path` (hash `hash`), whose last component starts
+  // at `name_start`.
+  static Node* Create(Node* parent, std::string_view path, size_t name_start,
+                      size_t hash) {
     void* block = ::operator new(sizeof(Node) + path.size());
-    Node* node = new (block) Node(parent, path.size(), name_start);
+    Node* node = new (block) Node(parent, path.size(), name_start, hash);
     std::memcpy(static_cast<char*>(block) + sizeof(Node), path.data(),
                 path.size());
-    return std::unique_ptr<Node>(node);
+    return node;
   }
-  // Pairs with Create's ::operator new (the block is larger than a Node).
-  static void operator delete(void* block) { ::operator delete(block); }
+  static void Destroy(Node* node) {
+    node->~Node();
+    ::operator delete(static_cast<void*>(node));
+  }
 
   Node(const Node&) = delete;
   Node& operator=(const Node&) = delete;
@@ -669,47 +663,62 @@ struct LockTable::Node {
   // The component naming this node in its parent ("" for the root).
   std::string_view name() const { return path().substr(name_pos); }
 
-  Node* Find(std::string_view component) const {
-    auto it = children.find(component);
-    return it == children.end() ? nullptr : it->get();
+  // Makes `child` (a new node) the first of this node's children.
+  void Link(Node* child) {
+    child->next = first_child;
+    if (first_child) first_child->prev = child;
+    first_child = child;
+  }
+  // Takes `child` out of this node's children.
+  void Unlink(Node* child) {
+    if (child->prev) {
+      child->prev->next = child->next;
+    } else {
+      first_child = child->next;
+    }
+    if (child->next) child->next->prev = child->prev;
   }
 
-  // The children in order of name, for walks whose output order matters
-  // (hash order varies from run to run).
+  // The children in order of name, for walks whose output order matters.
   absl::InlinedVector<const Node*, 8> SortedChildren() const {
     absl::InlinedVector<const Node*, 8> out;
-    if (children.empty()) return out;
-    out.reserve(children.size());
-    for (const auto& child : children) out.push_back(child.get());
+    if (!first_child) return out;
+    for (const Node* c = first_child; c; c = c->next) out.push_back(c);
     std::sort(out.begin(), out.end(), [](const Node* a, const Node* b) {
       return a->name() < b->name();
     });
     return out;
   }
 
-  Children children;
   Node* parent;
-  uint32_t path_size;
-  uint32_t name_pos;
   // Locks (plain and glob) on this node and below, and how many of them are
   // exclusive: searches skip subtrees where nothing can conflict.
   uint32_t count = 0;
   uint32_t exclusive = 0;
   absl::InlinedVector<Lock, 1> locks;            // plain locks on this path
   std::unique_ptr<std::vector<GlobLock>> globs;  // globs with this prefix
+  // The children, in no order (most recently created first).
+  Node* first_child = nullptr;
+  Node* next = nullptr;  // the parent's next child
+  Node* prev = nullptr;  // the parent's previous child
+  size_t hash;           // HashPath(path())
+  uint32_t path_size;
+  uint32_t name_pos;
 
  private:
-  Node(Node* up, size_t size, size_t name_start)
+  Node(Node* up, size_t size, size_t name_start, size_t h)
       : parent(up),
+        hash(h),
         path_size(static_cast<uint32_t>(size)),
         name_pos(static_cast<uint32_t>(name_start)) {}
+  ~Node() = default;
 };
 
 // The state of one ForEachConflict call.
 struct LockTable::Query {
   Query(std::string_view p, bool x, uint64_t s,
-        absl::FunctionRef<bool(const Hit&)> f)
-      : path(p), exclusive(x), self(s), fn(f), glob(IsGlob(p)) {
+        absl::FunctionRef<bool(const Hit&)> f, bool g)
+      : path(p), exclusive(x), self(s), fn(f), glob(g) {
     if (glob) parts = Split(path);
   }
 
@@ -770,31 +779,138 @@ struct LockTable::Query {
   }
 };
 
-LockTable::LockTable() : root_(Node::Create(nullptr, "", 0)) {}
+// The root node and an index of every other node by its full path.
+struct LockTable::Index {
+  // A normalised path and its hash, for probing the index.
+  struct Key {
+    std::string_view path;
+    size_t hash;
+  };
+  // An entry of the index: a node and its hash, kept beside the pointer so
+  // that a probe which misses reads no node.
+  struct Entry {
+    size_t hash;
+    Node* node;
+  };
+  // Entries hash by the node's path, compare as nodes, and are found by
+  // Key.
+  struct EntryHash {
+    using is_transparent = void;
+    size_t operator()(const Entry& e) const { return e.hash; }
+    size_t operator()(const Key& key) const { return key.hash; }
+  };
+  struct EntryEq {
+    using is_transparent = void;
+    bool operator()(const Entry& a, const Entry& b) const {
+      return a.node == b.node;
+    }
+    bool operator()(const Entry& e, const Key& key) const {
+      return e.hash == key.hash && e.node->path() == key.path;
+    }
+    bool operator()(const Key& key, const Entry& e) const {
+      return (*this)(e, key);
+    }
+  };
+
+  Index() : root(Node::Create(nullptr, "", 0, HashPath(""))) {}
+  ~Index() {
+    for (const Entry& e : nodes) Node::Destroy(e.node);
+    Node::Destroy(root);
+  }
+
+  // The node of normalised plain path `path` (hash `hash`), or null ("" is
+  // the root).
+  Node* Find(std::string_view path, size_t hash) const {
+    if (path.empty()) return root;
+    auto it = nodes.find(Key{path, hash});
+    return it == nodes.end() ? nullptr : it->node;
+  }
+
+  // The deepest node on the way to plain path `path`: its own node (and
+  // `*exact` true) or that of its longest prefix that has one (the root at
+  // least). Sets `*hash` to the hash of `path`.
+  Node* Deepest(std::string_view path, bool* exact, size_t* hash) const {
+    *hash = HashPath(path);
+    if (Node* node = Find(path, *hash)) {
+      *exact = true;
+      return node;
+    }
+    *exact = false;
+    // Every prefix of a node's path has a node, so the prefixes that have
+    // one are the shortest ones: try the parent (the common case), then
+    // search by halves (a few probes even for paths thousands of components
+    // deep, not one per component).
+    const size_t last = path.rfind('/');
+    if (last == std::string_view::npos) return root;
+    const std::string_view parent = path.substr(0, last);
+    if (Node* node = Find(parent, HashPath(parent))) return node;
+    absl::InlinedVector<size_t, 16> slashes;  // where the shorter prefixes end
+    for (size_t i = path.find('/'); i < last; i = path.find('/', i + 1)) {
+      slashes.push_back(i);
+    }
+    Node* deepest = root;
+    size_t lo = 0;               // prefixes [0, lo) have nodes
+    size_t hi = slashes.size();  // prefixes [hi, ...) have none
+    while (lo < hi) {
+      const size_t mid = lo + (hi - lo) / 2;
+      const std::string_view p = path.substr(0, slashes[mid]);
+      if (Node* node = Find(p, HashPath(p))) {
+        deepest = node;
+        lo = mid + 1;
+      } else {
+        hi = mid;
+      }
+    }
+    return deepest;
+  }
+
+  // Creates the nodes from `from` (the deepest node on the way to plain
+  // path `path`) down to `path`'s (hash `hash`), and returns that one.
+  Node* Grow(Node* from, std::string_view path, size_t hash) {
+    Node* node = from;
+    size_t pos = from == root ? 0 : from->path_size + 1;
+    while (true) {
+      const size_t slash = path.find('/', pos);
+      const size_t end = slash == std::string_view::npos ? path.size() : slash;
+      const std::string_view sub = path.substr(0, end);
+      Node* child = Node::Create(node, sub, pos,
+                                 end == path.size() ? hash : HashPath(sub));
+      nodes.insert(Entry{child->hash, child});
+      node->Link(child);
+      node = child;
+      if (end == path.size()) return node;
+      pos = end + 1;
+    }
+  }
+
+  // Unlinks and frees `node` (not the root), which has no locks left in its
+  // subtree (so no children).
+  void Delete(Node* node) {
+    node->parent->Unlink(node);
+    nodes.erase(Entry{node->hash, node});
+    Node::Destroy(node);
+  }
+
+  Node* const root;  // path ""; not in `nodes`
+  absl::flat_hash_set<Entry, EntryHash, EntryEq> nodes;
+};
+
+LockTable::LockTable() : index_(std::make_unique<Index>()) {}
 LockTable::~LockTable() = default;
 
 LockTable::Handle LockTable::Add(std::string_view path, bool exclusive,
                                  uint64_t owner) {
-  Node* node = root_.get();
-  ++node->count;
-  node->exclusive += exclusive;
-  bool glob = false;
-  for (Cursor cursor(path); !cursor.Done(); cursor.Next()) {
-    const std::string_view c = cursor.Get();
-    if (IsGlobComponent(c)) {
-      glob = true;
-      break;
-    }
-    Node* parent = node;
-    auto it = node->children.lazy_emplace(c, [&](const auto& construct) {
-      construct(
-          Node::Create(parent, path.substr(0, cursor.End()), cursor.Begin()));
-    });
-    node = it->get();
-    ++node->count;
-    node->exclusive += exclusive;
+  const size_t fixed = PlainPrefixSize(path);
+  const std::string_view prefix = path.substr(0, fixed);
+  bool exact;
+  size_t hash;
+  Node* node = index_->Deepest(prefix, &exact, &hash);
+  if (!exact) node = index_->Grow(node, prefix, hash);
+  for (Node* n = node; n; n = n->parent) {
+    ++n->count;
+    n->exclusive += exclusive;
   }
-  if (glob) {
+  if (fixed != path.size()) {
     if (!node->globs) node->globs = std::make_unique<std::vector<GlobLock>>();
     node->globs->push_back(GlobLock{std::string(path), owner, exclusive});
   } else {
@@ -805,13 +921,9 @@ LockTable::Handle LockTable::Add(std::string_view path, bool exclusive,
 }
 
 bool LockTable::Remove(std::string_view path, bool exclusive, uint64_t owner) {
-  Node* node = root_.get();
-  for (Cursor cursor(path); !cursor.Done(); cursor.Next()) {
-    const std::string_view c = cursor.Get();
-    if (IsGlobComponent(c)) break;
-    node = node->Find(c);
-    if (!node) return false;
-  }
+  const std::string_view prefix = path.substr(0, PlainPrefixSize(path));
+  Node* node = index_->Find(prefix, HashPath(prefix));
+  if (!node) return false;
   return Remove(node, path, exclusive, owner);
 }
 
@@ -841,12 +953,9 @@ bool LockTable::Remove(Handle node, std::string_view path, bool exclusive,
     n->exclusive -= exclusive;
   }
   // Delete the nodes left without locks below them, bottom up.
-  while (node->parent && node->count == 0) {
+  while (node != index_->root && node->count == 0) {
     Node* parent = node->parent;
-    auto it = parent->children.find(node->name());
-    parent->children.erase(it);  // deletes `node`
-    // Release the slots of a set that emptied.
-    if (parent->children.empty()) Node::Children().swap(parent->children);
+    index_->Delete(node);
     node = parent;
   }
   return true;
@@ -855,23 +964,30 @@ bool LockTable::Remove(Handle node, std::string_view path, bool exclusive,
 void LockTable::ForEachConflict(std::string_view path, bool exclusive,
                                 uint64_t self,
                                 absl::FunctionRef<bool(const Hit&)> fn) const {
-  Query q(path, exclusive, self, fn);
-  // The ancestors-or-self of `path` (of its fixed prefix for a glob): their
-  // plain locks cover it; their globs may overlap it.
-  const Node* node = root_.get();
-  for (Cursor cursor(path);; cursor.Next()) {
-    // Everything that can conflict from here on lies in `node`'s subtree.
-    if (!exclusive && node->exclusive == 0) return;
-    if (node->count == 0) return;
-    if (!q.ReportLocks(*node) || !q.ReportGlobs(*node, false)) return;
-    if (cursor.Done()) break;
-    const std::string_view c = cursor.Get();
-    if (q.glob && IsGlobComponent(c)) break;
-    node = node->Find(c);
-    if (!node) return;
-    if (q.glob) q.trail.push_back(c);
+  // Everything that can conflict lies in the root's subtree.
+  const Node* root = index_->root;
+  if (root->count == 0 || (!exclusive && root->exclusive == 0)) return;
+  const size_t fixed = PlainPrefixSize(path);
+  const std::string_view prefix = path.substr(0, fixed);
+  bool exact;
+  size_t hash;
+  const Node* node = index_->Deepest(prefix, &exact, &hash);
+  // The ancestors-or-self of `path` (of its fixed prefix for a glob) that
+  // have nodes, from the root down: their plain locks cover it; their globs
+  // may overlap it.
+  absl::InlinedVector<const Node*, 16> chain;
+  for (const Node* n = node; n; n = n->parent) chain.push_back(n);
+  Query q(path, exclusive, self, fn, fixed != path.size());
+  for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
+    const Node& n = **it;
+    // Everything that can conflict from here on lies in `n`'s subtree.
+    if (!exclusive && n.exclusive == 0) return;
+    if (n.count == 0) return;
+    if (!q.ReportLocks(n) || !q.ReportGlobs(n, false)) return;
   }
+  if (!exact) return;
   // Below the node of `path` (or of its prefix).
+  if (q.glob) q.trail = Split(prefix);
   for (const Node* child : node->SortedChildren()) {
     if (!q.Subtree(*child)) return;
   }
@@ -879,29 +995,31 @@ void LockTable::ForEachConflict(std::string_view path, bool exclusive,
 
 void LockTable::ForEachCovering(std::string_view path,
                                 absl::FunctionRef<bool(const Hit&)> fn) const {
-  const Node* node = root_.get();
-  for (Cursor cursor(path);; cursor.Next()) {
-    for (const Lock& l : node->locks) {
-      if (!fn(Hit{l.owner, node->path(), l.exclusive})) return;
+  bool exact;
+  size_t hash;
+  const Node* node = index_->Deepest(path, &exact, &hash);
+  absl::InlinedVector<const Node*, 16> chain;
+  for (const Node* n = node; n; n = n->parent) chain.push_back(n);
+  for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
+    const Node& n = **it;
+    for (const Lock& l : n.locks) {
+      if (!fn(Hit{l.owner, n.path(), l.exclusive})) return;
     }
-    if (node->globs) {
-      for (const GlobLock& g : *node->globs) {
+    if (n.globs) {
+      for (const GlobLock& g : *n.globs) {
         if (MatchesSelfOrAncestor(g.path, path) &&
             !fn(Hit{g.owner, g.path, g.exclusive})) {
           return;
         }
       }
     }
-    if (cursor.Done()) return;
-    node = node->Find(cursor.Get());
-    if (!node) return;
   }
 }
 
 void LockTable::ForEachLock(absl::FunctionRef<void(const Hit&)> fn) const {
   // Iterative (a path may be thousands of components deep): the stack holds
   // the nodes still to visit, the next one on top.
-  std::vector<const Node*> stack = {root_.get()};
+  std::vector<const Node*> stack = {index_->root};
   while (!stack.empty()) {
     const Node* node = stack.back();
     stack.pop_back();

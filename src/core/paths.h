@@ -68,6 +68,12 @@ bool Overlap(std::string_view a, std::string_view b);
 // The locks currently taken (or claimed), by owner id. It records; it does
 // not decide: conflicting locks may coexist (advisory locking, or the
 // engine's table of queued claims).
+//
+// A tree of path components (a node per path that holds a lock or lies above
+// one, with per-subtree lock counts), plus one hash index from each node's
+// full normalised path to the node: a plain path is found in one probe (two
+// when its own node is missing but its parent's exists, O(log depth) at
+// worst), not one per component.
 class LockTable {
  public:
   LockTable();
@@ -97,13 +103,13 @@ class LockTable {
   // Calls `fn` for every lock that conflicts with a lock on `path` in mode
   // `exclusive` (they overlap and at least one is exclusive), skipping locks
   // of `self` (0 = skip none), until `fn` returns false. For a plain path
-  // the cost is O(depth) plus the conflicting locks and the globs stored on
-  // its ancestors; it never visits unrelated parts of the tree. The order is
-  // deterministic: the locks on the ancestors-or-self of `path` (of its
-  // prefix before the first glob component) from the root down, then those
-  // below it depth first, children in byte order of their names; on each
-  // node its plain locks, then the globs stored there, each in the order
-  // they were added.
+  // the cost is one or two index probes (O(log depth) at worst), a step per
+  // ancestor, plus the conflicting locks and the globs stored on its
+  // ancestors; it never visits unrelated parts of the tree. The order is
+  // deterministic: the locks on the ancestors-or-self of `path` (of its prefix
+  // before the first glob component) from the root down, then those below it
+  // depth first, children in byte order of their names; on each node its plain
+  // locks, then the globs stored there, each in the order they were added.
   void ForEachConflict(std::string_view path, bool exclusive, uint64_t self,
                        absl::FunctionRef<bool(const Hit&)> fn) const;
 
@@ -127,7 +133,8 @@ class LockTable {
 
  private:
   struct Query;  // the state of one ForEachConflict search
-  std::unique_ptr<Node> root_;
+  struct Index;  // the root node and the index of the others by path
+  std::unique_ptr<Index> index_;
   size_t size_ = 0;
 };
 

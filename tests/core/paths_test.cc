@@ -837,5 +837,153 @@ TEST(LockTableTest, ChurnLeavesNothingBehind) {
   EXPECT_EQ(Conflicts(t, "d1", false).size(), 1u);
 }
 
+// The index from full path to node must follow every node the tree gains
+// and loses: files, directories above them, globs (on their fixed prefix)
+// and the root, added and removed in either order.
+TEST(LockTableTest, IndexFollowsFilesDirectoriesGlobsAndTheRoot) {
+  LockTable t;
+  t.Add("a/b/c.cc", true, 1);
+  t.Add("a/b", false, 2);     // a directory whose node exists
+  t.Add("a/b/*.h", true, 3);  // a glob on that node
+  t.Add("", false, 4);        // the root
+  t.Add("a/x/y/z", true, 5);  // creates a/x and a/x/y
+  EXPECT_EQ(Covering(t, "a/b/c.cc"),
+            (std::vector<HitTuple>{
+                {4, "", false}, {2, "a/b", false}, {1, "a/b/c.cc", true}}));
+  // Dropping the file keeps a/b (its lock and glob are still there).
+  EXPECT_TRUE(t.Remove("a/b/c.cc", true, 1));
+  EXPECT_FALSE(t.Remove("a/b/c.cc", true, 1));
+  EXPECT_EQ(Covering(t, "a/b/c.cc"),
+            (std::vector<HitTuple>{{4, "", false}, {2, "a/b", false}}));
+  EXPECT_EQ(Conflicts(t, "a/b/q.h", false),
+            (std::vector<HitTuple>{{3, "a/b/*.h", true}}));
+  // The directory's own lock goes; the node stays for the glob.
+  EXPECT_TRUE(t.Remove("a/b", false, 2));
+  EXPECT_EQ(Conflicts(t, "a/b", true),
+            (std::vector<HitTuple>{{4, "", false}, {3, "a/b/*.h", true}}));
+  EXPECT_TRUE(t.Remove("a/b/*.h", true, 3));
+  EXPECT_FALSE(t.Remove("a/b", false, 2));
+  // a/x/y/z alone is left below the root lock.
+  EXPECT_EQ(Conflicts(t, "a", true),
+            (std::vector<HitTuple>{{4, "", false}, {5, "a/x/y/z", true}}));
+  EXPECT_TRUE(t.Remove("", false, 4));
+  EXPECT_EQ(Conflicts(t, "", false),
+            (std::vector<HitTuple>{{5, "a/x/y/z", true}}));
+  EXPECT_TRUE(t.Remove("a/x/y/z", true, 5));
+  EXPECT_EQ(t.size(), 0u);
+  EXPECT_TRUE(Conflicts(t, "**", true).empty());
+  EXPECT_TRUE(Covering(t, "a/x/y/z").empty());
+  // Everything can come back, nodes in a new order (a deep one first).
+  t.Add("a/x/y/z", false, 6);
+  t.Add("a/x", true, 7);
+  t.Add("a", false, 8);
+  EXPECT_EQ(Covering(t, "a/x/y/z/w"),
+            (std::vector<HitTuple>{
+                {8, "a", false}, {7, "a/x", true}, {6, "a/x/y/z", false}}));
+  std::vector<HitTuple> all;
+  t.ForEachLock([&](const LockTable::Hit& h) {
+    all.emplace_back(h.owner, std::string(h.path), h.exclusive);
+  });
+  EXPECT_EQ(all,
+            (std::vector<HitTuple>{
+                {8, "a", false}, {7, "a/x", true}, {6, "a/x/y/z", false}}));
+}
+
+// A path whose own node (and its parent's) do not exist is still covered by
+// the locks and globs on the ancestors that do.
+TEST(LockTableTest, AncestorLocksCoverPathsWithoutNodes) {
+  LockTable t;
+  t.Add("src", false, 1);
+  t.Add("src/lib/*.cc", true, 2);
+  t.Add("src/lib/other/file", true, 3);
+  EXPECT_EQ(Conflicts(t, "src/app/deep/er/x.cc", true),
+            (std::vector<HitTuple>{{1, "src", false}}));
+  EXPECT_TRUE(Conflicts(t, "src/app/deep/er/x.cc", false).empty());
+  EXPECT_EQ(Conflicts(t, "src/lib/a.cc/b/c", false),
+            (std::vector<HitTuple>{{2, "src/lib/*.cc", true}}));
+  EXPECT_TRUE(Conflicts(t, "src/lib/a.h/b/c", false).empty());
+  EXPECT_EQ(
+      Covering(t, "src/lib/a.cc/b/c"),
+      (std::vector<HitTuple>{{1, "src", false}, {2, "src/lib/*.cc", true}}));
+  // A glob query whose fixed prefix has no node sees only the ancestors.
+  EXPECT_EQ(Conflicts(t, "src/app/*/x", true),
+            (std::vector<HitTuple>{{1, "src", false}}));
+  EXPECT_EQ(Conflicts(t, "src/lib/*/file", false),
+            (std::vector<HitTuple>{{2, "src/lib/*.cc", true},
+                                   {3, "src/lib/other/file", true}}));
+  // A path that shares a prefix of bytes, not of components, is unrelated.
+  EXPECT_TRUE(Conflicts(t, "srcx/lib/a.cc", true).empty());
+  EXPECT_EQ(Conflicts(t, "src/li", true).size(), 1u);
+}
+
+// Many files under one directory: each is found by its full path, a file
+// not held conflicts with nothing, and removing them one by one (in an
+// order unrelated to the adding) leaves the others findable.
+TEST(LockTableTest, ManyPathsUnderOneDirectory) {
+  LockTable t;
+  constexpr int kFiles = 2000;
+  auto file = [](int i) { return "src/dir/file" + std::to_string(i) + ".cc"; };
+  for (int i = 0; i < kFiles; ++i) t.Add(file(i), i % 2 == 0, 1 + i);
+  EXPECT_EQ(t.size(), static_cast<size_t>(kFiles));
+  std::vector<int> order(kFiles);
+  for (int i = 0; i < kFiles; ++i) order[i] = i;
+  std::shuffle(order.begin(), order.end(), std::mt19937(7));
+  for (size_t k = 0; k < order.size(); ++k) {
+    const int i = order[k];
+    ASSERT_EQ(Conflicts(t, file(i), true),
+              (std::vector<HitTuple>{{1 + i, file(i), i % 2 == 0}}))
+        << file(i);
+    ASSERT_TRUE(Conflicts(t, file(i) + "x", true).empty());
+    if (k % 2 == 0) {
+      ASSERT_TRUE(t.Remove(file(i), i % 2 == 0, 1 + i));
+    }
+  }
+  EXPECT_EQ(t.size(), static_cast<size_t>(kFiles / 2));
+  // The directory reports the files left, in byte order of their names.
+  std::vector<HitTuple> below = Conflicts(t, "src/dir", true);
+  ASSERT_EQ(below.size(), static_cast<size_t>(kFiles / 2));
+  EXPECT_TRUE(std::is_sorted(below.begin(), below.end(),
+                             [](const HitTuple& a, const HitTuple& b) {
+                               return std::get<1>(a) < std::get<1>(b);
+                             }));
+  for (size_t k = 1; k < order.size(); k += 2) {
+    const int i = order[k];
+    ASSERT_TRUE(t.Remove(file(i), i % 2 == 0, 1 + i));
+  }
+  EXPECT_EQ(t.size(), 0u);
+  EXPECT_TRUE(Conflicts(t, "src", true).empty());
+}
+
+// A path thousands of components deep: found by halves when its own node
+// and its parent's are missing; every ancestor still reported.
+TEST(LockTableTest, DeepPaths) {
+  std::string deep = "d";
+  for (int i = 0; i < 3000; ++i) deep += "/d";
+  LockTable t;
+  t.Add(deep, true, 1);
+  t.Add("d/d", false, 2);
+  EXPECT_EQ(Conflicts(t, deep + "/x", true),
+            (std::vector<HitTuple>{{2, "d/d", false}, {1, deep, true}}));
+  EXPECT_EQ(Covering(t, deep).size(), 2u);
+  // Missing nodes at every depth below the deepest lock.
+  for (int extra : {1, 2, 3, 10, 100}) {
+    std::string below = deep;
+    for (int i = 0; i < extra; ++i) below += "/e";
+    EXPECT_EQ(Covering(t, below).size(), 2u) << extra;
+  }
+  std::string beside = "d";
+  for (int i = 0; i < 1500; ++i) beside += "/d";
+  beside += "/other";
+  for (int i = 0; i < 1500; ++i) beside += "/d";
+  EXPECT_EQ(Conflicts(t, beside, true),
+            (std::vector<HitTuple>{{2, "d/d", false}}));
+  EXPECT_EQ(Conflicts(t, "d", true).size(), 2u);
+  EXPECT_TRUE(t.Remove(deep, true, 1));
+  EXPECT_EQ(Conflicts(t, "d", true),
+            (std::vector<HitTuple>{{2, "d/d", false}}));
+  EXPECT_TRUE(t.Remove("d/d", false, 2));
+  EXPECT_EQ(t.size(), 0u);
+}
+
 }  // namespace
 }  // namespace qm::paths
