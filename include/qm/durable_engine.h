@@ -243,6 +243,8 @@ StatusOr<std::string> JournalOpName(std::string_view payload);
 // otherwise), after verifying it exactly as CheckState does (nothing is
 // written when it does not verify). `journal` holds the records after
 // `snapshot`, in order. Takes the target's leadership for the writes.
+// `summary` (optional) describes the state imported, its `store` the target
+// after the writes.
 Status ImportState(Store& target, const SnapshotData& snapshot,
                    const std::vector<JournalRecord>& journal,
                    StateSummary* summary = nullptr);

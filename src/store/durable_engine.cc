@@ -891,7 +891,6 @@ Status ImportState(Store& target, const SnapshotData& snapshot,
         std::to_string(std::max(info->snapshot_seq, info->last_seq)) +
         "); import only into an empty store");
   }
-  out->store = *info;
   QM_RETURN_IF_ERROR(target.AcquireLeadership(Duration(5000)));
   QM_RETURN_IF_ERROR(target.WriteSnapshot(snapshot));
   constexpr size_t kBatch = 5000;
@@ -901,6 +900,10 @@ Status ImportState(Store& target, const SnapshotData& snapshot,
         journal.begin() + std::min(journal.size(), i + kBatch));
     QM_RETURN_IF_ERROR(target.Append(&batch));
   }
+  // The target as written.
+  info = target.Info();
+  if (!info.ok()) return info.status();
+  out->store = *info;
   return Status::Ok();
 }
 
