@@ -56,6 +56,36 @@ Status DecodeSnapshot(std::string_view payload, uint64_t seq,
   return Status::Ok();
 }
 
+// The engine `state` (from the snapshot at `seq`) restores to, checked
+// against the digest it was written with: recovery and `qm state check`
+// restore the same way.
+StatusOr<std::unique_ptr<Engine>> RestoreSnapshot(Config config, Clock* clock,
+                                                  EventSink* sink, uint64_t seq,
+                                                  const std::string& state,
+                                                  const std::string& digest) {
+  auto engine = Engine::Restore(std::move(config), clock, sink, state);
+  if (!engine.ok()) {
+    return Status(engine.status().code(), "restoring the snapshot at seq " +
+                                              std::to_string(seq) + ": " +
+                                              engine.status().message());
+  }
+  if (const std::string d = (*engine)->StateDigest(); d != digest) {
+    return DataLoss("the snapshot at seq " + std::to_string(seq) +
+                    " restores to state digest " + d +
+                    " but was written with digest " + digest);
+  }
+  return engine;
+}
+
+// Replays one journaled operation at its recorded time. The engine time
+// never goes back (a record's time is the clock the engine read; a later
+// record cannot be earlier). A refused call was refused live as well and
+// changed nothing, so its status is not needed.
+void ReplayOp(Engine& engine, ManualClock& clock, const JournalOp& op) {
+  clock.Set(std::max(clock.Now(), op.at));
+  (void)store::ApplyOp(engine, op);
+}
+
 // "line N of the effective config is `a` in <a_name> and `b` in <b_name>"
 // for the first line that differs between two YAML texts.
 std::string FirstDifference(const std::string& a_text,
@@ -490,20 +520,13 @@ Status DurableEngineImpl::Recover(bool may_create) {
   engine_clock_.Set(Time(Duration(s.time_ms)));
   sink_.set_drop(true);
   const auto restore_start = std::chrono::steady_clock::now();
-  auto engine = Engine::Restore(config_, &engine_clock_, &sink_, state);
+  auto engine =
+      RestoreSnapshot(config_, &engine_clock_, &sink_, s.seq, state, s.digest);
   if (!engine.ok()) {
     sink_.set_drop(false);
-    return Status(engine.status().code(), "restoring the snapshot at seq " +
-                                              std::to_string(s.seq) + ": " +
-                                              engine.status().message());
+    return engine.status();
   }
   engine_ = std::move(*engine);
-  if (const std::string digest = engine_->StateDigest(); digest != s.digest) {
-    sink_.set_drop(false);
-    return DataLoss("the snapshot at seq " + std::to_string(s.seq) +
-                    " restores to state digest " + digest +
-                    " but was written with digest " + s.digest);
-  }
   recovery_.snapshot_seq = last_seq_ = s.seq;
   recovery_.recovered_time_ms = s.time_ms;
   const auto replay_start = std::chrono::steady_clock::now();
@@ -599,11 +622,7 @@ Status DurableEngineImpl::ReplayJournal(uint64_t after) {
       cv.notify_all();
     }
     for (const Item& item : batch) {
-      // The engine time never goes back (a record's time is the clock the
-      // engine read; a later record cannot be earlier).
-      engine_clock_.Set(std::max(engine_clock_.Now(), item.op.at));
-      // A refused call was refused live as well and changed nothing.
-      (void)store::ApplyOp(*engine_, item.op);
+      ReplayOp(*engine_, engine_clock_, item.op);
       last_seq_ = item.seq;
       recovery_.recovered_time_ms = item.time_ms;
       ++recovery_.replayed;
@@ -789,17 +808,9 @@ Status VerifyState(
                     " does not load: " + config.status().message());
   }
   ManualClock clock(Time(Duration(snapshot.time_ms)));
-  auto engine = Engine::Restore(std::move(*config), &clock, nullptr, state);
-  if (!engine.ok()) {
-    return Status(engine.status().code(), "restoring the snapshot at seq " +
-                                              std::to_string(snapshot.seq) +
-                                              ": " + engine.status().message());
-  }
-  if (const std::string d = (*engine)->StateDigest(); d != snapshot.digest) {
-    return DataLoss("the snapshot at seq " + std::to_string(snapshot.seq) +
-                    " restores to state digest " + d +
-                    " but was written with digest " + snapshot.digest);
-  }
+  auto engine = RestoreSnapshot(std::move(*config), &clock, nullptr,
+                                snapshot.seq, state, snapshot.digest);
+  if (!engine.ok()) return engine.status();
   out->snapshot_seq = out->last_seq = snapshot.seq;
   out->snapshot_time_ms = out->last_time_ms = snapshot.time_ms;
   out->config_yaml = yaml;
@@ -815,8 +826,7 @@ Status VerifyState(
       return DataLoss("journal record " + std::to_string(rec.seq) + ": " +
                       op.status().message());
     }
-    clock.Set(std::max(clock.Now(), op->at));
-    (void)store::ApplyOp(**engine, *op);
+    ReplayOp(**engine, clock, *op);
     ++expect;
     ++out->records;
     out->last_seq = rec.seq;
