@@ -106,6 +106,7 @@ void EngineImpl::RememberConflict(ConflictInfo c) {
 void EngineImpl::SetupLocks(Alloc& a, ParsedRequest& p) {
   auto l = std::make_unique<AllocLocks>();
   l->locks = std::move(p.locks);
+  l->lock_text = std::move(p.lock_text);
   l->avoid = std::move(p.avoid);
   l->rank_level = static_cast<int>(p.level);
   l->rank_ms = a.queued_at.time_since_epoch().count();
@@ -182,17 +183,19 @@ EngineImpl::GateFind EngineImpl::FindGate(const Alloc& a) const {
           });
     }
     if (near) {
-      return {AllocLocks::Gate::kLock, near_id,        own->path,
+      return {AllocLocks::Gate::kLock, near_id,        std::string(own->path),
               std::string(other),      own->exclusive, other_exclusive};
     }
   }
   for (const LockSpec& lock : l.locks) {
     held_locks_.ForEachConflict(
-        lock.path, lock.exclusive, a.id, [&](const paths::LockTable::Hit& h) {
-          g = {AllocLocks::Gate::kLock, h.owner,        lock.path,
+        lock.path, lock.exclusive, a.id,
+        [&](const paths::LockTable::Hit& h) {
+          g = {AllocLocks::Gate::kLock, h.owner,        std::string(lock.path),
                std::string(h.path),     lock.exclusive, h.exclusive};
           return false;
-        });
+        },
+        &lock.probe);
     if (g.kind != AllocLocks::Gate::kNone) return g;
   }
   return g;
@@ -313,7 +316,7 @@ void EngineImpl::TakeLocks(Alloc& a) {
     RecordAdvisory(a);
   }
   for (LockSpec& lock : l.locks) {
-    lock.at = held_locks_.Add(lock.path, lock.exclusive, a.id);
+    lock.at = held_locks_.Add(lock.path, lock.exclusive, a.id, &lock.probe);
   }
   l.where = AllocLocks::Where::kHeld;
 }
@@ -482,7 +485,7 @@ void EngineImpl::CloseConflict(Alloc& a, const std::string& resolution) {
 
 void EngineImpl::RecordAdvisory(Alloc& a) {
   AllocLocks& l = *a.locks;
-  std::set<std::pair<uint64_t, std::string>> seen;
+  std::set<std::pair<uint64_t, std::string_view>> seen;
   for (const LockSpec& lock : l.locks) {
     held_locks_.ForEachConflict(
         lock.path, lock.exclusive, a.id, [&](const paths::LockTable::Hit& h) {

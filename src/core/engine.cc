@@ -1833,8 +1833,10 @@ AllocationInfo EngineImpl::Info(const Alloc& a) const {
   i.estimated_minutes = a.req.estimated_minutes;
   FillBudgetInfo(a, &i.budget);
   if (a.locks) {
+    i.locks.reserve(a.locks->locks.size());
     for (const LockSpec& l : a.locks->locks) {
-      i.locks.push_back({l.path.empty() ? "." : l.path, l.exclusive});
+      i.locks.push_back(
+          {std::string(l.path.empty() ? "." : l.path), l.exclusive});
     }
     i.conflict_avoidance = a.locks->avoid;
     i.warnings = a.locks->warnings;

@@ -124,11 +124,17 @@ struct RequestCore {
 // A path lock as an allocation keeps it: normalised (paths.h), "" = the
 // workspace root.
 struct LockSpec {
-  std::string path;
+  // Normalised; points into the lock_text buffer of the ParsedRequest or
+  // AllocLocks holding this spec (one allocation for all of a request's
+  // paths, which moving the holder keeps valid).
+  std::string_view path;
   bool exclusive = false;
   // Where the lock sits in the table AllocLocks::where names (null when
   // nowhere).
   paths::LockTable::Handle at = nullptr;
+  // The lookup FindGate made in the held table, for TakeLocks to reuse (a
+  // cache, not state: never saved; checked before use).
+  mutable paths::LockTable::Probe probe = {};
 };
 
 // A validated request with every default applied, before interning. (An
@@ -139,7 +145,8 @@ struct ParsedRequest : RequestCore {
   std::string model;  // as requested ("" = choose)
   // Deduplicated (a path named in both lists is exclusive).
   std::vector<LockSpec> locks;
-  std::vector<std::string> avoid;  // conflict_avoidance
+  std::unique_ptr<char[]> lock_text;  // the bytes of locks[*].path
+  std::vector<std::string> avoid;     // conflict_avoidance
   std::string reservation;
 };
 
@@ -147,6 +154,7 @@ struct ParsedRequest : RequestCore {
 // paths or workflows to avoid). See docs/conflicts.md.
 struct AllocLocks {
   std::vector<LockSpec> locks;
+  std::unique_ptr<char[]> lock_text;  // the bytes of locks[*].path
   std::vector<std::string> avoid;
   // Order among requests whose locks conflict: level, then queue time, then
   // id, fixed when it first queues. A request waits only for claimants

@@ -525,6 +525,17 @@ StatusOr<std::string> Normalize(std::string_view root, std::string_view path,
   return out;
 }
 
+StatusOr<std::string_view> NormalizeView(std::string_view root,
+                                         std::string_view path,
+                                         std::string_view field,
+                                         std::string* scratch) {
+  if (AlreadyNormal(path)) return path;
+  auto norm = Normalize(root, path, field);
+  if (!norm.ok()) return norm.status();
+  *scratch = std::move(*norm);
+  return std::string_view(*scratch);
+}
+
 StatusOr<std::string> NormalizeRoot(std::string_view root,
                                     std::string_view field) {
   QM_RETURN_IF_ERROR(CheckText(field, root));
@@ -899,12 +910,23 @@ LockTable::LockTable() : index_(std::make_unique<Index>()) {}
 LockTable::~LockTable() = default;
 
 LockTable::Handle LockTable::Add(std::string_view path, bool exclusive,
-                                 uint64_t owner) {
+                                 uint64_t owner, const Probe* probe) {
   const size_t fixed = PlainPrefixSize(path);
   const std::string_view prefix = path.substr(0, fixed);
   bool exact;
   size_t hash;
-  Node* node = index_->Deepest(prefix, &exact, &hash);
+  Node* node;
+  // A node created since the probe below where it ended may be on the way
+  // to `path`: new children are linked first, so the first child tells.
+  if (probe && probe->table == this && probe->deletions == deletions_ &&
+      probe->node &&
+      (probe->exact || probe->node->first_child == probe->first_child)) {
+    node = probe->node;
+    exact = probe->exact;
+    hash = probe->hash;
+  } else {
+    node = index_->Deepest(prefix, &exact, &hash);
+  }
   if (!exact) node = index_->Grow(node, prefix, hash);
   for (Node* n = node; n; n = n->parent) {
     ++n->count;
@@ -956,6 +978,7 @@ bool LockTable::Remove(Handle node, std::string_view path, bool exclusive,
   while (node != index_->root && node->count == 0) {
     Node* parent = node->parent;
     index_->Delete(node);
+    ++deletions_;
     node = parent;
   }
   return true;
@@ -963,7 +986,8 @@ bool LockTable::Remove(Handle node, std::string_view path, bool exclusive,
 
 void LockTable::ForEachConflict(std::string_view path, bool exclusive,
                                 uint64_t self,
-                                absl::FunctionRef<bool(const Hit&)> fn) const {
+                                absl::FunctionRef<bool(const Hit&)> fn,
+                                Probe* probe) const {
   // Everything that can conflict lies in the root's subtree.
   const Node* root = index_->root;
   if (root->count == 0 || (!exclusive && root->exclusive == 0)) return;
@@ -971,7 +995,11 @@ void LockTable::ForEachConflict(std::string_view path, bool exclusive,
   const std::string_view prefix = path.substr(0, fixed);
   bool exact;
   size_t hash;
-  const Node* node = index_->Deepest(prefix, &exact, &hash);
+  Node* const found = index_->Deepest(prefix, &exact, &hash);
+  if (probe) {
+    *probe = Probe{this, found, found->first_child, deletions_, hash, exact};
+  }
+  const Node* node = found;
   // The ancestors-or-self of `path` (of its fixed prefix for a glob) that
   // have nodes, from the root down: their plain locks cover it; their globs
   // may overlap it.

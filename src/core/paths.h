@@ -46,6 +46,14 @@ namespace qm::paths {
 StatusOr<std::string> Normalize(std::string_view root, std::string_view path,
                                 std::string_view field);
 
+// The same, without copying a path that is already normal: returns `path`
+// itself, or the normalised text stored in `*scratch` (so the result is
+// valid while both are). The result is never longer than `path`.
+StatusOr<std::string_view> NormalizeView(std::string_view root,
+                                         std::string_view path,
+                                         std::string_view field,
+                                         std::string* scratch);
+
 // Normalises a configured workspace root: must be absolute; "." and ".."
 // resolved lexically; no trailing slash ("/" stays "/"). INVALID_REQUEST
 // naming `field` otherwise.
@@ -92,9 +100,26 @@ class LockTable {
   // Valid until that lock is removed.
   using Handle = Node*;
 
+  // Where a path's lookup ended (its node, or the deepest node on the way
+  // to it), recorded by ForEachConflict so that an Add of the same path
+  // right after (the engine checks a request's locks, then takes them)
+  // skips the lookup. A cache: Add checks that it is still current (same
+  // table, no node deleted since, and no node created below where it
+  // ended) and looks the path up again when it is not. Default: empty.
+  struct Probe {
+    const LockTable* table = nullptr;
+    Node* node = nullptr;
+    Node* first_child = nullptr;  // node's first child when probed
+    uint64_t deletions = 0;       // the table's deletions_ when probed
+    size_t hash = 0;              // of the path (the glob's fixed prefix)
+    bool exact = false;           // node is the path's own
+  };
+
   // Adds a lock of `owner` on normalised `path` (plain or glob). Adding the
-  // same (path, mode, owner) twice records it twice.
-  Handle Add(std::string_view path, bool exclusive, uint64_t owner);
+  // same (path, mode, owner) twice records it twice. `probe`, when given,
+  // is one that ForEachConflict recorded for the same `path`.
+  Handle Add(std::string_view path, bool exclusive, uint64_t owner,
+             const Probe* probe = nullptr);
   // Removes one lock added with the same arguments; false if there is none.
   bool Remove(std::string_view path, bool exclusive, uint64_t owner);
   // The same for a lock whose Add returned `at` (no lookup).
@@ -110,8 +135,11 @@ class LockTable {
   // before the first glob component) from the root down, then those below it
   // depth first, children in byte order of their names; on each node its plain
   // locks, then the globs stored there, each in the order they were added.
+  // When `probe` is given, records there where the lookup of `path` ended
+  // (left empty when the table holds nothing that could conflict).
   void ForEachConflict(std::string_view path, bool exclusive, uint64_t self,
-                       absl::FunctionRef<bool(const Hit&)> fn) const;
+                       absl::FunctionRef<bool(const Hit&)> fn,
+                       Probe* probe = nullptr) const;
 
   // Calls `fn` for every lock that covers plain path `path` (a lock on it or
   // an ancestor, or a glob matching it or an ancestor), until `fn` returns
@@ -136,6 +164,7 @@ class LockTable {
   struct Index;  // the root node and the index of the others by path
   std::unique_ptr<Index> index_;
   size_t size_ = 0;
+  uint64_t deletions_ = 0;  // nodes deleted so far (Probe validity)
 };
 
 }  // namespace qm::paths

@@ -1016,7 +1016,7 @@ std::string StateCodec::Save(const EngineImpl& e) {
   // (written, rebuilt, config-derived or cache) and, if it is state, saved
   // and loaded below: this size check is the reminder (libstdc++ x86-64).
 #if defined(__GLIBCXX__) && defined(__x86_64__) && !defined(_GLIBCXX_DEBUG)
-  static_assert(sizeof(EngineImpl) == 3952,
+  static_assert(sizeof(EngineImpl) == 3968,
                 "EngineImpl changed: classify the new members in "
                 "state_codec.cc (and raise kStateFormatVersion when the "
                 "format changes), then update this size");
@@ -1365,13 +1365,14 @@ void StateCodec::SaveAlloc(const Alloc& a, Out& o) {
   if (a.locks) {
     const AllocLocks& l = *a.locks;
     [[maybe_unused]] const auto& [l1, l2, l3, l4, l5, l6, l7, l8, l9, l10, l11,
-                                  l12, l13, l14, l15, l16, l17, l18] = l;
+                                  l12, l13, l14, l15, l16, l17, l18, l19] = l;
     o.U(l.locks.size());
     for (const LockSpec& s : l.locks) {
-      [[maybe_unused]] const auto& [s1, s2, s3] = s;
+      [[maybe_unused]] const auto& [s1, s2, s3, s4] = s;
       o.S(s.path);
       o.B(s.exclusive);
-      // at: rebuilt with the lock tables.
+      // at: rebuilt with the lock tables; probe: a lookup cache. (The
+      // lock_text buffer is rebuilt from the paths.)
     }
     PutStrings(o, l.avoid);
     o.I(l.rank_level);
@@ -2195,10 +2196,21 @@ void StateCodec::LoadAlloc(EngineImpl& e, In& in, Alloc& a) {
   if (flags & kHasLocks) {
     a.locks = std::make_unique<AllocLocks>();
     AllocLocks& l = *a.locks;
-    l.locks.resize(in.Count("locks", 2));
-    for (LockSpec& s : l.locks) {
-      in.S("locks.path", &s.path);
-      s.exclusive = in.B("locks.exclusive");
+    // The paths go into one buffer (LockSpec::path views it).
+    std::vector<std::string> texts(in.Count("locks", 2));
+    l.locks.resize(texts.size());
+    size_t total = 0;
+    for (size_t i = 0; i < texts.size(); ++i) {
+      in.S("locks.path", &texts[i]);
+      total += texts[i].size();
+      l.locks[i].exclusive = in.B("locks.exclusive");
+    }
+    l.lock_text = std::make_unique_for_overwrite<char[]>(total);
+    char* at = l.lock_text.get();
+    for (size_t i = 0; i < texts.size(); ++i) {
+      std::copy(texts[i].begin(), texts[i].end(), at);
+      l.locks[i].path = std::string_view(at, texts[i].size());
+      at += texts[i].size();
     }
     GetStrings(in, "locks.avoid", &l.avoid);
     l.rank_level = static_cast<int>(in.I("locks.rank_level"));

@@ -240,6 +240,14 @@ Status EngineImpl::ValidateConflictFields(const AllocationRequest& r,
                           std::to_string(kMaxPathsPerRequest));
   }
   p->locks.reserve(n);
+  // All the normalised paths go into one buffer: a normalised path is never
+  // longer than the text it came from.
+  size_t capacity = 0;
+  for (const std::string& path : r.exclusive_access) capacity += path.size();
+  for (const std::string& path : r.shared_access) capacity += path.size();
+  p->lock_text = std::make_unique_for_overwrite<char[]>(capacity);
+  size_t used = 0;
+  std::string scratch;
   // Exclusive first, so a path named in both lists stays exclusive.
   for (int exclusive = 1; exclusive >= 0; --exclusive) {
     const auto& list = exclusive ? r.exclusive_access : r.shared_access;
@@ -254,13 +262,22 @@ Status EngineImpl::ValidateConflictFields(const AllocationRequest& r,
         return InvalidRequest(field() + " must be UTF-8 text (byte " +
                               std::to_string(bad) + " is not)");
       }
-      auto norm = paths::Normalize(workspace_root_, list[i], "path");
+      auto norm =
+          paths::NormalizeView(workspace_root_, list[i], "path", &scratch);
       if (!norm.ok()) {
         return paths::Normalize(workspace_root_, list[i], field()).status();
       }
       bool dup = false;
       for (const LockSpec& l : p->locks) dup |= l.path == *norm;
-      if (!dup) p->locks.push_back({std::move(*norm), exclusive == 1});
+      if (dup) continue;
+      if (norm->size() > capacity - used) {
+        return Internal(field() + ": normalised path longer than its text");
+      }
+      std::copy(norm->begin(), norm->end(), p->lock_text.get() + used);
+      p->locks.push_back(
+          {std::string_view(p->lock_text.get() + used, norm->size()),
+           exclusive == 1});
+      used += norm->size();
     }
   }
   if (r.conflict_avoidance.size() > kMaxAvoidedWorkflows) {

@@ -16,9 +16,18 @@ namespace {
 
 constexpr std::string_view kRoot = "/work/repo";
 
+// Also checks that NormalizeView agrees and that the result is no longer
+// than the text (the engine sizes one buffer for a request's paths so).
 std::string Norm(std::string_view path, std::string_view root = kRoot) {
   StatusOr<std::string> r = Normalize(root, path, "f");
   EXPECT_TRUE(r.ok()) << path << ": " << r.status().ToString();
+  std::string scratch;
+  StatusOr<std::string_view> v = NormalizeView(root, path, "f", &scratch);
+  EXPECT_EQ(v.ok(), r.ok()) << path;
+  if (r.ok() && v.ok()) {
+    EXPECT_EQ(*v, *r) << path;
+    EXPECT_LE(r->size(), path.size()) << path;
+  }
   return r.ok() ? *r : "<error>";
 }
 
@@ -807,6 +816,100 @@ TEST(LockTableTest, AgreesWithABruteForceScan) {
       std::sort(got.begin(), got.end());
       ASSERT_EQ(got, expected) << "covering " << p << " step " << step;
     }
+  }
+}
+
+// A probe recorded by ForEachConflict lets Add skip its lookup, but only
+// while it is current: a node created below where it ended, a node deleted
+// since, or another table makes Add look the path up again.
+TEST(LockTableTest, StaleProbesAreNotUsed) {
+  LockTable t;
+  auto probe = [&](std::string_view path) {
+    LockTable::Probe p;
+    t.ForEachConflict(
+        path, true, 0, [](const LockTable::Hit&) { return true; }, &p);
+    return p;
+  };
+  t.Add("a/x", true, 1);
+  // Ends at "a"; then "a/b" is created on the way to "a/b/c".
+  const LockTable::Probe before = probe("a/b/c");
+  EXPECT_FALSE(before.exact);
+  t.Add("a/b/d", true, 2);
+  t.Add("a/b/c", true, 3, &before);
+  EXPECT_EQ(Conflicts(t, "a/b", false),
+            (std::vector<HitTuple>{{3, "a/b/c", true}, {2, "a/b/d", true}}));
+  EXPECT_TRUE(t.Remove("a/b/d", true, 2));
+  EXPECT_EQ(Conflicts(t, "a/b", false),
+            (std::vector<HitTuple>{{3, "a/b/c", true}}));
+  // The node of "a/x" is deleted after the probe found it.
+  const LockTable::Probe exact = probe("a/x");
+  EXPECT_TRUE(exact.exact);
+  EXPECT_TRUE(t.Remove("a/x", true, 1));
+  t.Add("a/x", false, 4, &exact);
+  EXPECT_EQ(Conflicts(t, "a", true),
+            (std::vector<HitTuple>{{3, "a/b/c", true}, {4, "a/x", false}}));
+  // A probe of another table.
+  LockTable other;
+  other.Add("q/r", true, 9);
+  LockTable::Probe foreign;
+  other.ForEachConflict(
+      "q/r", true, 0, [](const LockTable::Hit&) { return true; }, &foreign);
+  t.Add("q/r", true, 5, &foreign);
+  EXPECT_EQ(Conflicts(t, "q", true), (std::vector<HitTuple>{{5, "q/r", true}}));
+  EXPECT_EQ(Conflicts(other, "q", true),
+            (std::vector<HitTuple>{{9, "q/r", true}}));
+  for (const auto& [owner, path, x] : std::vector<HitTuple>{
+           {3, "a/b/c", true}, {4, "a/x", false}, {5, "q/r", true}}) {
+    EXPECT_TRUE(t.Remove(path, x, owner)) << path;
+  }
+  EXPECT_EQ(t.size(), 0u);
+  EXPECT_TRUE(Conflicts(t, "**", true).empty());
+}
+
+// Adds with probes recorded at random earlier steps (most of them stale)
+// keep the table equal to a brute-force list.
+TEST(LockTableTest, AddsWithOldProbesAgreeWithABruteForceScan) {
+  for (uint32_t seed = 1; seed <= 4; ++seed) {
+    RandomPaths r(seed);
+    LockTable t;
+    std::vector<Held> held;
+    std::vector<std::pair<std::string, LockTable::Probe>> probes;
+    for (int step = 0; step < 3000; ++step) {
+      const int what = static_cast<int>(r.Pick(4));
+      if (what == 0 && !held.empty()) {
+        const size_t i = r.Pick(held.size());
+        ASSERT_TRUE(t.Remove(held[i].path, held[i].exclusive, held[i].owner));
+        held.erase(held.begin() + static_cast<ptrdiff_t>(i));
+      } else if (what == 1 || probes.empty()) {
+        std::string q = r.Any();
+        LockTable::Probe p;
+        t.ForEachConflict(
+            q, r.Pick(2) == 0, 0, [](const LockTable::Hit&) { return true; },
+            &p);
+        probes.emplace_back(std::move(q), p);
+      } else {
+        const auto& [path, p] = probes[r.Pick(probes.size())];
+        Held h{path, r.Pick(3) == 0, 1 + r.Pick(20)};
+        t.Add(h.path, h.exclusive, h.owner, &p);
+        held.push_back(h);
+      }
+      ASSERT_EQ(t.size(), held.size());
+      const std::string q = r.Any();
+      std::vector<HitTuple> expected;
+      for (const Held& h : held) {
+        if (Overlap(q, h.path)) {
+          expected.emplace_back(h.owner, h.path, h.exclusive);
+        }
+      }
+      std::vector<HitTuple> got = Conflicts(t, q, true);
+      std::sort(expected.begin(), expected.end());
+      std::sort(got.begin(), got.end());
+      ASSERT_EQ(got, expected) << "query " << q << " step " << step;
+    }
+    for (const Held& h : held) {
+      ASSERT_TRUE(t.Remove(h.path, h.exclusive, h.owner));
+    }
+    EXPECT_TRUE(Conflicts(t, "**", true).empty());
   }
 }
 
