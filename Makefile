@@ -1,7 +1,9 @@
 # Two set-up commands for a fresh machine: `make run` and `make test`.
 # Both install what is missing (scripts/install-deps.sh), build, then run.
 #
-#   make run                      simulate the seed 001 example and print it
+#   make run                      start the qm server (127.0.0.1:7070, state
+#                                 in ./var/qm; LISTEN=, STATE=, CONFIG= change
+#                                 them); Ctrl-C stops it
 #   make test                     build and run the whole suite through ctest
 #   make test SANITIZE=address,undefined   the same under sanitizers
 #   make bench                    build and run the benchmarks (Release)
@@ -33,9 +35,14 @@ configure: deps
 build: configure
 	@cmake --build $(BUILD_DIR) -j $(JOBS)
 
+LISTEN ?= 127.0.0.1:7070
+STATE ?= var/qm
+CONFIG ?=
+
 run: configure
 	@cmake --build $(BUILD_DIR) -j $(JOBS) --target qm >/dev/null
-	@$(BUILD_DIR)/qm simulate scenarios/seed001_concurrency.yaml
+	@exec $(BUILD_DIR)/qm serve --listen $(LISTEN) --state $(STATE) \
+	  $(if $(CONFIG),--config $(CONFIG))
 
 test: build
 	@cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)

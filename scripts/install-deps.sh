@@ -8,6 +8,9 @@ packages=(
   nlohmann-json3-dev libyaml-cpp-dev libcli11-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev libabsl-dev
   libsqlite3-dev libpq-dev zlib1g-dev
+  libboost-dev  # Boost.Beast and Boost.Asio (header-only): the HTTP server
+  libssl-dev  # optional TLS for the server (OpenSSL)
+  prometheus  # promtool: the tests check the /metrics exposition with it
   postgresql  # the PostgreSQL store's tests start a server of their own
   tzdata  # budget periods follow IANA time zones (Abseil reads zoneinfo)
   clang-format

@@ -166,6 +166,7 @@ class DurableEngine {
   // ---- Reads: answered from memory once every change made before them is
   // committed (a read never shows a change that could still be lost) ----
   StatusOr<AllocationInfo> Get(std::string_view id);
+  StatusOr<AllocationList> List(const AllocationFilter& filter);
   StatusOr<Snapshot> GetSnapshot();
   StatusOr<std::vector<QueueEntry>> Queue();
   StatusOr<CostReport> Costs();

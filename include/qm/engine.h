@@ -165,6 +165,9 @@ class Engine {
 
   // Looks up any allocation still known (active, queued, or recent history).
   StatusOr<AllocationInfo> Get(std::string_view id) const;
+  // The allocations still known that match `filter`, in id order.
+  // INVALID_REQUEST when filter.after is not an allocation id.
+  StatusOr<AllocationList> List(const AllocationFilter& filter) const;
 
   // Totals, availability and utilization per resource, agent type, product.
   Snapshot GetSnapshot() const;

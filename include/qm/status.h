@@ -29,6 +29,9 @@ enum class Code {
   kUnimplemented,      // the operation exists in the API but is not built yet
   kInternal,           // a bug or an invariant violation inside qm
   kDataLoss,           // stored state is damaged or missing (journal, file)
+  kUnauthenticated,    // no valid credentials (server: token missing/unknown)
+  kRateLimited,        // too many requests from this caller; retry later
+  kDeadlineExceeded,   // the answer did not come in time (clients)
 };
 
 // "INVALID_REQUEST", "NOT_FOUND", ... ("OK" for kOk).
@@ -144,6 +147,18 @@ inline Status Internal(std::string m) {
 }
 inline Status DataLoss(std::string m) {
   return Status(Code::kDataLoss, std::move(m));
+}
+inline Status PermissionDenied(std::string m) {
+  return Status(Code::kPermissionDenied, std::move(m));
+}
+inline Status Unauthenticated(std::string m) {
+  return Status(Code::kUnauthenticated, std::move(m));
+}
+inline Status RateLimited(std::string m) {
+  return Status(Code::kRateLimited, std::move(m));
+}
+inline Status DeadlineExceeded(std::string m) {
+  return Status(Code::kDeadlineExceeded, std::move(m));
 }
 
 // A value or the error that prevented it. Accessing value() of an error is a

@@ -183,6 +183,22 @@ struct AllocationInfo {
   std::vector<std::string> warnings;
 };
 
+// Which allocations a listing returns (every condition given must hold).
+struct AllocationFilter {
+  std::vector<AllocStatus> statuses;  // any of these; empty = any status
+  std::string product, agent_type, workflow_id, requester;  // "" = any
+  // Only allocations whose id comes after this one (paging); "" = from the
+  // first.
+  std::string after;
+  // At most this many, in id order. Default 100.
+  size_t limit = 100;
+};
+
+struct AllocationList {
+  std::vector<AllocationInfo> allocations;  // in id order
+  bool more = false;  // more match after the last one returned
+};
+
 struct AllocateResult {
   AllocationInfo allocation;
   // True when an idempotency key matched an earlier request.
@@ -212,8 +228,10 @@ struct Snapshot {
   std::vector<GroupUsage> products;
   int64_t active = 0, queued = 0, preempting = 0;
   std::optional<Duration> oldest_wait;
-  // Queued requests per level, lowest first.
+  // Queued requests per level, lowest first, and how long the oldest of
+  // each level has waited (unset when none is queued).
   std::array<int64_t, kNumLevels> queued_by_level{};
+  std::array<std::optional<Duration>, kNumLevels> oldest_wait_by_level{};
 };
 
 // A queued request with its current score, best first.
@@ -274,6 +292,7 @@ struct Event {
   std::optional<double> score;
   std::string reason;  // why queued, who preempted it, ...
   std::string product, agent_type;
+  std::string workflow_id;  // of the allocation or reservation, when any
   Level level = Level::kNormal;
   // Operator events: who acted (the reason says why).
   std::string actor;

@@ -549,6 +549,7 @@ Json ToJson(const Event& e) {
     if (!e.reason.empty()) j["reason"] = e.reason;
     if (!e.product.empty()) j["product"] = e.product;
     if (!e.agent_type.empty()) j["agent_type"] = e.agent_type;
+    if (!e.workflow_id.empty()) j["workflow_id"] = e.workflow_id;
     j["priority"] = LevelName(e.level);
     if (!e.actor.empty()) j["actor"] = e.actor;
     return j;
@@ -569,6 +570,7 @@ Json ToJson(const Event& e) {
   if (!e.reason.empty()) j["reason"] = e.reason;
   j["product"] = e.product;
   j["agent_type"] = e.agent_type;
+  if (!e.workflow_id.empty()) j["workflow_id"] = e.workflow_id;
   j["priority"] = LevelName(e.level);
   if (!e.actor.empty()) j["actor"] = e.actor;
   return j;
@@ -1074,6 +1076,18 @@ Json ErrorEnvelope(std::string_view operation, Time timestamp,
     case Code::kDataLoss:
       recovery = {"Run `qm state check` and restore from the latest export",
                   "See docs/durability.md"};
+      break;
+    case Code::kUnauthenticated:
+      recovery = {
+          "Send `Authorization: Bearer <token>` with a token the "
+          "server's config lists (auth.tokens)"};
+      break;
+    case Code::kRateLimited:
+      recovery = {"Slow down: retry after the time the error names"};
+      break;
+    case Code::kDeadlineExceeded:
+      recovery = {"Retry with a longer timeout",
+                  "Check that the server is running and not overloaded"};
       break;
     case Code::kInternal:
     case Code::kOk:

@@ -63,7 +63,8 @@ Json ToJson(const UsageReport& u);
 Json ToJson(const BudgetInfo& b);
 Json ToJson(const Snapshot& s);
 Json ToJson(const QueueEntry& e);
-// An event. Events without an allocation (operator actions, period budget
+// An event (with workflow_id when its allocation or reservation names one).
+// Events without an allocation (operator actions, period budget
 // alerts and resets, the breaker) carry only seq, time, type, reason, and
 // product / agent_type / actor when set. Reservation events (reserved,
 // reservation_started, reservation_ended, reservation_cancelled) name the

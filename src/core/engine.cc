@@ -3,6 +3,7 @@
 #include "qm/engine.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 
 #include "core/engine_impl.h"
@@ -1642,6 +1643,48 @@ StatusOr<AllocationInfo> EngineImpl::Get(std::string_view id) const {
   return Info(**found);
 }
 
+StatusOr<AllocationList> EngineImpl::List(const AllocationFilter& f) const {
+  uint64_t after = 0;
+  if (!f.after.empty()) {
+    constexpr std::string_view kPrefix = "alloc_";
+    const std::string_view rest = std::string_view(f.after).substr(
+        std::min(f.after.size(), kPrefix.size()));
+    const auto [ptr, ec] =
+        std::from_chars(rest.data(), rest.data() + rest.size(), after);
+    if (f.after.rfind(kPrefix, 0) != 0 || rest.empty() || ec != std::errc() ||
+        ptr != rest.data() + rest.size()) {
+      return InvalidRequest("after: " + Quote(f.after) +
+                            " is not an allocation id (alloc_<n>)");
+    }
+  }
+  std::vector<uint64_t> ids;
+  for (const auto& [id, a] : allocs_) {
+    if (id <= after) continue;
+    if (!f.statuses.empty() && std::find(f.statuses.begin(), f.statuses.end(),
+                                         a.status) == f.statuses.end()) {
+      continue;
+    }
+    ids.push_back(id);
+  }
+  std::sort(ids.begin(), ids.end());
+  AllocationList out;
+  for (const uint64_t id : ids) {
+    AllocationInfo i = Info(allocs_.at(id));
+    if ((!f.product.empty() && i.product != f.product) ||
+        (!f.agent_type.empty() && i.agent_type != f.agent_type) ||
+        (!f.workflow_id.empty() && i.workflow_id != f.workflow_id) ||
+        (!f.requester.empty() && i.requester != f.requester)) {
+      continue;
+    }
+    if (out.allocations.size() == f.limit) {
+      out.more = true;
+      break;
+    }
+    out.allocations.push_back(std::move(i));
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------- reports
 
 std::string EngineImpl::CounterLabel(const Counter& c) const {
@@ -1873,6 +1916,7 @@ void EngineImpl::Emit(EventType type, const Alloc& a, std::string reason,
   e.score = score;
   e.product = products_[a.product].name;
   e.agent_type = types_[a.type].name;
+  e.workflow_id = a.req.workflow_id;
   e.level = a.req.level;
   sink_->OnEvent(e);
 }
@@ -1929,18 +1973,22 @@ Snapshot EngineImpl::GetSnapshot() const {
   s.active = active_count_;
   s.queued = queued_count_;
   s.preempting = preempting_count_;
-  std::optional<Time> oldest;
-  for (const Lane& lane : lanes_) {
-    for (const QKey& k : lane.members) {
-      const Time q{Duration(k.queued_ms)};
-      if (!oldest || q < *oldest) oldest = q;
-    }
-  }
-  if (oldest) s.oldest_wait = now_ - *oldest;
+  std::array<std::optional<Time>, kNumLevels> oldest;
   for (const Lane& lane : lanes_) {
     if (lane.members.empty()) continue;
-    s.queued_by_level[static_cast<int>(bands_[lane.band].level)] +=
-        static_cast<int64_t>(lane.members.size());
+    const int level = static_cast<int>(bands_[lane.band].level);
+    s.queued_by_level[level] += static_cast<int64_t>(lane.members.size());
+    for (const QKey& k : lane.members) {
+      const Time q{Duration(k.queued_ms)};
+      if (!oldest[level] || q < *oldest[level]) oldest[level] = q;
+    }
+  }
+  for (int level = 0; level < kNumLevels; ++level) {
+    if (!oldest[level]) continue;
+    s.oldest_wait_by_level[level] = now_ - *oldest[level];
+    if (!s.oldest_wait || *s.oldest_wait_by_level[level] > *s.oldest_wait) {
+      s.oldest_wait = s.oldest_wait_by_level[level];
+    }
   }
   return s;
 }
@@ -2156,6 +2204,9 @@ StatusOr<AllocationInfo> Engine::Cancel(std::string_view id) {
 }
 StatusOr<AllocationInfo> Engine::Get(std::string_view id) const {
   return impl_->Get(id);
+}
+StatusOr<AllocationList> Engine::List(const AllocationFilter& filter) const {
+  return impl_->List(filter);
 }
 Snapshot Engine::GetSnapshot() const { return impl_->GetSnapshot(); }
 StatusOr<AllocationInfo> Engine::ReportUsage(std::string_view id,

@@ -492,6 +492,7 @@ class EngineImpl {
                                       const ResourceAmounts& resources);
   StatusOr<AllocationInfo> Cancel(std::string_view id);
   StatusOr<AllocationInfo> Get(std::string_view id) const;
+  StatusOr<AllocationList> List(const AllocationFilter& filter) const;
   Snapshot GetSnapshot() const;
   std::vector<QueueEntry> Queue() const;
   StatusOr<AllocationInfo> ReportUsage(std::string_view id,

@@ -294,6 +294,7 @@ void EngineImpl::EmitRes(EventType type, const Reservation& r,
   e.allocation_id = r.id;
   e.product = r.product;
   e.agent_type = r.agent_type;
+  e.workflow_id = r.workflow_id;
   e.level = r.level;
   e.actor = actor;
   sink_->OnEvent(e);

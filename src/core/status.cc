@@ -4,10 +4,22 @@
 
 namespace qm {
 namespace {
-constexpr std::array<std::string_view, 12> kNames = {
-    "OK",          "INVALID_REQUEST", "NOT_FOUND",    "RESOURCE_EXHAUSTED",
-    "CONFLICT",    "BUDGET_EXCEEDED", "CIRCUIT_OPEN", "PERMISSION_DENIED",
-    "UNAVAILABLE", "UNIMPLEMENTED",   "INTERNAL",     "DATA_LOSS",
+constexpr std::array<std::string_view, 15> kNames = {
+    "OK",
+    "INVALID_REQUEST",
+    "NOT_FOUND",
+    "RESOURCE_EXHAUSTED",
+    "CONFLICT",
+    "BUDGET_EXCEEDED",
+    "CIRCUIT_OPEN",
+    "PERMISSION_DENIED",
+    "UNAVAILABLE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+    "RATE_LIMITED",
+    "DEADLINE_EXCEEDED",
 };
 }  // namespace
 

@@ -1051,6 +1051,12 @@ StatusOr<AllocationInfo> DurableEngine::Get(std::string_view id) {
   if (!r.ok()) return r.status();
   return std::move(*r);
 }
+
+StatusOr<AllocationList> DurableEngine::List(const AllocationFilter& filter) {
+  auto r = impl_->Read([&](Engine& e) { return e.List(filter); });
+  if (!r.ok()) return r.status();
+  return std::move(*r);
+}
 StatusOr<Snapshot> DurableEngine::GetSnapshot() {
   return impl_->Read([](Engine& e) { return e.GetSnapshot(); });
 }

@@ -108,50 +108,28 @@ TEST(CliTest, SimulatePrintsJsonLinesAndASummary) {
   EXPECT_TRUE(Json::parse(last).contains("summary"));
 }
 
-TEST(CliTest, ServerOperationsSayTheyAreNotBuiltYet) {
-  const Result r = Qm({"allocate", "--workflow", "x"});
-  EXPECT_EQ(r.code, 1);
-  const Json j = Json::parse(r.out);
-  EXPECT_EQ(j["error"]["code"], "UNIMPLEMENTED");
-}
-
-TEST(CliTest, SpendReportsNeedTheServerAndPointToTheSimulator) {
-  for (const std::vector<std::string>& args :
-       {std::vector<std::string>{"usage"},
-        std::vector<std::string>{"status", "costs"}}) {
-    const Result r = Qm(args);
-    EXPECT_EQ(r.code, 1);
-    const Json j = Json::parse(r.out);
-    EXPECT_EQ(j["error"]["code"], "UNIMPLEMENTED");
-    const std::string msg = j["error"]["message"];
-    EXPECT_NE(msg.find("running qm server"), std::string::npos) << msg;
-    EXPECT_NE(msg.find("qm simulate SCENARIO --report costs"),
-              std::string::npos)
-        << msg;
-    EXPECT_EQ(j["alternative_options"][0],
-              "qm simulate SCENARIO --report costs");
-  }
-  const Json plain = Json::parse(Qm({"status"}).out);
-  EXPECT_EQ(plain["operation"], "status");
-}
-
-TEST(CliTest, ConflictOperationsNeedTheServerAndPointToTheSimulator) {
+// Client commands with no server to talk to: each says so in its own
+// envelope (exit 1), naming the URL and how to start one. (Against a real
+// server: tests/server/serve_process_test.cc.)
+TEST(CliTest, ClientCommandsWithoutAServerSaySoClearly) {
+  setenv("QM_SERVER", "http://127.0.0.1:1", 1);
   const struct {
     std::vector<std::string> args;
     const char* operation;
-    const char* scenario_op;
   } cases[] = {
+      {{"allocate", R"({"workflow_id": "x"})"}, "allocate"},
+      {{"release", "alloc_1"}, "release"},
+      {{"status"}, "status"},
+      {{"status", "costs"}, "status"},
+      {{"usage"}, "costs"},
       {{"check-conflicts", R"({"proposed_allocation": {}})"},
-       "check_conflicts",
-       "check_conflicts:"},
-      {{"resolve-conflicts", "--conflict", "conf_1"},
-       "resolve_conflicts",
-       "resolve_conflict:"},
-      {{"prevent-conflicts"}, "prevent_conflicts", "prevent_conflicts:"},
-      {{"reserve", R"({"start_time": "2026-01-26T15:00:00Z"})"},
-       "reserve",
-       "reserve:"},
-      {{"lock", "verify", "src/app.ts", "42"}, "lock_verify", "lock_verify:"},
+       "check_conflicts"},
+      {{"resolve-conflicts", R"({"conflict_id": "conf_1"})"},
+       "resolve_conflicts"},
+      {{"prevent-conflicts", R"({"policy_type": "file_locking"})"},
+       "prevent_conflicts"},
+      {{"reserve", R"({"start_time": "2026-01-26T15:00:00Z"})"}, "reserve"},
+      {{"lock", "verify", "src/app.ts", "42"}, "lock_verify"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.operation);
@@ -159,28 +137,36 @@ TEST(CliTest, ConflictOperationsNeedTheServerAndPointToTheSimulator) {
     EXPECT_EQ(r.code, 1) << r.out << r.err;
     const Json j = Json::parse(r.out);
     EXPECT_EQ(j["operation"], c.operation);
-    EXPECT_EQ(j["error"]["code"], "UNIMPLEMENTED");
+    EXPECT_EQ(j["error"]["code"], "UNAVAILABLE");
     const std::string msg = j["error"]["message"];
-    EXPECT_NE(msg.find("qm server"), std::string::npos) << msg;
-    EXPECT_NE(msg.find(c.scenario_op), std::string::npos) << msg;
-    ASSERT_EQ(j["alternative_options"].size(), 1u) << r.out;
-    EXPECT_EQ(j["alternative_options"][0].get<std::string>().rfind(
-                  std::string("in a scenario: ") + c.scenario_op, 0),
-              0u)
-        << r.out;
+    EXPECT_NE(msg.find("no qm server at http://127.0.0.1:1"), std::string::npos)
+        << msg;
+    EXPECT_NE(msg.find("qm serve"), std::string::npos) << msg;
   }
+  // --server wins over $QM_SERVER.
+  const Result r = Qm({"status", "--server", "http://127.0.0.1:2"});
+  EXPECT_NE(Json::parse(r.out)["error"]["message"].get<std::string>().find(
+                "127.0.0.1:2"),
+            std::string::npos);
+  // A request the CLI can see is incomplete is refused before sending.
+  const Result no_id = Qm({"release"});
+  EXPECT_EQ(no_id.code, 1);
+  EXPECT_EQ(Json::parse(no_id.out)["error"]["code"], "INVALID_REQUEST");
+  unsetenv("QM_SERVER");
   const Result help = Qm({"--help"});
-  for (const char* name : {"check-conflicts", "resolve-conflicts",
-                           "prevent-conflicts", "reserve", "lock"}) {
+  for (const char* name :
+       {"serve", "allocate", "release", "check-conflicts", "resolve-conflicts",
+        "prevent-conflicts", "reserve", "lock", "events"}) {
     EXPECT_NE(help.out.find(name), std::string::npos) << name;
   }
 }
 
 TEST(CliTest, LockVerifyChecksItsArgumentsFirst) {
+  setenv("QM_SERVER", "http://127.0.0.1:1", 1);
   const Result ok = Qm({"lock", "verify", "/work/repo/src/app.ts", "7"});
   EXPECT_EQ(ok.code, 1);
-  EXPECT_EQ(Json::parse(ok.out)["alternative_options"][0],
-            "in a scenario: lock_verify: {path, token}");
+  EXPECT_EQ(Json::parse(ok.out)["error"]["code"], "UNAVAILABLE");
+  unsetenv("QM_SERVER");
 
   const struct {
     std::vector<std::string> args;

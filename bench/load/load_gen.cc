@@ -1,0 +1,154 @@
+// qm_load: a load generator for `qm serve`. N client threads, each with one
+// keep-alive connection, run allocate -> release pairs for a fixed time and
+// report allocations/s and the latency of each call (p50, p99).
+//
+//   qm_load [--url http://127.0.0.1:7070] [--clients 64] [--seconds 10]
+//
+// Without --url it starts a server in this process (SQLite, synchronous
+// FULL, in a temporary directory, with capacity for every client), so one
+// command measures the whole path: HTTP, JSON, engine, journal commit.
+// Prints one JSON object.
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "qm/config_loader.h"
+#include "server/app.h"
+#include "server/http_client.h"
+
+namespace {
+
+using Json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+double Percentile(std::vector<double>& v, double p) {
+  if (v.empty()) return 0;
+  const size_t k = std::min(v.size() - 1, static_cast<size_t>(p * v.size()));
+  std::nth_element(v.begin(), v.begin() + static_cast<ptrdiff_t>(k), v.end());
+  return v[k];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string url;
+  int clients = 64;
+  double seconds = 10;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i];
+    if (flag == "--url") {
+      url = argv[i + 1];
+    } else if (flag == "--clients") {
+      clients = std::atoi(argv[i + 1]);
+    } else if (flag == "--seconds") {
+      seconds = std::atof(argv[i + 1]);
+    } else {
+      std::cerr << "usage: qm_load [--url URL] [--clients N] [--seconds S]\n";
+      return 2;
+    }
+  }
+  std::unique_ptr<qm::server::App> app;
+  std::string dir;
+  if (url.empty()) {
+    std::string tmpl =
+        (std::filesystem::temp_directory_path() / "qm-load-XXXXXX").string();
+    dir = mkdtemp(tmpl.data());
+    qm::server::ServeOptions o;
+    o.http.listen = "127.0.0.1:0";
+    o.service.workers = std::max(clients, 1);
+    o.durable.store.location = dir;
+    auto c = qm::LoadConfigString(
+        "max_concurrent:\n  total: " + std::to_string(clients * 2) + "\n",
+        "qm_load config");
+    if (!c.ok()) {
+      std::cerr << c.status().ToString() << "\n";
+      return 1;
+    }
+    o.config = *c;
+    auto started = qm::server::App::Start(std::move(o));
+    if (!started.ok()) {
+      std::cerr << started.status().ToString() << "\n";
+      return 1;
+    }
+    app = std::move(*started);
+    url = "http://" + app->address();
+  }
+
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> pairs{0}, errors{0};
+  std::mutex mu;
+  std::vector<double> alloc_ms, release_ms;
+  std::vector<std::thread> threads;
+  const auto t0 = Clock::now();
+  for (int t = 0; t < clients; ++t) {
+    threads.emplace_back([&, t] {
+      qm::server::ClientOptions o;
+      o.url = url;
+      qm::server::HttpClient c(o);
+      std::vector<double> a_ms, r_ms;
+      const std::string body = R"({"workflow_id": "load-)" + std::to_string(t) +
+                               R"(", "agent_type": "worker"})";
+      while (!stop) {
+        auto s0 = Clock::now();
+        auto a = c.Call("POST", "/v1/allocations", body);
+        auto s1 = Clock::now();
+        if (!a.ok() || a->status != 200) {
+          ++errors;
+          continue;
+        }
+        const Json j = Json::parse(a->body, nullptr, false);
+        const std::string id = j["result"].value("allocation_id", "");
+        auto r = c.Call("POST", "/v1/allocations/" + id + "/release");
+        auto s2 = Clock::now();
+        if (!r.ok() || r->status != 200) {
+          ++errors;
+          continue;
+        }
+        a_ms.push_back(
+            std::chrono::duration<double, std::milli>(s1 - s0).count());
+        r_ms.push_back(
+            std::chrono::duration<double, std::milli>(s2 - s1).count());
+        ++pairs;
+      }
+      std::lock_guard<std::mutex> lock(mu);
+      alloc_ms.insert(alloc_ms.end(), a_ms.begin(), a_ms.end());
+      release_ms.insert(release_ms.end(), r_ms.begin(), r_ms.end());
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  stop = true;
+  for (auto& t : threads) t.join();
+  const double took = std::chrono::duration<double>(Clock::now() - t0).count();
+  Json out;
+  out["url"] = url;
+  out["clients"] = clients;
+  out["seconds"] = took;
+  out["allocations"] = pairs.load();
+  out["allocations_per_second"] = pairs.load() / took;
+  out["errors"] = errors.load();
+  out["allocate_ms"] = {{"p50", Percentile(alloc_ms, 0.5)},
+                        {"p99", Percentile(alloc_ms, 0.99)}};
+  out["release_ms"] = {{"p50", Percentile(release_ms, 0.5)},
+                       {"p99", Percentile(release_ms, 0.99)}};
+  if (app) {
+    const qm::DurableStats st = app->engine().stats();
+    out["journal"] = {{"operations", st.operations},
+                      {"commits", st.commits},
+                      {"operations_per_commit",
+                       st.commits ? double(st.operations) / st.commits : 0}};
+    (void)app->Stop(std::chrono::seconds(5));
+    std::filesystem::remove_all(dir);
+  }
+  std::cout << out.dump() << std::endl;
+  return 0;
+}

@@ -1,0 +1,538 @@
+#include "cli/client_cmd.h"
+
+#include <CLI/CLI.hpp>
+#include <charconv>
+#include <chrono>
+#include <cstdlib>
+#include <functional>
+#include <iostream>
+#include <optional>
+
+#include "cli/run_cmd.h"
+#include "cli/state_cmd.h"
+#include "qm/config_loader.h"
+#include "server/app.h"
+#include "server/http_client.h"
+
+namespace qm::cli {
+namespace {
+
+using api::Json;
+
+// What a client command sends.
+struct Request {
+  std::string method, target;
+  std::string body;  // JSON text or ""
+  Duration timeout{0};
+};
+
+// The parts of a command line after the operation's name: an optional
+// resource type or id, and an optional JSON object (the last argument that
+// starts with '{').
+struct Args {
+  std::string subject;  // "" when none
+  Json params = Json::object();
+};
+
+StatusOr<Args> ParseArgs(const std::vector<std::string>& raw,
+                         const std::string& op) {
+  Args a;
+  bool have_json = false;
+  for (const std::string& arg : raw) {
+    if (!arg.empty() && arg.front() == '{') {
+      if (have_json) {
+        return InvalidRequest("qm " + op +
+                              ": give the parameters as one JSON object");
+      }
+      a.params = Json::parse(arg, nullptr, false);
+      if (a.params.is_discarded() || !a.params.is_object()) {
+        return InvalidRequest("qm " + op +
+                              ": the parameters are not a JSON object: " + arg);
+      }
+      have_json = true;
+    } else if (a.subject.empty()) {
+      a.subject = arg;
+    } else {
+      return InvalidRequest("qm " + op + ": unexpected argument \"" + arg +
+                            "\" (usage: qm " + op +
+                            " [type-or-id] ['<json params>'])");
+    }
+  }
+  return a;
+}
+
+std::string UrlEncode(std::string_view s) {
+  static const char* kHex = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  return out;
+}
+
+// Takes the allocation id from the subject or from params[key] (removing
+// it from the params).
+StatusOr<std::string> TakeId(Args* a, const std::string& key,
+                             const std::string& op) {
+  std::string id = a->subject;
+  if (a->params.contains(key)) {
+    if (!a->params[key].is_string()) {
+      return InvalidRequest(key + ": must be a string");
+    }
+    if (!id.empty() && id != a->params[key].get<std::string>()) {
+      return InvalidRequest("qm " + op + ": two different ids given");
+    }
+    id = a->params[key].get<std::string>();
+    a->params.erase(key);
+  }
+  if (id.empty()) {
+    return InvalidRequest("qm " + op + ": which one? give " + key + " (qm " +
+                          op + " ID, or '{\"" + key + "\": \"...\"}')");
+  }
+  return id;
+}
+
+std::string Body(const Json& j) { return j.empty() ? "" : j.dump(); }
+
+// How each client command becomes a request.
+using Builder = std::function<StatusOr<Request>(Args)>;
+
+struct ClientOp {
+  std::string name, operation, help;
+  Builder build;
+};
+
+std::vector<ClientOp> ClientOps() {
+  auto post_id = [](std::string op, std::string suffix) -> Builder {
+    return [op, suffix](Args a) -> StatusOr<Request> {
+      auto id = TakeId(&a, "allocation_id", op);
+      if (!id.ok()) return id.status();
+      return Request{"POST", "/v1/allocations/" + UrlEncode(*id) + suffix,
+                     Body(a.params)};
+    };
+  };
+  auto get = [](std::string target) -> Builder {
+    return [target](Args a) -> StatusOr<Request> {
+      if (!a.params.empty() || !a.subject.empty()) {
+        return InvalidRequest("this command takes no parameters");
+      }
+      return Request{"GET", target, ""};
+    };
+  };
+  return {
+      {"allocate", "allocate",
+       "Ask for an allocation: qm allocate '{\"workflow_id\": \"w1\", "
+       "\"agent_type\": \"coder\", \"wait\": 30}'",
+       [](Args a) -> StatusOr<Request> {
+         if (!a.subject.empty()) {
+           return InvalidRequest(
+               "qm allocate: give the request as one JSON object");
+         }
+         Duration timeout{0};
+         if (a.params.contains("wait") && a.params["wait"].is_number()) {
+           timeout = Duration(
+               static_cast<int64_t>(a.params["wait"].get<double>() * 1000) +
+               30000);
+         }
+         return Request{"POST", "/v1/allocations", Body(a.params), timeout};
+       }},
+      {"release", "release",
+       "Release an allocation: qm release ID or '{\"allocation_id\": ..., "
+       "\"usage\": {...}}'",
+       post_id("release", "/release")},
+      {"renew", "renew",
+       "Renew (heartbeat) a lease: qm renew ID ['{\"ttl\": \"10m\"}']",
+       post_id("renew", "/renew")},
+      {"cancel", "cancel",
+       "Cancel a queued or running allocation: qm cancel ID",
+       post_id("cancel", "/cancel")},
+      {"reallocate", "reallocate",
+       "Change a running allocation's resources: qm reallocate ID "
+       "'{\"resources\": {...}}'",
+       post_id("reallocate", "/reallocate")},
+      {"get", "get_allocation",
+       "Show one allocation: qm get ID ['{\"wait\": 30}' waits while queued]",
+       [](Args a) -> StatusOr<Request> {
+         auto id = TakeId(&a, "allocation_id", "get");
+         if (!id.ok()) return id.status();
+         std::string target = "/v1/allocations/" + UrlEncode(*id);
+         Duration timeout{0};
+         if (a.params.contains("wait")) {
+           if (!a.params["wait"].is_number()) {
+             return InvalidRequest("wait: a number of seconds");
+           }
+           const double w = a.params["wait"].get<double>();
+           target += "?wait=" + std::to_string(w);
+           timeout = Duration(static_cast<int64_t>(w * 1000) + 30000);
+         }
+         return Request{"GET", target, "", timeout};
+       }},
+      {"list", "list_allocations",
+       "List allocations: qm list ['{\"status\": \"active\", \"product\": "
+       "...}']",
+       [](Args a) -> StatusOr<Request> {
+         std::string q;
+         for (const auto& [k, v] : a.params.items()) {
+           q += (q.empty() ? "?" : "&") + UrlEncode(k) + "=" +
+                UrlEncode(v.is_string() ? v.get<std::string>() : v.dump());
+         }
+         return Request{"GET", "/v1/allocations" + q, ""};
+       }},
+      {"status", "status",
+       "Totals, availability and the queue (qm status costs: today's spend; "
+       "qm status queue: the queue with scores)",
+       [](Args a) -> StatusOr<Request> {
+         if (a.subject == "costs") return Request{"GET", "/v1/costs", ""};
+         if (a.subject == "queue") return Request{"GET", "/v1/queue", ""};
+         return Request{"GET", "/v1/status", ""};
+       }},
+      {"usage", "costs",
+       "Spend against the budgets (qm usage WORKFLOW: that workflow's "
+       "allocations with their usage)",
+       [](Args a) -> StatusOr<Request> {
+         if (!a.subject.empty()) {
+           return Request{"GET",
+                          "/v1/allocations?workflow_id=" + UrlEncode(a.subject),
+                          ""};
+         }
+         return Request{"GET", "/v1/costs", ""};
+       }},
+      {"capacity", "capacity", "Capacity and availability per resource",
+       get("/v1/capacity")},
+      {"queue", "queue", "The queue, best first, with scores and reasons",
+       get("/v1/queue")},
+      {"analytics", "analytics",
+       "Utilization, cost per task, queue performance and recommendations",
+       get("/v1/analytics")},
+      {"check-conflicts", "check_conflicts",
+       "Dry-run an allocation: qm check-conflicts '{\"proposed_allocation\": "
+       "{...}, \"time_horizon\": \"4h\"}'",
+       [](Args a) -> StatusOr<Request> {
+         return Request{"POST", "/v1/conflicts/check", Body(a.params)};
+       }},
+      {"resolve-conflicts", "resolve_conflicts",
+       "Settle a conflict: qm resolve-conflicts '{\"conflict_id\": "
+       "\"conf_1\", \"strategy\": \"priority_based\"}'",
+       [](Args a) -> StatusOr<Request> {
+         auto id = TakeId(&a, "conflict_id", "resolve-conflicts");
+         if (!id.ok()) return id.status();
+         return Request{"POST", "/v1/conflicts/" + UrlEncode(*id) + "/resolve",
+                        Body(a.params)};
+       }},
+      {"prevent-conflicts", "prevent_conflicts",
+       "Set the file-locking policy: qm prevent-conflicts '{\"policy_type\": "
+       "\"file_locking\", \"scope\": \"global\", \"enforcement\": "
+       "\"strict\"}'",
+       [](Args a) -> StatusOr<Request> {
+         return Request{"POST", "/v1/conflicts/policy", Body(a.params)};
+       }},
+      {"conflicts", "conflicts", "Open and recent conflicts",
+       get("/v1/conflicts")},
+      {"reserve", "reserve",
+       "Book resources for a future window: qm reserve '{\"start_time\": "
+       "\"+2h\", \"duration\": \"1h\", \"resources\": {\"agents\": 4}, "
+       "\"workflow_id\": \"w1\"}'",
+       [](Args a) -> StatusOr<Request> {
+         return Request{"POST", "/v1/reservations", Body(a.params)};
+       }},
+      {"reservations", "reservations", "Reservations and their windows",
+       get("/v1/reservations")},
+      {"pause", "override_pause", "Pause all new grants (operator)",
+       [](Args a) -> StatusOr<Request> {
+         return Request{"POST", "/v1/overrides/pause", Body(a.params)};
+       }},
+      {"resume", "override_resume", "Resume grants after a pause (operator)",
+       [](Args a) -> StatusOr<Request> {
+         return Request{"POST", "/v1/overrides/resume", Body(a.params)};
+       }},
+  };
+}
+
+}  // namespace
+
+struct ClientCommands::State {
+  std::string server;  // --server; "" = $QM_SERVER or the default
+  struct Cmd {
+    CLI::App* app;
+    ClientOp op;
+  };
+  std::vector<Cmd> cmds;
+  CLI::App* lock_verify = nullptr;
+  std::string lock_path, lock_token;
+  CLI::App* events = nullptr;
+  std::string events_filter;
+  CLI::App* run = nullptr;
+  RunOptions run_options;
+  std::string run_ttl = "60s", run_max_wait;
+  CLI::App* serve = nullptr;
+  std::string listen = "127.0.0.1:7070", config_file, state_dir, store_uri;
+  int workers = 64;
+
+  std::string Url() const {
+    if (!server.empty()) return server;
+    const char* env = std::getenv("QM_SERVER");
+    if (env != nullptr && *env != '\0') return env;
+    return kDefaultServer;
+  }
+};
+
+ClientCommands::ClientCommands(CLI::App* app)
+    : state_(std::make_unique<State>()) {
+  State& s = *state_;
+  const std::string server_help = "The qm server (default: $QM_SERVER, else " +
+                                  std::string(kDefaultServer) + ")";
+  for (ClientOp& op : ClientOps()) {
+    auto* cmd = app->add_subcommand(op.name, op.help);
+    cmd->allow_extras();
+    cmd->fallthrough(false);
+    cmd->add_option("--server", s.server, server_help)->type_name("URL");
+    s.cmds.push_back({cmd, std::move(op)});
+  }
+
+  auto* lock = app->add_subcommand(
+      "lock", "Path locks: `qm lock verify PATH TOKEN` checks a fencing token");
+  lock->require_subcommand(1);
+  s.lock_verify = lock->add_subcommand(
+      "verify",
+      "Whether fencing token TOKEN still holds a lock covering PATH, for a "
+      "commit or merge step to check before it writes");
+  s.lock_verify
+      ->add_option("PATH", s.lock_path,
+                   "The path to write, relative to the workspace root or "
+                   "absolute inside it")
+      ->required();
+  s.lock_verify
+      ->add_option("TOKEN", s.lock_token,
+                   "The fencing token the allocation was granted with")
+      ->required();
+  s.lock_verify->add_option("--server", s.server, server_help)
+      ->type_name("URL");
+
+  s.events = app->add_subcommand(
+      "events",
+      "Follow the server's events as JSON lines (Ctrl-C to stop): "
+      "qm events ['types=granted,released&product=web']");
+  s.events->add_option("FILTER", s.events_filter,
+                       "Query filters: types, product, workflow_id, "
+                       "allocation_id, after");
+  s.events->add_option("--server", s.server, server_help)->type_name("URL");
+
+  s.run = app->add_subcommand(
+      "run",
+      "Run COMMAND under an allocation: qm run [options] -- COMMAND ARGS... "
+      "(waits in the queue, exports QM_ALLOCATION_ID, QM_FENCING_TOKEN, "
+      "QM_MODEL, QM_MAX_TOKENS, renews the lease, forwards signals, releases "
+      "at exit, and exits with the command's code; 125 when qm failed)");
+  RunOptions& r = s.run_options;
+  s.run->add_option("--workflow", r.workflow_id, "workflow_id");
+  s.run->add_option("--agent-type", r.agent_type, "agent_type");
+  s.run->add_option("--product", r.product, "product");
+  s.run->add_option("--priority", r.priority,
+                    "critical, high, normal, low or 0-100");
+  s.run->add_option("--requester", r.requester, "requester");
+  s.run->add_option("--model", r.model, "model to run on");
+  s.run->add_option("--exclusive", r.exclusive,
+                    "A path to lock for writing (repeatable)");
+  s.run->add_option("--shared", r.shared,
+                    "A path to lock for reading (repeatable)");
+  s.run->add_option("--estimated-minutes", r.estimated_minutes,
+                    "Expected run time (scheduling and reservations)");
+  s.run->add_option("--estimated-tokens", r.estimated_tokens,
+                    "Expected tokens (budgets)");
+  s.run->add_option("--request", r.request_json,
+                    "More request fields as a JSON object");
+  s.run
+      ->add_option("--ttl", s.run_ttl,
+                   "Lease length (renewed every third of it); if qm run is "
+                   "killed, the server releases the allocation this long "
+                   "plus auto_release.grace_period after the last renewal")
+      ->capture_default_str();
+  s.run->add_option("--max-wait", s.run_max_wait,
+                    "Give up (and cancel) after waiting this long in the "
+                    "queue; default: wait as long as it takes");
+  s.run->add_option("--server", s.server, server_help)->type_name("URL");
+  s.run->add_option("COMMAND", r.command, "The command and its arguments")
+      ->expected(-1);
+
+  s.serve = app->add_subcommand(
+      "serve",
+      "Run the qm server: the HTTP API every orchestrator, agent wrapper and "
+      "operator talks to (SIGTERM/SIGINT stop it gracefully)");
+  s.serve
+      ->add_option("--listen", s.listen,
+                   "host:port to listen on (loopback only without auth "
+                   "tokens)")
+      ->capture_default_str();
+  s.serve->add_option("--config,-c", s.config_file,
+                      "Config file (YAML); without it, the built-in defaults");
+  auto* state = s.serve
+                    ->add_option("--state", s.state_dir,
+                                 "SQLite state directory (default: "
+                                 "$XDG_STATE_HOME/qm, else ./var/qm)")
+                    ->type_name("DIR");
+  s.serve
+      ->add_option("--store", s.store_uri,
+                   "PostgreSQL URI (postgresql://...) instead of a state "
+                   "directory")
+      ->type_name("URI")
+      ->excludes(state);
+  s.serve
+      ->add_option("--workers", s.workers,
+                   "Threads for engine calls (each waits for its journal "
+                   "commit)")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+}
+
+ClientCommands::~ClientCommands() = default;
+
+bool ClientCommands::chosen() const {
+  const State& s = *state_;
+  if (*s.lock_verify || *s.events || *s.serve || *s.run) return true;
+  for (const auto& c : s.cmds) {
+    if (*c.app) return true;
+  }
+  return false;
+}
+
+namespace {
+
+// Sends `r` and prints the server's envelope; a transport failure becomes
+// an error envelope of `operation`.
+int Send(const Output& o, const std::string& url, const std::string& operation,
+         const Request& r) {
+  server::ClientOptions options;
+  options.url = url;
+  if (const char* token = std::getenv("QM_TOKEN")) options.token = token;
+  server::HttpClient client(options);
+  auto resp = client.Call(r.method, r.target, r.body, r.timeout);
+  if (!resp.ok()) {
+    Status s = resp.status();
+    if (s.code() == Code::kUnavailable) {
+      s = Unavailable(s.message() +
+                      ": start one with `qm serve`, or point "
+                      "--server / $QM_SERVER at one");
+    }
+    return o.Emit(api::ErrorEnvelope(operation, Now(), s));
+  }
+  Json j = Json::parse(resp->body, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("status")) {
+    return o.Emit(api::ErrorEnvelope(
+        operation, Now(),
+        Internal("the server at " + url + " answered HTTP " +
+                 std::to_string(resp->status) +
+                 " without a qm envelope: " + resp->body.substr(0, 200))));
+  }
+  return o.Emit(j);
+}
+
+}  // namespace
+
+int ClientCommands::Run(const Output& o, std::ostream& err) const {
+  const State& s = *state_;
+  if (*s.serve) {
+    server::ServeOptions options;
+    options.http.listen = s.listen;
+    options.service.workers = s.workers;
+    if (!s.config_file.empty()) {
+      auto c = LoadConfigFile(s.config_file);
+      if (!c.ok()) {
+        err << "qm serve: " << c.status().ToString() << "\n";
+        return kExitError;
+      }
+      options.config = std::move(*c);
+      options.service.config_source = s.config_file;
+    }
+    options.durable.store.location =
+        !s.store_uri.empty()
+            ? s.store_uri
+            : (s.state_dir.empty() ? DefaultStateDir() : s.state_dir);
+    return server::RunServe(std::move(options), *o.out, err);
+  }
+  if (*s.run) {
+    RunOptions r = s.run_options;
+    r.server = s.Url();
+    if (const char* token = std::getenv("QM_TOKEN")) r.token = token;
+    if (!ParseDuration(s.run_ttl, &r.ttl) || r.ttl < std::chrono::seconds(1)) {
+      err << "qm run: --ttl must be a duration of at least 1s (e.g. 60s, "
+             "5m), got \""
+          << s.run_ttl << "\"\n";
+      return 2;
+    }
+    if (!s.run_max_wait.empty() &&
+        !ParseDuration(s.run_max_wait, &r.max_wait)) {
+      err << "qm run: --max-wait must be a duration (e.g. 30s, 10m), got \""
+          << s.run_max_wait << "\"\n";
+      return 2;
+    }
+    return RunUnderAllocation(r, err);
+  }
+  if (*s.lock_verify) {
+    if (s.lock_path.empty() || s.lock_path.find('\0') != std::string::npos) {
+      err << "qm lock verify: PATH must not be "
+          << (s.lock_path.empty() ? "empty" : "contain a NUL byte")
+          << "\nRun with --help for more information.\n";
+      return 2;
+    }
+    Json body = {{"path", s.lock_path}};
+    uint64_t token = 0;
+    const char* end = s.lock_token.data() + s.lock_token.size();
+    const auto [ptr, ec] = std::from_chars(s.lock_token.data(), end, token);
+    if (s.lock_token.empty() || ec != std::errc() || ptr != end || token == 0) {
+      err << "qm lock verify: TOKEN must be a positive whole number (the "
+             "fencing token of the allocation's grant), got \""
+          << s.lock_token << "\"\nRun with --help for more information.\n";
+      return 2;
+    }
+    body["token"] = token;
+    return Send(o, s.Url(), "lock_verify",
+                {"POST", "/v1/locks/verify", body.dump()});
+  }
+  if (*s.events) {
+    server::ClientOptions options;
+    options.url = s.Url();
+    if (const char* token = std::getenv("QM_TOKEN")) options.token = token;
+    server::HttpClient client(options);
+    std::string target = "/v1/events";
+    if (!s.events_filter.empty()) {
+      target += (s.events_filter.front() == '?' ? "" : "?") + s.events_filter;
+    }
+    Status st =
+        client.Stream(target, [&](const std::string&, const std::string& event,
+                                  const std::string& data) {
+          if (event == "reset" || !data.empty()) *o.out << data << std::endl;
+          return true;
+        });
+    if (!st.ok()) {
+      if (st.code() == Code::kUnavailable) {
+        st = Unavailable(st.message() + ": start one with `qm serve`");
+      }
+      return o.Emit(api::ErrorEnvelope("events", Now(), st));
+    }
+    return 0;
+  }
+  for (const auto& c : s.cmds) {
+    if (!*c.app) continue;
+    auto args = ParseArgs(c.app->remaining(), c.op.name);
+    if (!args.ok()) {
+      err << args.status().message()
+          << "\nRun with --help for more "
+             "information.\n";
+      return 2;
+    }
+    auto req = c.op.build(std::move(*args));
+    if (!req.ok()) {
+      return o.Emit(api::ErrorEnvelope(c.op.operation, Now(), req.status()));
+    }
+    return Send(o, s.Url(), c.op.operation, *req);
+  }
+  return 2;
+}
+
+}  // namespace qm::cli

@@ -1,0 +1,73 @@
+// `qm serve` put together: the durable engine (recovered from the store),
+// the event hub it reports to, the API service, the HTTP transport, and a
+// ticker that runs the engine's timers (lease expiries, grace periods,
+// reservation windows) when they fall due.
+//
+// Shutdown order (Stop): stop accepting, answer pending waits, let
+// in-flight requests finish within the grace period, then flush the journal
+// and close the store. Nothing acknowledged is lost (it was committed
+// before its answer).
+//
+// Thread safety: Start, Stop and the accessors from one thread.
+#ifndef QM_SERVER_APP_H_
+#define QM_SERVER_APP_H_
+
+#include <iosfwd>
+#include <memory>
+#include <string>
+
+#include "qm/clock.h"
+#include "qm/config.h"
+#include "qm/durable_engine.h"
+#include "qm/status.h"
+#include "server/http.h"
+#include "server/service.h"
+
+namespace qm::server {
+
+struct ServeOptions {
+  HttpOptions http;  // http.listen: default 127.0.0.1:7070
+  ServiceOptions service;
+  // durable.store.location: an SQLite state directory or a PostgreSQL URI
+  // (required).
+  DurableOptions durable;
+  Config config = Config::Defaults();
+  // Events kept for resuming streams. Default 100,000.
+  size_t event_history = 100000;
+};
+
+class App {
+ public:
+  // Opens the state, then listens. INVALID_REQUEST for a listen address
+  // that is not loopback (no auth tokens are configured, so only local
+  // clients may be served); the errors of DurableEngine::Open and
+  // HttpServer::Start.
+  static StatusOr<std::unique_ptr<App>> Start(ServeOptions options);
+  ~App();  // Stop(5 s) if still running
+
+  std::string address() const;  // "127.0.0.1:7070"
+  const RecoveryInfo& recovery() const;
+  DurableEngine& engine();
+
+  // Graceful shutdown; see the file comment. Returns the journal flush's
+  // status.
+  Status Stop(Duration grace);
+
+  class Impl;
+
+ private:
+  explicit App(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Whether `host` (of "host:port") is a loopback address or name.
+bool IsLoopbackHost(const std::string& host);
+
+// Runs `qm serve` until SIGTERM or SIGINT (graceful shutdown); SIGHUP is
+// answered with a log line saying that reload is not built yet. Prints
+// where it listens to `out`, logs to `err`. Returns the exit code.
+int RunServe(ServeOptions options, std::ostream& out, std::ostream& err);
+
+}  // namespace qm::server
+
+#endif  // QM_SERVER_APP_H_

@@ -1,0 +1,1539 @@
+#include "server/service.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <charconv>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <utility>
+
+#include "api/json_codec.h"
+#include "qm/config_loader.h"
+#include "sim/yaml_json.h"
+
+namespace qm::server {
+namespace {
+
+using api::Json;
+using Steady = std::chrono::steady_clock;
+
+// ---------------------------------------------------------------- helpers
+
+// Runs jobs on a fixed set of threads. Jobs queue without bound (each is a
+// request the transport already accepted within its limits).
+class WorkerPool {
+ public:
+  explicit WorkerPool(int threads) {
+    for (int i = 0; i < std::max(threads, 1); ++i) {
+      threads_.emplace_back([this] { Loop(); });
+    }
+  }
+  ~WorkerPool() { Stop(); }
+
+  void Post(std::function<void()> job) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopped_) return;
+      jobs_.push_back(std::move(job));
+    }
+    cv_.notify_one();
+  }
+
+  // Runs the jobs already queued, then joins the threads.
+  void Stop() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopped_) return;
+      stopped_ = true;
+    }
+    cv_.notify_all();
+    for (std::thread& t : threads_) t.join();
+    threads_.clear();
+  }
+
+ private:
+  void Loop() {
+    while (true) {
+      std::function<void()> job;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return stopped_ || !jobs_.empty(); });
+        if (jobs_.empty()) return;
+        job = std::move(jobs_.front());
+        jobs_.pop_front();
+      }
+      job();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> jobs_;
+  bool stopped_ = false;
+  std::vector<std::thread> threads_;
+};
+
+// Runs callbacks at steady-clock deadlines on one thread (wait timeouts,
+// monitor ticks). Callbacks must be quick: they post real work elsewhere.
+class Timers {
+ public:
+  Timers() : thread_([this] { Loop(); }) {}
+  ~Timers() { Stop(); }
+
+  uint64_t At(Steady::time_point when, std::function<void()> fn) {
+    uint64_t id;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      id = next_id_++;
+      by_time_.emplace(std::make_pair(when, id), std::move(fn));
+      when_[id] = when;
+    }
+    cv_.notify_one();
+    return id;
+  }
+  // False when it already ran (or is running).
+  bool Cancel(uint64_t id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = when_.find(id);
+    if (it == when_.end()) return false;
+    by_time_.erase(std::make_pair(it->second, id));
+    when_.erase(it);
+    return true;
+  }
+  void Stop() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopped_) return;
+      stopped_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  void Loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!stopped_) {
+      if (by_time_.empty()) {
+        cv_.wait(lock);
+        continue;
+      }
+      auto first = by_time_.begin();
+      if (Steady::now() < first->first.first) {
+        cv_.wait_until(lock, first->first.first);
+        continue;
+      }
+      std::function<void()> fn = std::move(first->second);
+      when_.erase(first->first.second);
+      by_time_.erase(first);
+      lock.unlock();
+      fn();
+      lock.lock();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<std::pair<Steady::time_point, uint64_t>, std::function<void()>>
+      by_time_;
+  std::map<uint64_t, Steady::time_point> when_;
+  uint64_t next_id_ = 1;
+  bool stopped_ = false;
+  std::thread thread_;
+};
+
+// The deepest nesting of arrays and objects in `text` (strings skipped),
+// stopping early once past `limit`.
+int JsonDepth(std::string_view text, int limit) {
+  int depth = 0, deepest = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+      if (deepest > limit) return deepest;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
+Time WallNow() { return SystemClock::Default()->Now(); }
+
+// Reads an optional number of seconds from `j[key]` (a number >= 0 or a
+// duration text such as "30s").
+Status GetSeconds(const Json& j, const std::string& key, Duration max,
+                  std::optional<Duration>* out) {
+  if (!j.is_object() || !j.contains(key) || j[key].is_null()) return {};
+  auto d = api::DurationFromJson(j[key], key);
+  if (!d.ok()) return d.status();
+  if (d->count() < 0) {
+    return InvalidRequest(key + ": must not be negative");
+  }
+  if (*d > max) {
+    return InvalidRequest(key + ": at most " + FormatDuration(max) +
+                          " (server.max_wait), got " + FormatDuration(*d));
+  }
+  *out = *d;
+  return {};
+}
+
+Status QuerySeconds(const HttpRequest& r, const std::string& key, Duration max,
+                    std::optional<Duration>* out) {
+  const std::string* v = r.Query(key);
+  if (!v) return {};
+  Duration d;
+  double seconds = 0;
+  const auto [ptr, ec] =
+      std::from_chars(v->data(), v->data() + v->size(), seconds);
+  if (ec == std::errc() && ptr == v->data() + v->size()) {
+    d = Duration(static_cast<int64_t>(seconds * 1000));
+  } else if (!ParseDuration(*v, &d)) {
+    return InvalidRequest(key +
+                          ": must be a number of seconds or a duration "
+                          "such as 30s, got \"" +
+                          *v + "\"");
+  }
+  if (d.count() < 0) return InvalidRequest(key + ": must not be negative");
+  if (d > max) {
+    return InvalidRequest(key + ": at most " + FormatDuration(max) + ", got " +
+                          FormatDuration(d));
+  }
+  *out = d;
+  return {};
+}
+
+bool EventTypeFromName(std::string_view name, EventType* out) {
+  for (int i = 0; i <= static_cast<int>(EventType::kReservationCancelled);
+       ++i) {
+    if (EventTypeName(static_cast<EventType>(i)) == name) {
+      *out = static_cast<EventType>(i);
+      return true;
+    }
+  }
+  return false;
+}
+
+bool AllocStatusFromName(std::string_view name, AllocStatus* out) {
+  for (int i = 0; i <= static_cast<int>(AllocStatus::kCancelled); ++i) {
+    if (AllocStatusName(static_cast<AllocStatus>(i)) == name) {
+      *out = static_cast<AllocStatus>(i);
+      return true;
+    }
+  }
+  return false;
+}
+
+std::vector<std::string> SplitComma(const std::string& s) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= s.size()) {
+    const size_t comma = s.find(',', start);
+    const size_t end = comma == std::string::npos ? s.size() : comma;
+    if (end > start) out.push_back(s.substr(start, end - start));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+// Checks that `j` is an object whose keys are all in `allowed`.
+Status CheckKeys(const Json& j, const std::vector<std::string>& allowed,
+                 std::string_view what) {
+  if (!j.is_object()) {
+    return InvalidRequest(std::string(what) +
+                          ": the body must be a JSON "
+                          "object, got " +
+                          api::JsonTypeName(j));
+  }
+  for (const auto& [key, value] : j.items()) {
+    if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
+      std::string list;
+      for (const std::string& a : allowed) {
+        list += (list.empty() ? "" : ", ") + a;
+      }
+      return InvalidRequest(key + ": unknown field for " + std::string(what) +
+                            " (known: " + list + ")");
+    }
+  }
+  return {};
+}
+
+StatusOr<std::string> GetText(const Json& j, const std::string& key,
+                              bool required) {
+  if (!j.contains(key) || j[key].is_null()) {
+    if (required) return InvalidRequest(key + ": required");
+    return std::string();
+  }
+  if (!j[key].is_string()) {
+    return InvalidRequest(key + ": must be a string, got " +
+                          api::JsonTypeName(j[key]));
+  }
+  return j[key].get<std::string>();
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- service
+
+class Service::Impl {
+ public:
+  Impl(DurableEngine* engine, EventHub* hub, ServerMetrics* metrics,
+       ServiceOptions options)
+      : engine_(engine),
+        hub_(hub),
+        metrics_(metrics),
+        options_(std::move(options)),
+        started_(Steady::now()),
+        pool_(options_.workers) {
+    BuildRoutes();
+  }
+
+  ~Impl() { Shutdown(); }
+
+  void Handle(HttpRequest request, Responder responder);
+  void Shutdown();
+
+  // One request on its way through a handler.
+  struct Call {
+    HttpRequest req;
+    Responder responder{nullptr};
+    std::string route;                          // the matched pattern
+    std::string operation;                      // the envelope's operation
+    std::map<std::string, std::string> params;  // from the path
+    Json body;                                  // {} for no body
+    Steady::time_point start;
+    std::atomic<bool> answered{false};
+  };
+  using CallPtr = std::shared_ptr<Call>;
+
+  // How a handler runs: on a worker (engine calls), or on the I/O thread
+  // (answers that need no engine call, streams).
+  enum class Where { kWorker, kInline };
+  struct Route {
+    std::string method;
+    std::vector<std::string> parts;  // "{id}" for a parameter
+    std::string pattern;
+    std::string operation;
+    Where where;
+    std::function<void(const CallPtr&)> run;
+  };
+  std::vector<Route> routes_;
+
+  void BuildRoutes();
+
+  // Answers a call once (later answers are ignored).
+  void Ok(const CallPtr& c, Json result,
+          std::vector<std::string> recommendations = {});
+  // Answers `c` with the error and returns false, or returns true when `s`
+  // is OK.
+  bool Check(const CallPtr& c, const Status& s) {
+    if (s.ok()) return true;
+    Fail(c, s);
+    return false;
+  }
+  // Answers `c` with `r` (its JSON form) or its error.
+  template <typename T>
+  void Reply(const CallPtr& c, const StatusOr<T>& r) {
+    if (Check(c, r.status())) Ok(c, api::ToJson(*r));
+  }
+  void Fail(const CallPtr& c, const Status& s);
+  void Send(const CallPtr& c, int status, std::string body);
+
+  // ---- handlers ----
+  void Allocate(const CallPtr& c);
+  void AllocateBatch(const CallPtr& c);
+  void ListAllocations(const CallPtr& c);
+  void GetAllocation(const CallPtr& c);
+  void Renew(const CallPtr& c);
+  void Release(const CallPtr& c);
+  void Reallocate(const CallPtr& c);
+  void Cancel(const CallPtr& c);
+  void ReportUsage(const CallPtr& c);
+  void Extend(const CallPtr& c);
+  void Queue(const CallPtr& c);
+  void Status_(const CallPtr& c);
+  void Capacity(const CallPtr& c);
+  void Costs(const CallPtr& c);
+  void Analytics(const CallPtr& c);
+  void Conflicts(const CallPtr& c);
+  void CheckConflicts(const CallPtr& c);
+  void ResolveConflict(const CallPtr& c);
+  void PreventConflicts(const CallPtr& c);
+  void VerifyLock(const CallPtr& c);
+  void Reserve(const CallPtr& c);
+  void Reservations(const CallPtr& c);
+  void GetReservation(const CallPtr& c);
+  void CancelReservation(const CallPtr& c);
+  void Override(const CallPtr& c, const std::string& what);
+  void Pause(const CallPtr& c) { Override(c, "pause"); }
+  void Resume(const CallPtr& c) { Override(c, "resume"); }
+  void OverrideBreaker(const CallPtr& c) { Override(c, "breaker"); }
+  void OverridePriority(const CallPtr& c) { Override(c, "priority"); }
+  void OverrideLimits(const CallPtr& c) { Override(c, "limits"); }
+  void Config(const CallPtr& c);
+  void ConfigReload(const CallPtr& c);
+  void Events(const CallPtr& c);
+  void Monitor(const CallPtr& c);
+  void Health(const CallPtr& c);
+  void Ready(const CallPtr& c);
+  void Metrics(const CallPtr& c);
+  void Index(const CallPtr& c);
+
+  // Answers `c` with allocation `info` now, or, when it is still queued and
+  // `wait` is given, once its state changes or the wait ends.
+  void AnswerOrWait(const CallPtr& c, AllocationInfo info, bool replayed,
+                    std::optional<Duration> wait);
+  Json AllocationJson(const AllocationInfo& info, bool replayed,
+                      bool with_position);
+  Actor ActorOf(const CallPtr& c, const std::string& reason) const;
+
+  DurableEngine* const engine_;
+  EventHub* const hub_;
+  ServerMetrics* const metrics_;
+  const ServiceOptions options_;
+  const Steady::time_point started_;
+  WorkerPool pool_;
+  Timers timers_;
+
+  // Pending waits and open streams, to end them at shutdown.
+  struct Wait {
+    CallPtr call;
+    std::string id;  // the allocation waited for
+    std::atomic<uint64_t> hub_handle{0};
+    std::atomic<uint64_t> timer{0};
+    std::atomic<bool> done{false};
+  };
+  std::mutex mu_;
+  std::map<Wait*, std::shared_ptr<Wait>> waits_;
+  struct Watch {  // an event or monitor stream
+    std::shared_ptr<Stream> stream;
+    uint64_t sub = 0;                // hub subscription (event streams)
+    std::atomic<uint64_t> timer{0};  // next tick (monitor, keep-alive)
+    Duration every{};
+  };
+  std::map<Stream*, std::shared_ptr<Watch>> watches_;
+  bool shut_ = false;
+
+  // (Re)registers `w` for the next event about its allocation.
+  void Arm(const std::shared_ptr<Wait>& w);
+  void FinishWait(const std::shared_ptr<Wait>& w, bool timed_out);
+  // Sends a keep-alive comment (event streams) or a snapshot (monitor)
+  // after `delay`, then again every w->every while the stream is open.
+  void ScheduleWatch(const std::shared_ptr<Watch>& w, bool monitor,
+                     EventFilter filter, Duration delay);
+  void EndWatch(Stream* s);
+};
+
+// The route table: the single description of the API's routes (Routes()
+// reads it too).
+struct RouteSpec {
+  const char* method;
+  const char* pattern;
+  const char* operation;
+  Service::Impl::Where where;
+  void (Service::Impl::*run)(const Service::Impl::CallPtr&);
+};
+
+const std::vector<RouteSpec>& RouteTable() {
+  using I = Service::Impl;
+  constexpr auto w = I::Where::kWorker;
+  constexpr auto in = I::Where::kInline;
+  static const std::vector<RouteSpec> kTable = {
+      {"GET", "/", "index", in, &I::Index},
+      {"GET", "/healthz", "healthz", in, &I::Health},
+      {"GET", "/readyz", "readyz", w, &I::Ready},
+      {"GET", "/metrics", "metrics", w, &I::Metrics},
+      {"POST", "/v1/allocations", "allocate", w, &I::Allocate},
+      {"GET", "/v1/allocations", "list_allocations", w, &I::ListAllocations},
+      {"POST", "/v1/allocations/batch", "allocate_batch", w, &I::AllocateBatch},
+      {"GET", "/v1/allocations/{id}", "get_allocation", w, &I::GetAllocation},
+      {"POST", "/v1/allocations/{id}/renew", "renew", w, &I::Renew},
+      {"POST", "/v1/allocations/{id}/heartbeat", "renew", w, &I::Renew},
+      {"POST", "/v1/allocations/{id}/release", "release", w, &I::Release},
+      {"POST", "/v1/allocations/{id}/reallocate", "reallocate", w,
+       &I::Reallocate},
+      {"POST", "/v1/allocations/{id}/cancel", "cancel", w, &I::Cancel},
+      {"POST", "/v1/allocations/{id}/usage", "report_usage", w,
+       &I::ReportUsage},
+      {"POST", "/v1/allocations/{id}/extend", "extend", w, &I::Extend},
+      {"GET", "/v1/queue", "queue", w, &I::Queue},
+      {"GET", "/v1/status", "status", w, &I::Status_},
+      {"GET", "/v1/capacity", "capacity", w, &I::Capacity},
+      {"GET", "/v1/costs", "costs", w, &I::Costs},
+      {"GET", "/v1/analytics", "analytics", w, &I::Analytics},
+      {"GET", "/v1/conflicts", "conflicts", w, &I::Conflicts},
+      {"POST", "/v1/conflicts/check", "check_conflicts", w, &I::CheckConflicts},
+      {"POST", "/v1/conflicts/{id}/resolve", "resolve_conflicts", w,
+       &I::ResolveConflict},
+      {"POST", "/v1/conflicts/policy", "prevent_conflicts", w,
+       &I::PreventConflicts},
+      {"POST", "/v1/locks/verify", "lock_verify", w, &I::VerifyLock},
+      {"POST", "/v1/reservations", "reserve", w, &I::Reserve},
+      {"GET", "/v1/reservations", "reservations", w, &I::Reservations},
+      {"GET", "/v1/reservations/{id}", "get_reservation", w,
+       &I::GetReservation},
+      {"POST", "/v1/reservations/{id}/cancel", "cancel_reservation", w,
+       &I::CancelReservation},
+      {"POST", "/v1/overrides/pause", "override_pause", w, &I::Pause},
+      {"POST", "/v1/overrides/resume", "override_resume", w, &I::Resume},
+      {"POST", "/v1/overrides/breaker", "override_breaker", w,
+       &I::OverrideBreaker},
+      {"POST", "/v1/overrides/priority", "override_priority", w,
+       &I::OverridePriority},
+      {"POST", "/v1/overrides/limits", "override_limits", w,
+       &I::OverrideLimits},
+      {"GET", "/v1/config", "config", w, &I::Config},
+      {"POST", "/v1/config/reload", "config_reload", w, &I::ConfigReload},
+      {"GET", "/v1/events", "events", in, &I::Events},
+      {"GET", "/v1/monitor", "monitor", in, &I::Monitor},
+  };
+  return kTable;
+}
+
+std::vector<std::string> SplitPath(const std::string& p) {
+  std::vector<std::string> parts;
+  if (p == "/") return {""};
+  size_t start = 1;
+  while (start <= p.size()) {
+    const size_t slash = p.find('/', start);
+    const size_t end = slash == std::string::npos ? p.size() : slash;
+    parts.push_back(p.substr(start, end - start));
+    if (slash == std::string::npos) break;
+    start = slash + 1;
+  }
+  return parts;
+}
+
+void Service::Impl::BuildRoutes() {
+  for (const RouteSpec& spec : RouteTable()) {
+    Route r;
+    r.method = spec.method;
+    r.pattern = spec.pattern;
+    r.parts = SplitPath(spec.pattern);
+    r.operation = spec.operation;
+    r.where = spec.where;
+    r.run = [this, fn = spec.run](const CallPtr& c) { (this->*fn)(c); };
+    routes_.push_back(std::move(r));
+  }
+}
+
+void Service::Impl::Send(const CallPtr& c, int status, std::string body) {
+  if (c->answered.exchange(true)) return;
+  HttpResponse r;
+  r.status = status;
+  r.body = std::move(body);
+  r.body += '\n';
+  // Counted before the answer leaves, so a client that scrapes /metrics
+  // right after its answer sees its request.
+  metrics_->ObserveRequest(
+      c->route, c->req.method, status,
+      std::chrono::duration<double>(Steady::now() - c->start).count());
+  c->responder.Respond(std::move(r));
+}
+
+void Service::Impl::Ok(const CallPtr& c, Json result,
+                       std::vector<std::string> recommendations) {
+  const Duration took =
+      std::chrono::duration_cast<Duration>(Steady::now() - c->start);
+  Send(c, 200,
+       api::SuccessEnvelope(c->operation, WallNow(), std::move(result), took,
+                            std::move(recommendations))
+           .dump());
+}
+
+void Service::Impl::Fail(const CallPtr& c, const Status& s) {
+  metrics_->OnRefusal(c->operation, s.code());
+  Send(c, Service::HttpStatusFor(s.code()),
+       api::ErrorEnvelope(c->operation, WallNow(), s).dump());
+}
+
+void Service::Impl::Handle(HttpRequest request, Responder responder) {
+  auto c = std::make_shared<Call>();
+  c->start = Steady::now();
+  c->req = std::move(request);
+  c->responder = std::move(responder);
+  const std::vector<std::string> parts = SplitPath(c->req.path);
+  const Route* found = nullptr;
+  std::vector<std::string> allowed;
+  for (const Route& r : routes_) {
+    if (r.parts.size() != parts.size()) continue;
+    bool match = true;
+    std::map<std::string, std::string> params;
+    for (size_t i = 0; i < parts.size() && match; ++i) {
+      const std::string& want = r.parts[i];
+      if (want.size() > 2 && want.front() == '{' && want.back() == '}') {
+        if (parts[i].empty()) match = false;
+        params[want.substr(1, want.size() - 2)] = parts[i];
+      } else {
+        match = want == parts[i];
+      }
+    }
+    if (!match) continue;
+    if (r.method != c->req.method) {
+      allowed.push_back(r.method);
+      continue;
+    }
+    found = &r;
+    c->params = std::move(params);
+    break;
+  }
+  if (!found) {
+    c->route = "unmatched";
+    c->operation = "unknown";
+    if (!allowed.empty()) {
+      std::string list;
+      for (const std::string& m : allowed)
+        list += (list.empty() ? "" : ", ") + m;
+      HttpResponse r;
+      r.status = 405;
+      r.headers.emplace_back("Allow", list);
+      r.body = api::ErrorEnvelope(
+                   "unknown", WallNow(),
+                   InvalidRequest(c->req.method + " is not allowed on " +
+                                  c->req.path + " (allowed: " + list + ")"))
+                   .dump() +
+               "\n";
+      c->answered = true;
+      metrics_->ObserveRequest(c->route, c->req.method, 405, 0);
+      c->responder.Respond(std::move(r));
+      return;
+    }
+    Fail(c, NotFound("no route " + c->req.method + " " + c->req.path +
+                     " (GET / lists the routes; the API is under /v1)"));
+    return;
+  }
+  c->route = found->pattern;
+  c->operation = found->operation;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (shut_) {
+      Fail(c, Unavailable("the server is shutting down; retry against its "
+                          "successor"));
+      return;
+    }
+  }
+  if (!c->req.remote_is_loopback) {
+    // Without auth tokens (a later step of issue 6) only local clients are
+    // served; the server also refuses to listen elsewhere.
+    Fail(c, PermissionDenied("this qm server serves loopback clients only "
+                             "(no auth tokens are configured)"));
+    return;
+  }
+  if (!c->req.body.empty()) {
+    if (JsonDepth(c->req.body, options_.max_json_depth) >
+        options_.max_json_depth) {
+      Fail(c,
+           InvalidRequest("body: JSON nested deeper than " +
+                          std::to_string(options_.max_json_depth) + " levels"));
+      return;
+    }
+    c->body = Json::parse(c->req.body, nullptr, /*allow_exceptions=*/false);
+    if (c->body.is_discarded()) {
+      Fail(c, InvalidRequest("body: not valid JSON"));
+      return;
+    }
+    if (!c->body.is_object()) {
+      Fail(c, InvalidRequest(std::string("body: must be a JSON object, got ") +
+                             api::JsonTypeName(c->body)));
+      return;
+    }
+  } else {
+    c->body = Json::object();
+  }
+  if (found->where == Where::kInline) {
+    found->run(c);
+    return;
+  }
+  const Route* route = found;
+  pool_.Post([route, c] { route->run(c); });
+}
+
+Actor Service::Impl::ActorOf(const CallPtr& c,
+                             const std::string& reason) const {
+  Actor a;
+  a.who = "local:" + c->req.remote_address;
+  a.why = reason;
+  return a;
+}
+
+// ---------------------------------------------------------------- allocations
+
+Json Service::Impl::AllocationJson(const AllocationInfo& info, bool replayed,
+                                   bool with_position) {
+  Json j = api::ToJson(info);
+  if (replayed) j["replayed"] = true;
+  if (with_position && info.status == AllocStatus::kQueued) {
+    auto q = engine_->Queue();
+    if (q.ok()) {
+      for (size_t i = 0; i < q->size(); ++i) {
+        if ((*q)[i].id == info.id) {
+          j["queue_position"] = i + 1;
+          j["queue_length"] = q->size();
+          break;
+        }
+      }
+    }
+  }
+  return j;
+}
+
+void Service::Impl::AnswerOrWait(const CallPtr& c, AllocationInfo info,
+                                 bool replayed, std::optional<Duration> wait) {
+  if (info.status != AllocStatus::kQueued || !wait || wait->count() == 0) {
+    Ok(c, AllocationJson(info, replayed, wait.has_value()));
+    return;
+  }
+  auto w = std::make_shared<Wait>();
+  w->call = c;
+  w->id = info.id;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (shut_) {
+      Ok(c, AllocationJson(info, replayed, true));
+      return;
+    }
+    waits_[w.get()] = w;
+  }
+  Arm(w);
+  std::weak_ptr<Wait> weak = w;
+  w->timer = timers_.At(Steady::now() + *wait, [this, weak] {
+    if (auto w = weak.lock()) pool_.Post([this, w] { FinishWait(w, true); });
+  });
+  // The grant may have come between the answer and the registration.
+  auto now = engine_->Get(info.id);
+  if (!now.ok() || now->status != AllocStatus::kQueued) FinishWait(w, false);
+}
+
+void Service::Impl::Arm(const std::shared_ptr<Wait>& w) {
+  std::weak_ptr<Wait> weak = w;
+  w->hub_handle = hub_->WaitFor(w->id, [this, weak](const Event& e) {
+    auto w = weak.lock();
+    if (!w || w->done) return;
+    if (e.status == AllocStatus::kQueued) {
+      Arm(w);  // still queued (re-queued, a new reason): keep waiting
+      return;
+    }
+    pool_.Post([this, w] { FinishWait(w, false); });
+  });
+}
+
+void Service::Impl::FinishWait(const std::shared_ptr<Wait>& w, bool timed_out) {
+  if (w->done.exchange(true)) return;
+  hub_->CancelWait(w->hub_handle);
+  if (!timed_out) timers_.Cancel(w->timer);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    waits_.erase(w.get());
+  }
+  const CallPtr& c = w->call;
+  auto info = engine_->Get(w->id);
+  if (!Check(c, info.status())) return;
+  Json j = AllocationJson(*info, false, true);
+  std::vector<std::string> rec;
+  if (info->status == AllocStatus::kQueued) {
+    rec.push_back("Still queued: wait again with GET /v1/allocations/" +
+                  info->id + "?wait=<seconds>");
+  }
+  Ok(c, std::move(j), std::move(rec));
+}
+
+void Service::Impl::Allocate(const CallPtr& c) {
+  Json body = c->body;
+  std::optional<Duration> wait;
+  if (!Check(c, GetSeconds(body, "wait", options_.max_wait, &wait))) return;
+  body.erase("wait");
+  auto req = api::RequestFromJson(body);
+  if (!Check(c, req.status())) return;
+  auto r = engine_->Allocate(*req);
+  if (!Check(c, r.status())) return;
+  AnswerOrWait(c, std::move(r->allocation), r->replayed, wait);
+}
+
+void Service::Impl::AllocateBatch(const CallPtr& c) {
+  if (Status s =
+          CheckKeys(c->body, {"requests", "all_or_nothing"}, "allocate_batch");
+      !s.ok()) {
+    Fail(c, s);
+    return;
+  }
+  if (!c->body.contains("requests") || !c->body["requests"].is_array()) {
+    Fail(c, InvalidRequest("requests: required, an array of allocation "
+                           "requests"));
+    return;
+  }
+  bool all = false;
+  if (c->body.contains("all_or_nothing")) {
+    if (!c->body["all_or_nothing"].is_boolean()) {
+      Fail(c, InvalidRequest("all_or_nothing: must be true or false"));
+      return;
+    }
+    all = c->body["all_or_nothing"].get<bool>();
+  }
+  std::vector<AllocationRequest> reqs;
+  const Json& list = c->body["requests"];
+  for (size_t i = 0; i < list.size(); ++i) {
+    auto r =
+        api::RequestFromJson(list[i], "requests[" + std::to_string(i) + "].");
+    if (!Check(c, r.status())) return;
+    reqs.push_back(std::move(*r));
+  }
+  auto r = engine_->AllocateBatch(reqs, all);
+  if (!Check(c, r.status())) return;
+  Json out = Json::array();
+  for (const AllocateResult& a : *r) {
+    out.push_back(AllocationJson(a.allocation, a.replayed, false));
+  }
+  Ok(c, Json{{"allocations", std::move(out)}});
+}
+
+void Service::Impl::ListAllocations(const CallPtr& c) {
+  AllocationFilter f;
+  for (const auto& [key, value] : c->req.query) {
+    if (key == "status") {
+      for (const std::string& name : SplitComma(value)) {
+        AllocStatus s;
+        if (!AllocStatusFromName(name, &s)) {
+          Fail(c, InvalidRequest("status: unknown allocation status \"" + name +
+                                 "\" (active, queued, released, expired, "
+                                 "preempted, failed, cancelled)"));
+          return;
+        }
+        f.statuses.push_back(s);
+      }
+    } else if (key == "product") {
+      f.product = value;
+    } else if (key == "agent_type") {
+      f.agent_type = value;
+    } else if (key == "workflow_id") {
+      f.workflow_id = value;
+    } else if (key == "requester") {
+      f.requester = value;
+    } else if (key == "after") {
+      f.after = value;
+    } else if (key == "limit") {
+      size_t n = 0;
+      const auto [ptr, ec] =
+          std::from_chars(value.data(), value.data() + value.size(), n);
+      if (ec != std::errc() || ptr != value.data() + value.size() || n < 1 ||
+          n > 10000) {
+        Fail(c, InvalidRequest("limit: a whole number from 1 to 10000, got \"" +
+                               value + "\""));
+        return;
+      }
+      f.limit = n;
+    } else {
+      Fail(c, InvalidRequest(key +
+                             ": unknown filter (status, product, agent_type, "
+                             "workflow_id, requester, after, limit)"));
+      return;
+    }
+  }
+  auto list = engine_->List(f);
+  if (!Check(c, list.status())) return;
+  Json out = Json::array();
+  for (const AllocationInfo& a : list->allocations)
+    out.push_back(api::ToJson(a));
+  Json r;
+  r["allocations"] = std::move(out);
+  r["count"] = list->allocations.size();
+  r["more"] = list->more;
+  if (list->more) r["next_after"] = list->allocations.back().id;
+  Ok(c, std::move(r));
+}
+
+void Service::Impl::GetAllocation(const CallPtr& c) {
+  std::optional<Duration> wait;
+  if (!Check(c, QuerySeconds(c->req, "wait", options_.max_wait, &wait))) return;
+  auto info = engine_->Get(c->params["id"]);
+  if (!Check(c, info.status())) return;
+  AnswerOrWait(c, std::move(*info), false, wait);
+}
+
+void Service::Impl::Renew(const CallPtr& c) {
+  if (!Check(c, CheckKeys(c->body, {"ttl"}, c->operation))) return;
+  std::optional<Duration> ttl;
+  if (c->body.contains("ttl") && !c->body["ttl"].is_null()) {
+    auto d = api::DurationFromJson(c->body["ttl"], "ttl");
+    if (!Check(c, d.status())) return;
+    ttl = *d;
+  }
+  Reply(c, engine_->Renew(c->params["id"], ttl));
+}
+
+void Service::Impl::Release(const CallPtr& c) {
+  if (Status s =
+          CheckKeys(c->body, {"usage", "force", "cleanup"}, c->operation);
+      !s.ok()) {
+    Fail(c, s);
+    return;
+  }
+  for (const char* flag : {"force", "cleanup"}) {
+    if (c->body.contains(flag) && !c->body[flag].is_boolean()) {
+      Fail(c, InvalidRequest(std::string(flag) + ": must be true or false"));
+      return;
+    }
+  }
+  UsageReport usage;
+  if (c->body.contains("usage")) {
+    auto u = api::UsageFromJson(c->body["usage"]);
+    if (!Check(c, u.status())) return;
+    usage = std::move(*u);
+  }
+  Reply(c, engine_->Release(c->params["id"], usage));
+}
+
+void Service::Impl::Reallocate(const CallPtr& c) {
+  if (!Check(c, CheckKeys(c->body, {"resources"}, c->operation))) return;
+  if (!c->body.contains("resources")) {
+    Fail(c, InvalidRequest("resources: required, {name: amount}"));
+    return;
+  }
+  auto amounts = api::AmountsFromJson(c->body["resources"], "resources");
+  if (!Check(c, amounts.status())) return;
+  Reply(c, engine_->Reallocate(c->params["id"], *amounts));
+}
+
+void Service::Impl::Cancel(const CallPtr& c) {
+  if (!Check(c, CheckKeys(c->body, {"reason"}, c->operation))) return;
+  Reply(c, engine_->Cancel(c->params["id"]));
+}
+
+void Service::Impl::ReportUsage(const CallPtr& c) {
+  auto u = api::UsageFromJson(c->body);
+  if (!Check(c, u.status())) return;
+  Reply(c, engine_->ReportUsage(c->params["id"], *u));
+}
+
+void Service::Impl::Extend(const CallPtr& c) {
+  if (!Check(c, CheckKeys(c->body, {"max_tokens"}, c->operation))) return;
+  if (!c->body.contains("max_tokens") ||
+      !c->body["max_tokens"].is_number_integer()) {
+    Fail(c, InvalidRequest("max_tokens: required, a whole number"));
+    return;
+  }
+  Reply(c, engine_->ExtendTokens(c->params["id"],
+                                 c->body["max_tokens"].get<int64_t>()));
+}
+
+// ---------------------------------------------------------------- reports
+
+void Service::Impl::Queue(const CallPtr& c) {
+  auto q = engine_->Queue();
+  if (!Check(c, q.status())) return;
+  Json list = Json::array();
+  for (size_t i = 0; i < q->size(); ++i) {
+    Json e = api::ToJson((*q)[i]);
+    e["position"] = i + 1;
+    list.push_back(std::move(e));
+  }
+  Ok(c, Json{{"queued", q->size()}, {"queue", std::move(list)}});
+}
+
+void Service::Impl::Status_(const CallPtr& c) {
+  Reply(c, engine_->GetSnapshot());
+}
+
+void Service::Impl::Capacity(const CallPtr& c) {
+  auto s = engine_->GetSnapshot();
+  if (!Check(c, s.status())) return;
+  Json j = api::ToJson(*s);
+  Json out;
+  out["time"] = j["time"];
+  out["resources"] = j["resources"];
+  out["agent_types"] = j["agent_types"];
+  out["products"] = j["products"];
+  Ok(c, std::move(out));
+}
+
+void Service::Impl::Costs(const CallPtr& c) { Reply(c, engine_->Costs()); }
+
+void Service::Impl::Analytics(const CallPtr& c) {
+  Reply(c, engine_->Metrics());
+}
+
+// ---------------------------------------------------------------- conflicts
+
+void Service::Impl::Conflicts(const CallPtr& c) {
+  auto r = engine_->Conflicts();
+  if (!Check(c, r.status())) return;
+  Json list = Json::array();
+  for (const ConflictInfo& i : *r) list.push_back(api::ToJson(i));
+  Ok(c, Json{{"conflicts", std::move(list)}});
+}
+
+void Service::Impl::CheckConflicts(const CallPtr& c) {
+  if (!Check(c, CheckKeys(c->body,
+                          {"proposed_allocation", "request", "check_future",
+                           "time_horizon"},
+                          c->operation)))
+    return;
+  const bool has_p = c->body.contains("proposed_allocation");
+  const bool has_r = c->body.contains("request");
+  if (has_p == has_r) {
+    Fail(c, InvalidRequest("proposed_allocation: required (the allocation "
+                           "request to check; `request` is accepted too, "
+                           "not both)"));
+    return;
+  }
+  Json request = c->body[has_p ? "proposed_allocation" : "request"];
+  // Seed 000 names the paths `files`.
+  if (request.is_object() && request.contains("files")) {
+    request["exclusive_files"] = request["files"];
+    request.erase("files");
+  }
+  Duration horizon = std::chrono::hours(4);
+  if (c->body.contains("time_horizon")) {
+    auto d = api::DurationFromJson(c->body["time_horizon"], "time_horizon");
+    if (!Check(c, d.status())) return;
+    horizon = *d;
+  }
+  if (c->body.contains("check_future")) {
+    if (!c->body["check_future"].is_boolean()) {
+      Fail(c, InvalidRequest("check_future: must be true or false"));
+      return;
+    }
+    if (!c->body["check_future"].get<bool>()) horizon = Duration(0);
+  }
+  auto req = api::RequestFromJson(request,
+                                  has_p ? "proposed_allocation." : "request.");
+  if (!Check(c, req.status())) return;
+  Reply(c, engine_->CheckConflicts(*req, horizon));
+}
+
+void Service::Impl::ResolveConflict(const CallPtr& c) {
+  if (!Check(c, CheckKeys(c->body, {"strategy", "reason", "notify_affected"},
+                          c->operation)))
+    return;
+  auto name = GetText(c->body, "strategy", true);
+  if (!Check(c, name.status())) return;
+  ResolveStrategy strategy;
+  if (!ResolveStrategyFromName(*name, &strategy)) {
+    Fail(c, InvalidRequest("strategy: must be priority_based, "
+                           "queue_and_serialize or force_release, got \"" +
+                           *name + "\""));
+    return;
+  }
+  auto reason = GetText(c->body, "reason", false);
+  if (!Check(c, reason.status())) return;
+  auto r =
+      engine_->ResolveConflict(c->params["id"], strategy, ActorOf(c, *reason));
+  if (!Check(c, r.status())) return;
+  Ok(c, api::ToJson(*r));
+}
+
+void Service::Impl::PreventConflicts(const CallPtr& c) {
+  Json body = c->body;
+  std::string reason;
+  if (body.contains("reason")) {
+    auto r = GetText(body, "reason", false);
+    if (!Check(c, r.status())) return;
+    reason = *r;
+    body.erase("reason");
+  }
+  auto change = api::LockPolicyFromJson(body);
+  if (!Check(c, change.status())) return;
+  Status s =
+      engine_->SetLockPolicy(change->scope, change->policy, ActorOf(c, reason));
+  if (!s.ok()) {
+    Fail(c, s);
+    return;
+  }
+  Json r = {{"policy_type", "file_locking"}, {"scope", change->scope}};
+  if (change->policy) {
+    r["enforcement"] = change->policy->enforcement == LockEnforcement::kStrict
+                           ? "strict"
+                           : "advisory";
+  } else {
+    r["enforcement"] = "inherit";
+  }
+  Ok(c, std::move(r));
+}
+
+void Service::Impl::VerifyLock(const CallPtr& c) {
+  if (!Check(c, CheckKeys(c->body, {"path", "token"}, c->operation))) return;
+  auto path = GetText(c->body, "path", true);
+  if (!Check(c, path.status())) return;
+  if (!c->body.contains("token") || !c->body["token"].is_number_unsigned() ||
+      c->body["token"].get<uint64_t>() == 0) {
+    Fail(c, InvalidRequest("token: required, the positive fencing token of "
+                           "the allocation's grant"));
+    return;
+  }
+  Reply(c, engine_->VerifyLock(*path, c->body["token"].get<uint64_t>()));
+}
+
+// ---------------------------------------------------------------- reservations
+
+void Service::Impl::Reserve(const CallPtr& c) {
+  auto req = api::ReservationFromJson(c->body, WallNow());
+  if (!Check(c, req.status())) return;
+  Reply(c, engine_->Reserve(*req));
+}
+
+void Service::Impl::Reservations(const CallPtr& c) {
+  auto r = engine_->Reservations();
+  if (!Check(c, r.status())) return;
+  Json list = Json::array();
+  for (const ReservationInfo& i : *r) list.push_back(api::ToJson(i));
+  Ok(c, Json{{"reservations", std::move(list)}});
+}
+
+void Service::Impl::GetReservation(const CallPtr& c) {
+  Reply(c, engine_->GetReservation(c->params["id"]));
+}
+
+void Service::Impl::CancelReservation(const CallPtr& c) {
+  if (!Check(c, CheckKeys(c->body, {"reason"}, c->operation))) return;
+  auto reason = GetText(c->body, "reason", false);
+  if (!Check(c, reason.status())) return;
+  Reply(c, engine_->CancelReservation(c->params["id"], ActorOf(c, *reason)));
+}
+
+// ---------------------------------------------------------------- overrides
+
+void Service::Impl::Override(const CallPtr& c, const std::string& what) {
+  std::vector<std::string> keys = {"reason"};
+  if (what == "priority") keys = {"product", "level", "reason"};
+  if (what == "limits") keys = {"max_tokens", "max_cost_usd", "reason"};
+  if (!Check(c, CheckKeys(c->body, keys, c->operation))) return;
+  auto reason = GetText(c->body, "reason", false);
+  if (!Check(c, reason.status())) return;
+  const Actor actor = ActorOf(c, *reason);
+  Status s;
+  if (what == "pause") {
+    s = engine_->Pause(actor);
+  } else if (what == "resume") {
+    s = engine_->Resume(actor);
+  } else if (what == "breaker") {
+    s = engine_->OverrideBreaker(actor);
+  } else if (what == "priority") {
+    auto product = GetText(c->body, "product", true);
+    if (!Check(c, product.status())) return;
+    std::optional<Level> level;
+    if (c->body.contains("level") && !c->body["level"].is_null()) {
+      Level l;
+      if (!c->body["level"].is_string() ||
+          !LevelFromName(c->body["level"].get<std::string>(), &l)) {
+        Fail(c, InvalidRequest("level: must be critical, high, normal or low "
+                               "(null removes the override)"));
+        return;
+      }
+      level = l;
+    }
+    s = engine_->SetPriorityOverride(*product, level, actor);
+  } else if (what == "limits") {
+    std::optional<int64_t> tokens;
+    std::optional<double> cost;
+    if (c->body.contains("max_tokens") && !c->body["max_tokens"].is_null()) {
+      if (!c->body["max_tokens"].is_number_integer()) {
+        Fail(c, InvalidRequest("max_tokens: must be a whole number"));
+        return;
+      }
+      tokens = c->body["max_tokens"].get<int64_t>();
+    }
+    if (c->body.contains("max_cost_usd") &&
+        !c->body["max_cost_usd"].is_null()) {
+      if (!c->body["max_cost_usd"].is_number()) {
+        Fail(c, InvalidRequest("max_cost_usd: must be a number"));
+        return;
+      }
+      cost = c->body["max_cost_usd"].get<double>();
+    }
+    s = engine_->RaiseLimits(tokens, cost, actor);
+  }
+  if (!s.ok()) {
+    Fail(c, s);
+    return;
+  }
+  auto costs = engine_->Costs();
+  if (!Check(c, costs.status())) return;
+  Json r = api::ToJson(*costs);
+  Ok(c, Json{{"override", what},
+             {"paused", r["paused"]},
+             {"circuit_breaker", r["circuit_breaker"]},
+             {"priority_overrides", r["priority_overrides"]},
+             {"budgets", r["budgets"]}});
+}
+
+// ---------------------------------------------------------------- config
+
+void Service::Impl::Config(const CallPtr& c) {
+  const std::string yaml = ConfigToYaml(engine_->config());
+  Json r;
+  r["source"] =
+      options_.config_source.empty() ? "defaults" : options_.config_source;
+  try {
+    r["config"] = sim::ToJsonValue(YAML::Load(yaml));
+  } catch (const YAML::Exception& e) {
+    Fail(c, Internal(std::string("config dump: ") + e.what()));
+    return;
+  }
+  Ok(c, std::move(r));
+}
+
+void Service::Impl::ConfigReload(const CallPtr& c) {
+  Fail(c, Unimplemented(
+              "config reload is not built yet: applying a new config to "
+              "running state must become a journaled operation (issue 6, a "
+              "later step); restart `qm serve` on an empty state directory "
+              "to use a new config"));
+}
+
+// ---------------------------------------------------------------- streams
+
+void Service::Impl::EndWatch(Stream* s) {
+  std::shared_ptr<Watch> w;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = watches_.find(s);
+    if (it == watches_.end()) return;
+    w = it->second;
+    watches_.erase(it);
+  }
+  if (w->sub) hub_->Unsubscribe(w->sub);
+  if (w->timer) timers_.Cancel(w->timer);
+  w->stream->Close();
+}
+
+namespace {
+
+std::string SseEvent(const Event& e) {
+  return "id: " + std::to_string(e.seq) + "\nevent: " + EventTypeName(e.type) +
+         "\ndata: " + api::ToJson(e).dump() + "\n\n";
+}
+
+}  // namespace
+
+void Service::Impl::ScheduleWatch(const std::shared_ptr<Watch>& w, bool monitor,
+                                  EventFilter filter, Duration delay) {
+  std::weak_ptr<Watch> weak = w;
+  w->timer = timers_.At(Steady::now() + delay, [this, weak, monitor, filter] {
+    auto w = weak.lock();
+    if (!w) return;
+    if (!w->stream->open()) {
+      pool_.Post([this, w] { EndWatch(w->stream.get()); });
+      return;
+    }
+    if (!monitor) {
+      // A comment keeps proxies and idle timeouts from closing the
+      // stream.
+      if (!w->stream->Send(": keep-alive\n\n")) {
+        pool_.Post([this, w] { EndWatch(w->stream.get()); });
+        return;
+      }
+      ScheduleWatch(w, false, filter, w->every);
+      return;
+    }
+    pool_.Post([this, w, filter] {
+      auto s = engine_->GetSnapshot();
+      if (!s.ok()) {
+        EndWatch(w->stream.get());
+        return;
+      }
+      Json j = api::ToJson(*s);
+      if (!filter.product.empty() && j.contains("products")) {
+        // `products` is keyed by name: keep the one asked for.
+        Json kept = Json::object();
+        if (j["products"].contains(filter.product)) {
+          kept[filter.product] = j["products"][filter.product];
+        }
+        j["products"] = std::move(kept);
+      }
+      if (!w->stream->Send("event: snapshot\ndata: " + j.dump() + "\n\n")) {
+        EndWatch(w->stream.get());
+        return;
+      }
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!shut_ && watches_.count(w->stream.get())) {
+        ScheduleWatch(w, true, filter, w->every);
+      }
+    });
+  });
+}
+
+void Service::Impl::Events(const CallPtr& c) {
+  EventFilter filter;
+  for (const auto& [key, value] : c->req.query) {
+    if (key == "types" || key == "type") {
+      for (const std::string& name : SplitComma(value)) {
+        EventType t;
+        if (!EventTypeFromName(name, &t)) {
+          Fail(c, InvalidRequest(key + ": unknown event type \"" + name +
+                                 "\" (granted, queued, released, ...; see "
+                                 "docs/api.md)"));
+          return;
+        }
+        filter.types.push_back(t);
+      }
+    } else if (key == "product") {
+      filter.product = value;
+    } else if (key == "workflow_id" || key == "workflow") {
+      filter.workflow_id = value;
+    } else if (key == "allocation_id" || key == "allocation") {
+      filter.allocation_id = value;
+    } else if (key == "after") {
+      // handled below
+    } else {
+      Fail(c, InvalidRequest(key +
+                             ": unknown filter (types, product, workflow_id, "
+                             "allocation_id, after)"));
+      return;
+    }
+  }
+  // Resume point: Last-Event-ID (what browsers send on reconnect) or
+  // ?after=.
+  uint64_t after = 0;
+  bool replay = false;
+  std::string from(c->req.Header("last-event-id"));
+  std::string from_field = "Last-Event-ID";
+  if (const std::string* a = c->req.Query("after")) {
+    from = *a;
+    from_field = "after";
+  }
+  if (!from.empty()) {
+    const auto [ptr, ec] =
+        std::from_chars(from.data(), from.data() + from.size(), after);
+    if (ec != std::errc() || ptr != from.data() + from.size()) {
+      Fail(c, InvalidRequest(from_field +
+                             ": must be an event seq (a whole number), got \"" +
+                             from + "\""));
+      return;
+    }
+    replay = true;
+  }
+  auto stream = c->responder.OpenStream(
+      "text/event-stream",
+      {{"Cache-Control", "no-store"}, {"X-Accel-Buffering", "no"}});
+  c->answered = true;
+  metrics_->ObserveRequest(c->route, c->req.method, 200, 0);
+  auto w = std::make_shared<Watch>();
+  w->stream = stream;
+  w->every = std::chrono::seconds(15);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (shut_) {
+      stream->Close();
+      return;
+    }
+    watches_[stream.get()] = w;
+  }
+  // The stream opens with its reconnection delay and, when events were
+  // lost since the client's last one, a `reset` event saying so.
+  std::weak_ptr<Stream> weak = stream;
+  const EventHub::Subscription sub = hub_->Subscribe(
+      after, replay, filter,
+      [weak](const Event& e) {
+        auto s = weak.lock();
+        return s && s->Send(SseEvent(e));
+      },
+      [&](const EventHub::Subscription& found) {
+        stream->Send("retry: 1000\n\n");
+        if (!found.gap) return;
+        Json gap = {
+            {"after", after},
+            {"oldest_kept", found.oldest},
+            {"message", "events after " + std::to_string(after) +
+                            " are no longer kept by this server (it restarted, "
+                            "or they are older than its history); read the "
+                            "current state with GET /v1/allocations"}};
+        stream->Send("event: reset\ndata: " + gap.dump() + "\n\n");
+      });
+  if (sub.id == 0) {
+    EndWatch(stream.get());
+    return;
+  }
+  w->sub = sub.id;
+  ScheduleWatch(w, false, filter, w->every);
+}
+
+void Service::Impl::Monitor(const CallPtr& c) {
+  EventFilter filter;
+  Duration every = options_.monitor_interval;
+  for (const auto& [key, value] : c->req.query) {
+    if (key == "interval") {
+      std::optional<Duration> d;
+      if (Status s =
+              QuerySeconds(c->req, "interval", std::chrono::hours(1), &d);
+          !s.ok()) {
+        Fail(c, s);
+        return;
+      }
+      if (*d < std::chrono::seconds(1)) {
+        Fail(c, InvalidRequest("interval: at least 1s"));
+        return;
+      }
+      every = *d;
+    } else if (key == "product") {
+      filter.product = value;
+    } else {
+      Fail(c, InvalidRequest(key + ": unknown parameter (interval, product)"));
+      return;
+    }
+  }
+  auto stream = c->responder.OpenStream(
+      "text/event-stream",
+      {{"Cache-Control", "no-store"}, {"X-Accel-Buffering", "no"}});
+  c->answered = true;
+  metrics_->ObserveRequest(c->route, c->req.method, 200, 0);
+  auto w = std::make_shared<Watch>();
+  w->stream = stream;
+  w->every = every;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (shut_) {
+      stream->Close();
+      return;
+    }
+    watches_[stream.get()] = w;
+  }
+  // The first snapshot at once, then one per interval.
+  ScheduleWatch(w, true, filter, Duration(0));
+}
+
+// ---------------------------------------------------------------- health
+
+void Service::Impl::Health(const CallPtr& c) {
+  Send(c, 200, Json{{"status", "ok"}}.dump());
+}
+
+void Service::Impl::Ready(const CallPtr& c) {
+  Json r;
+  const bool leader = engine_->IsLeader();
+  auto probe = engine_->GetSnapshot();
+  r["store"] = probe.ok() ? "open" : probe.status().message();
+  r["role"] = leader ? "leader" : "follower";
+  const bool ready = probe.ok();
+  r["ready"] = ready;
+  Send(c, ready ? 200 : 503, r.dump());
+}
+
+void Service::Impl::Metrics(const CallPtr& c) {
+  MetricsInputs in;
+  auto s = engine_->GetSnapshot();
+  auto costs = engine_->Costs();
+  if (!s.ok() || !costs.ok()) {
+    Fail(c, !s.ok() ? s.status() : costs.status());
+    return;
+  }
+  in.snapshot = std::move(*s);
+  in.costs = std::move(*costs);
+  in.journal = engine_->stats();
+  in.leader = engine_->IsLeader();
+  in.uptime_seconds =
+      std::chrono::duration<double>(Steady::now() - started_).count();
+  if (c->answered.exchange(true)) return;
+  HttpResponse r;
+  r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+  r.body = metrics_->Render(in);
+  metrics_->ObserveRequest(
+      c->route, c->req.method, 200,
+      std::chrono::duration<double>(Steady::now() - c->start).count());
+  c->responder.Respond(std::move(r));
+}
+
+void Service::Impl::Index(const CallPtr& c) {
+  Json routes = Json::array();
+  for (const RouteInfo& r : Service::Routes()) {
+    routes.push_back(Json{
+        {"method", r.method}, {"path", r.pattern}, {"operation", r.operation}});
+  }
+  Ok(c, Json{{"name", "qm"},
+             {"version", "0.1.0"},
+             {"docs", "docs/api.md, docs/openapi.yaml"},
+             {"routes", std::move(routes)}});
+}
+
+void Service::Impl::Shutdown() {
+  std::vector<std::shared_ptr<Wait>> waits;
+  std::vector<Stream*> streams;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (shut_) return;
+    shut_ = true;
+    for (auto& [p, w] : waits_) waits.push_back(w);
+    for (auto& [s, w] : watches_) streams.push_back(s);
+  }
+  timers_.Stop();
+  for (auto& w : waits) FinishWait(w, true);
+  for (Stream* s : streams) EndWatch(s);
+  pool_.Stop();
+}
+
+// ---------------------------------------------------------------- Service
+
+Service::Service(DurableEngine* engine, EventHub* hub, ServerMetrics* metrics,
+                 ServiceOptions options)
+    : impl_(std::make_unique<Impl>(engine, hub, metrics, std::move(options))) {}
+Service::~Service() = default;
+
+void Service::Handle(HttpRequest request, Responder responder) {
+  impl_->Handle(std::move(request), std::move(responder));
+}
+
+void Service::Shutdown() { impl_->Shutdown(); }
+
+std::vector<Service::RouteInfo> Service::Routes() {
+  std::vector<RouteInfo> out;
+  for (const RouteSpec& r : RouteTable()) {
+    out.push_back({r.method, r.pattern, r.operation});
+  }
+  return out;
+}
+
+int Service::HttpStatusFor(Code code) {
+  switch (code) {
+    case Code::kOk:
+      return 200;
+    case Code::kInvalidRequest:
+      return 400;
+    case Code::kUnauthenticated:
+      return 401;
+    case Code::kPermissionDenied:
+      return 403;
+    case Code::kNotFound:
+      return 404;
+    case Code::kConflict:
+      return 409;
+    case Code::kResourceExhausted:
+    case Code::kBudgetExceeded:
+      return 422;
+    case Code::kRateLimited:
+      return 429;
+    case Code::kUnimplemented:
+      return 501;
+    case Code::kCircuitOpen:
+    case Code::kUnavailable:
+      return 503;
+    case Code::kDeadlineExceeded:
+      return 504;
+    case Code::kInternal:
+    case Code::kDataLoss:
+      return 500;
+  }
+  return 500;
+}
+
+std::string Service::TransportErrorBody(int http_status, const Status& s) {
+  (void)http_status;
+  return api::ErrorEnvelope("http", WallNow(), s).dump() + "\n";
+}
+
+}  // namespace qm::server

@@ -1,0 +1,86 @@
+// The HTTP API of `qm serve` (/v1, /healthz, /readyz, /metrics), apart
+// from the transport: the route table, the decoding of each operation's
+// parameters, the call into the durable engine, and the answer in the
+// seeds' success / error envelope (docs/api.md, docs/openapi.yaml).
+//
+// Engine calls wait for their journal commit, so they run on a pool of
+// worker threads, never on the transport's event loop. A request waiting
+// for a grant (allocate with `wait`, or GET /v1/allocations/{id}?wait=)
+// holds no thread: it is answered by the event that changes its
+// allocation, or by a timer.
+//
+// Thread safety: Handle may be called from any thread.
+#ifndef QM_SERVER_SERVICE_H_
+#define QM_SERVER_SERVICE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "qm/clock.h"
+#include "qm/durable_engine.h"
+#include "server/events.h"
+#include "server/http.h"
+#include "server/metrics.h"
+
+namespace qm::server {
+
+struct ServiceOptions {
+  // Worker threads for engine calls (each waits for its group commit, so
+  // this bounds the operations in one commit). Default 64.
+  int workers = 64;
+  // The longest `wait` an allocate or a get may ask for. Default 10 min.
+  Duration max_wait = std::chrono::minutes(10);
+  // How often GET /v1/monitor sends a snapshot (its `interval` parameter
+  // may ask for another, from 1 s up). Default 5 s.
+  Duration monitor_interval = std::chrono::seconds(5);
+  // JSON request bodies nested deeper than this are refused. Default 64.
+  int max_json_depth = 64;
+  // The config file the server was started from, for /v1/config (""
+  // when it runs on the defaults).
+  std::string config_source;
+};
+
+class Service {
+ public:
+  // `engine`, `hub` and `metrics` must outlive the service.
+  Service(DurableEngine* engine, EventHub* hub, ServerMetrics* metrics,
+          ServiceOptions options);
+  ~Service();  // Shutdown()
+  Service(const Service&) = delete;
+  Service& operator=(const Service&) = delete;
+
+  // Answers one request (through `responder`, possibly later).
+  void Handle(HttpRequest request, Responder responder);
+
+  // Answers every pending wait with its allocation's current state, closes
+  // the event streams, and stops the workers after the calls in progress.
+  void Shutdown();
+
+  // The routes, for docs and tests: method, pattern ("/v1/allocations/{id}")
+  // and operation name (the envelope's `operation`).
+  struct RouteInfo {
+    std::string method, pattern, operation;
+  };
+  static std::vector<RouteInfo> Routes();
+
+  // The HTTP status for an error code (INVALID_REQUEST 400, NOT_FOUND 404,
+  // CONFLICT 409, ...).
+  static int HttpStatusFor(Code code);
+  // The JSON error envelope for a transport-level error (HttpOptions::
+  // error_body).
+  static std::string TransportErrorBody(int http_status, const Status& s);
+
+  class Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace qm::server
+
+#endif  // QM_SERVER_SERVICE_H_
