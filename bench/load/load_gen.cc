@@ -3,6 +3,13 @@
 // report allocations/s and the latency of each call (p50, p99).
 //
 //   qm_load [--url http://127.0.0.1:7070] [--clients 64] [--seconds 10]
+//   qm_load --handoff 200
+//
+// --handoff N measures the hand-off from a release to a waiting allocate,
+// N times: one slot, held; a client waits for it (allocate with `wait`);
+// the holder releases; the time from sending the release to the waiter's
+// answer (an upper bound of commit-to-waiter: it includes the release's own
+// commit), and from the release's answer to the waiter's.
 //
 // Without --url it starts a server in this process (SQLite, synchronous
 // FULL, in a temporary directory, with capacity for every client), so one
@@ -44,6 +51,7 @@ int main(int argc, char** argv) {
   std::string url;
   int clients = 64;
   double seconds = 10;
+  int handoff = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     if (flag == "--url") {
@@ -52,6 +60,8 @@ int main(int argc, char** argv) {
       clients = std::atoi(argv[i + 1]);
     } else if (flag == "--seconds") {
       seconds = std::atof(argv[i + 1]);
+    } else if (flag == "--handoff") {
+      handoff = std::atoi(argv[i + 1]);
     } else {
       std::cerr << "usage: qm_load [--url URL] [--clients N] [--seconds S]\n";
       return 2;
@@ -68,7 +78,8 @@ int main(int argc, char** argv) {
     o.service.workers = std::max(clients, 1);
     o.durable.store.location = dir;
     auto c = qm::LoadConfigString(
-        "max_concurrent:\n  total: " + std::to_string(clients * 2) + "\n",
+        "max_concurrent:\n  total: " +
+            std::to_string(handoff > 0 ? 1 : clients * 2) + "\n",
         "qm_load config");
     if (!c.ok()) {
       std::cerr << c.status().ToString() << "\n";
@@ -82,6 +93,63 @@ int main(int argc, char** argv) {
     }
     app = std::move(*started);
     url = "http://" + app->address();
+  }
+
+  if (handoff > 0) {
+    qm::server::ClientOptions o;
+    o.url = url;
+    qm::server::HttpClient holder(o), waiter_client(o);
+    const std::string body =
+        R"({"workflow_id": "handoff", "agent_type": "worker"})";
+    auto first = holder.Call("POST", "/v1/allocations", body);
+    std::string held =
+        Json::parse(first->body)["result"].value("allocation_id", "");
+    std::vector<double> from_send, from_answer;
+    for (int i = 0; i < handoff; ++i) {
+      std::atomic<bool> queued{false};
+      Clock::time_point got;
+      std::string next;
+      std::thread waiter([&] {
+        Json b = Json::parse(body);
+        b["wait"] = 30;
+        queued = true;
+        auto r = waiter_client.Call("POST", "/v1/allocations", b.dump(),
+                                    std::chrono::seconds(60));
+        got = Clock::now();
+        if (r.ok()) {
+          next = Json::parse(r->body)["result"].value("allocation_id", "");
+        }
+      });
+      while (!queued) std::this_thread::yield();
+      // Let the waiter's request reach the server and queue.
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      const auto sent = Clock::now();
+      auto rel = holder.Call("POST", "/v1/allocations/" + held + "/release");
+      const auto answered = Clock::now();
+      waiter.join();
+      if (!rel.ok() || next.empty()) {
+        std::cerr << "hand-off " << i << " failed\n";
+        return 1;
+      }
+      from_send.push_back(
+          std::chrono::duration<double, std::milli>(got - sent).count());
+      from_answer.push_back(
+          std::chrono::duration<double, std::milli>(got - answered).count());
+      held = next;
+    }
+    Json out;
+    out["handoffs"] = handoff;
+    out["release_sent_to_waiter_ms"] = {{"p50", Percentile(from_send, 0.5)},
+                                        {"p99", Percentile(from_send, 0.99)}};
+    out["release_answered_to_waiter_ms"] = {
+        {"p50", Percentile(from_answer, 0.5)},
+        {"p99", Percentile(from_answer, 0.99)}};
+    if (app) {
+      (void)app->Stop(std::chrono::seconds(5));
+      std::filesystem::remove_all(dir);
+    }
+    std::cout << out.dump() << std::endl;
+    return 0;
   }
 
   std::atomic<bool> stop{false};

@@ -1,5 +1,7 @@
 #include "cli/client_cmd.h"
 
+#include <openssl/rand.h>
+
 #include <CLI/CLI.hpp>
 #include <charconv>
 #include <chrono>
@@ -13,6 +15,7 @@
 #include "qm/config_loader.h"
 #include "server/app.h"
 #include "server/http_client.h"
+#include "server/server_config.h"
 
 namespace qm::cli {
 namespace {
@@ -267,6 +270,9 @@ struct ClientCommands::State {
   std::string lock_path, lock_token;
   CLI::App* events = nullptr;
   std::string events_filter;
+  CLI::App* token_new = nullptr;
+  std::string token_name, token_role;
+  std::vector<std::string> token_products;
   CLI::App* run = nullptr;
   RunOptions run_options;
   std::string run_ttl = "60s", run_max_wait;
@@ -360,6 +366,21 @@ ClientCommands::ClientCommands(CLI::App* app)
   s.run->add_option("COMMAND", r.command, "The command and its arguments")
       ->expected(-1);
 
+  auto* token = app->add_subcommand(
+      "token", "Auth tokens: `qm token new` makes one for server.auth.tokens");
+  token->require_subcommand(1);
+  s.token_new = token->add_subcommand(
+      "new",
+      "Make a random token and print it with the config entry that admits it "
+      "(the config holds only its SHA-256)");
+  s.token_new->add_option("--name", s.token_name, "Its name (shown as actor)")
+      ->required();
+  s.token_new->add_option("--role", s.token_role, "admin, operator or agent")
+      ->check(CLI::IsMember({"admin", "operator", "agent"}))
+      ->required();
+  s.token_new->add_option("--products", s.token_products,
+                          "agent: the products it may work in (repeatable)");
+
   s.serve = app->add_subcommand(
       "serve",
       "Run the qm server: the HTTP API every orchestrator, agent wrapper and "
@@ -394,7 +415,9 @@ ClientCommands::~ClientCommands() = default;
 
 bool ClientCommands::chosen() const {
   const State& s = *state_;
-  if (*s.lock_verify || *s.events || *s.serve || *s.run) return true;
+  if (*s.lock_verify || *s.events || *s.serve || *s.run || *s.token_new) {
+    return true;
+  }
   for (const auto& c : s.cmds) {
     if (*c.app) return true;
   }
@@ -448,12 +471,51 @@ int ClientCommands::Run(const Output& o, std::ostream& err) const {
       }
       options.config = std::move(*c);
       options.service.config_source = s.config_file;
+      auto sc = server::LoadServerConfigFile(s.config_file);
+      if (!sc.ok()) {
+        err << "qm serve: " << sc.status().ToString() << "\n";
+        return kExitError;
+      }
+      options.service.auth = std::move(*sc);
     }
     options.durable.store.location =
         !s.store_uri.empty()
             ? s.store_uri
             : (s.state_dir.empty() ? DefaultStateDir() : s.state_dir);
     return server::RunServe(std::move(options), *o.out, err);
+  }
+  if (*s.token_new) {
+    if (s.token_role == "agent" && s.token_products.empty()) {
+      err << "qm token new: an agent token needs --products (the products "
+             "it may work in)\n";
+      return 2;
+    }
+    std::string bytes(24, '\0');
+    if (RAND_bytes(reinterpret_cast<unsigned char*>(bytes.data()),
+                   static_cast<int>(bytes.size())) != 1) {
+      err << "qm token new: no randomness available\n";
+      return kExitError;
+    }
+    static const char* kHex = "0123456789abcdef";
+    std::string token = "qm_";
+    for (unsigned char b : bytes) {
+      token += kHex[b >> 4];
+      token += kHex[b & 15];
+    }
+    *o.out << "# The token (give it to its user; it is not stored anywhere):\n"
+           << "#   " << token << "\n"
+           << "# Add this entry under server.auth.tokens in the config:\n"
+           << "- name: " << s.token_name << "\n"
+           << "  sha256: " << server::Sha256Hex(token) << "\n"
+           << "  role: " << s.token_role << "\n";
+    if (!s.token_products.empty()) {
+      *o.out << "  products: [";
+      for (size_t i = 0; i < s.token_products.size(); ++i) {
+        *o.out << (i ? ", " : "") << s.token_products[i];
+      }
+      *o.out << "]\n";
+    }
+    return 0;
   }
   if (*s.run) {
     RunOptions r = s.run_options;

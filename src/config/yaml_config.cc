@@ -98,7 +98,7 @@ const std::vector<Section>& Sections() {
         "priority_levels", "daily_limits", "products", "auto_model_selection",
         "circuit_breaker", "manual_override", "resource_policies",
         "auto_release", "scheduling", "conflicts", "reservations",
-        "conflict_resolution"}},
+        "conflict_resolution", "server"}},
       {kResourceSpec, {"capacity", "fractional"}},
       {kMaxConcurrent, {"total", "per_type"}},
       {kPricing, {"models", "default_model", "estimate_output_share"}},
@@ -1077,6 +1077,9 @@ StatusOr<Config> Reader::Read(const YAML::Node& root) {
   }
   QM_RETURN_IF_ERROR(ForEachKnownEntry(
       field, kRoot, [&](const std::string& key, const Field& child) {
+        // Read by `qm serve` itself (src/server/server_config.h), not part
+        // of the engine's config.
+        if (key == "server") return Status::Ok();
         if (key == "resources") return ReadResources(child);
         if (key == "max_concurrent") return ReadMaxConcurrent(child);
         if (key == "pricing") return ReadPricing(child);

@@ -40,7 +40,7 @@ class App::Impl final : public EventSink {
                             "\"");
     }
     const std::string host = listen.substr(0, colon);
-    if (!IsLoopbackHost(host)) {
+    if (!IsLoopbackHost(host) && options_.service.auth.tokens.empty()) {
       return InvalidRequest(
           "--listen: " + listen +
           " is not a loopback address, and this server has no auth tokens "

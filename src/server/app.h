@@ -39,8 +39,8 @@ struct ServeOptions {
 class App {
  public:
   // Opens the state, then listens. INVALID_REQUEST for a listen address
-  // that is not loopback (no auth tokens are configured, so only local
-  // clients may be served); the errors of DurableEngine::Open and
+  // that is not loopback while no auth tokens are configured (then only
+  // local clients may be served); the errors of DurableEngine::Open and
   // HttpServer::Start.
   static StatusOr<std::unique_ptr<App>> Start(ServeOptions options);
   ~App();  // Stop(5 s) if still running

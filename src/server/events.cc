@@ -13,6 +13,11 @@ bool EventFilter::Matches(const Event& e) const {
   if (!product.empty() && e.product != product) return false;
   if (!workflow_id.empty() && e.workflow_id != workflow_id) return false;
   if (!allocation_id.empty() && e.allocation_id != allocation_id) return false;
+  if (!visible_products.empty() && !e.product.empty() &&
+      std::find(visible_products.begin(), visible_products.end(), e.product) ==
+          visible_products.end()) {
+    return false;
+  }
   return true;
 }
 

@@ -34,6 +34,9 @@ namespace qm::server {
 struct EventFilter {
   std::vector<EventType> types;                     // empty = all
   std::string product, workflow_id, allocation_id;  // "" = any
+  // When not empty: events of other products are left out (events of no
+  // product, such as a pause, pass).
+  std::vector<std::string> visible_products;
   bool Matches(const Event& e) const;
 };
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -318,7 +319,12 @@ class Service::Impl {
     std::string route;                          // the matched pattern
     std::string operation;                      // the envelope's operation
     std::map<std::string, std::string> params;  // from the path
-    Json body;                                  // {} for no body
+    // Who asks: the token's name and role ("local" admin without tokens);
+    // an agent's products.
+    std::string who;
+    Role role = Role::kAdmin;
+    std::vector<std::string> products;
+    Json body;  // {} for no body
     Steady::time_point start;
     std::atomic<bool> answered{false};
   };
@@ -404,6 +410,35 @@ class Service::Impl {
   Json AllocationJson(const AllocationInfo& info, bool replayed,
                       bool with_position);
   Actor ActorOf(const CallPtr& c, const std::string& reason) const;
+  // Authenticates the request and checks its role may use the route
+  // (answering 401 / 403 / 429 and returning false when not).
+  bool Authorize(const CallPtr& c);
+  // Whether an agent caller may work in `product` ("" = "default"); others
+  // may work in any.
+  bool ProductAllowed(const CallPtr& c, const std::string& product) const;
+  // PERMISSION_DENIED naming `field` when an agent caller may not work in
+  // `product`.
+  Status CheckProduct(const CallPtr& c, const std::string& product,
+                      const std::string& field) const {
+    if (ProductAllowed(c, product)) return {};
+    std::string list;
+    for (const std::string& p : c->products)
+      list += (list.empty() ? "" : ", ") + p;
+    return PermissionDenied(field + ": token \"" + c->who +
+                            "\" may only work in " + list + ", not \"" +
+                            (product.empty() ? "default" : product) + "\"");
+  }
+  // For routes on one allocation: answers 404 (and returns false) when an
+  // agent caller asks about another product's allocation.
+  bool OwnAllocation(const CallPtr& c);
+
+  // Token buckets per token name (rate_limit_per_second).
+  struct Bucket {
+    double tokens = 0;
+    Steady::time_point at;
+  };
+  std::mutex rate_mu_;
+  std::map<std::string, Bucket> buckets_;
 
   DurableEngine* const engine_;
   EventHub* const hub_;
@@ -506,6 +541,26 @@ const std::vector<RouteSpec>& RouteTable() {
       {"GET", "/v1/monitor", "monitor", in, &I::Monitor},
   };
   return kTable;
+}
+
+// Who may use each operation of the route table (agent calls are also
+// confined to the agent's products by the handlers).
+enum class Access { kPublic, kRead, kAgent, kOperator, kAdmin };
+Access AccessOf(std::string_view op) {
+  if (op == "healthz" || op == "readyz") return Access::kPublic;
+  if (op == "config_reload") return Access::kAdmin;
+  if (op == "metrics" || op == "config" || op == "resolve_conflicts" ||
+      op == "prevent_conflicts" || op == "reserve" ||
+      op == "cancel_reservation" || op.rfind("override_", 0) == 0) {
+    return Access::kOperator;
+  }
+  if (op == "allocate" || op == "allocate_batch" || op == "renew" ||
+      op == "release" || op == "reallocate" || op == "cancel" ||
+      op == "report_usage" || op == "extend" || op == "check_conflicts" ||
+      op == "lock_verify") {
+    return Access::kAgent;
+  }
+  return Access::kRead;
 }
 
 std::vector<std::string> SplitPath(const std::string& p) {
@@ -630,13 +685,7 @@ void Service::Impl::Handle(HttpRequest request, Responder responder) {
       return;
     }
   }
-  if (!c->req.remote_is_loopback) {
-    // Without auth tokens (a later step of issue 6) only local clients are
-    // served; the server also refuses to listen elsewhere.
-    Fail(c, PermissionDenied("this qm server serves loopback clients only "
-                             "(no auth tokens are configured)"));
-    return;
-  }
+  if (!Authorize(c)) return;
   if (!c->req.body.empty()) {
     if (JsonDepth(c->req.body, options_.max_json_depth) >
         options_.max_json_depth) {
@@ -663,15 +712,120 @@ void Service::Impl::Handle(HttpRequest request, Responder responder) {
     return;
   }
   const Route* route = found;
-  pool_.Post([route, c] { route->run(c); });
+  const bool one_allocation =
+      route->pattern.rfind("/v1/allocations/{id}", 0) == 0;
+  pool_.Post([this, route, c, one_allocation] {
+    if (one_allocation && !OwnAllocation(c)) return;
+    route->run(c);
+  });
 }
 
 Actor Service::Impl::ActorOf(const CallPtr& c,
                              const std::string& reason) const {
   Actor a;
-  a.who = "local:" + c->req.remote_address;
+  a.who = c->who;
   a.why = reason;
   return a;
+}
+
+bool Service::Impl::Authorize(const CallPtr& c) {
+  const Access access = AccessOf(c->operation);
+  const std::vector<TokenEntry>& tokens = options_.auth.tokens;
+  if (tokens.empty()) {
+    // Only local clients are served (the server also refuses to listen
+    // elsewhere), each as admin.
+    if (!c->req.remote_is_loopback && access != Access::kPublic) {
+      Fail(c, PermissionDenied("this qm server serves loopback clients only "
+                               "(no auth tokens are configured)"));
+      return false;
+    }
+    c->who = "local:" + c->req.remote_address;
+    c->role = Role::kAdmin;
+    return true;
+  }
+  if (access == Access::kPublic) return true;
+  const std::string_view header = c->req.Header("authorization");
+  constexpr std::string_view kBearer = "Bearer ";
+  if (header.substr(0, kBearer.size()) != kBearer) {
+    Fail(c, Unauthenticated("this server needs `Authorization: Bearer "
+                            "<token>` (a token listed in server.auth.tokens)"));
+    return false;
+  }
+  const std::string digest =
+      Sha256Hex(std::string(header.substr(kBearer.size())));
+  const TokenEntry* found = nullptr;
+  for (const TokenEntry& t : tokens) {
+    // Compared in full (not stopping at the first difference).
+    unsigned char diff = t.sha256.size() != digest.size();
+    for (size_t i = 0; i < std::min(t.sha256.size(), digest.size()); ++i) {
+      diff |= static_cast<unsigned char>(t.sha256[i] ^ digest[i]);
+    }
+    if (diff == 0) found = &t;
+  }
+  if (!found) {
+    Fail(c, Unauthenticated("unknown token (not in server.auth.tokens)"));
+    return false;
+  }
+  c->who = found->name;
+  c->role = found->role;
+  c->products = found->products;
+  if (options_.auth.rate_limit_per_second > 0) {
+    const double rate = options_.auth.rate_limit_per_second;
+    const double burst = std::max(rate, 1.0);
+    std::lock_guard<std::mutex> lock(rate_mu_);
+    Bucket& b = buckets_[found->name];
+    const auto now = Steady::now();
+    if (b.at == Steady::time_point()) b.tokens = burst;
+    b.tokens = std::min(
+        burst,
+        b.tokens + rate * std::chrono::duration<double>(now - b.at).count());
+    b.at = now;
+    if (b.tokens < 1) {
+      Json shown = rate;
+      Fail(c, RateLimited("token \"" + found->name + "\" is over its " +
+                          shown.dump() +
+                          " requests per second (server.rate_limit_per_"
+                          "second); retry in " +
+                          std::to_string(static_cast<int>(
+                              std::ceil((1 - b.tokens) / rate * 1000))) +
+                          " ms"));
+      return false;
+    }
+    b.tokens -= 1;
+  }
+  const bool allowed =
+      access == Access::kRead || access == Access::kAgent ||
+      (access == Access::kOperator && c->role != Role::kAgent) ||
+      (access == Access::kAdmin && c->role == Role::kAdmin);
+  if (!allowed) {
+    Fail(c, PermissionDenied(std::string(c->operation) + " needs the " +
+                             (access == Access::kAdmin ? "admin" : "operator") +
+                             " role; token \"" + c->who + "\" is " +
+                             RoleName(c->role)));
+    return false;
+  }
+  return true;
+}
+
+bool Service::Impl::ProductAllowed(const CallPtr& c,
+                                   const std::string& product) const {
+  if (c->role != Role::kAgent) return true;
+  const std::string p = product.empty() ? "default" : product;
+  return std::find(c->products.begin(), c->products.end(), p) !=
+         c->products.end();
+}
+
+bool Service::Impl::OwnAllocation(const CallPtr& c) {
+  if (c->role != Role::kAgent) return true;
+  const std::string& id = c->params["id"];
+  auto info = engine_->Get(id);
+  if (info.ok() && !ProductAllowed(c, info->product)) {
+    // As if it did not exist: an agent never learns of other tenants'
+    // allocations.
+    Fail(c, NotFound("no allocation " + id));
+    return false;
+  }
+  return true;
 }
 
 // ---------------------------------------------------------------- allocations
@@ -762,6 +916,7 @@ void Service::Impl::Allocate(const CallPtr& c) {
   body.erase("wait");
   auto req = api::RequestFromJson(body);
   if (!Check(c, req.status())) return;
+  if (!Check(c, CheckProduct(c, req->product, "product"))) return;
   auto r = engine_->Allocate(*req);
   if (!Check(c, r.status())) return;
   AnswerOrWait(c, std::move(r->allocation), r->replayed, wait);
@@ -793,6 +948,11 @@ void Service::Impl::AllocateBatch(const CallPtr& c) {
     auto r =
         api::RequestFromJson(list[i], "requests[" + std::to_string(i) + "].");
     if (!Check(c, r.status())) return;
+    if (!Check(c,
+               CheckProduct(c, r->product,
+                            "requests[" + std::to_string(i) + "].product"))) {
+      return;
+    }
     reqs.push_back(std::move(*r));
   }
   auto r = engine_->AllocateBatch(reqs, all);
@@ -846,11 +1006,25 @@ void Service::Impl::ListAllocations(const CallPtr& c) {
       return;
     }
   }
+  if (c->role == Role::kAgent) {
+    // An agent lists its own products' allocations only.
+    if (!f.product.empty()) {
+      if (!Check(c, CheckProduct(c, f.product, "product"))) return;
+    } else if (c->products.size() == 1) {
+      f.product = c->products[0];
+    }
+  }
   auto list = engine_->List(f);
   if (!Check(c, list.status())) return;
+  if (c->role == Role::kAgent && f.product.empty()) {
+    std::erase_if(list->allocations, [&](const AllocationInfo& a) {
+      return !ProductAllowed(c, a.product);
+    });
+  }
   Json out = Json::array();
-  for (const AllocationInfo& a : list->allocations)
+  for (const AllocationInfo& a : list->allocations) {
     out.push_back(api::ToJson(a));
+  }
   Json r;
   r["allocations"] = std::move(out);
   r["count"] = list->allocations.size();
@@ -940,6 +1114,8 @@ void Service::Impl::Queue(const CallPtr& c) {
   if (!Check(c, q.status())) return;
   Json list = Json::array();
   for (size_t i = 0; i < q->size(); ++i) {
+    // Positions count every queued request; an agent sees its own.
+    if (!ProductAllowed(c, (*q)[i].product)) continue;
     Json e = api::ToJson((*q)[i]);
     e["position"] = i + 1;
     list.push_back(std::move(e));
@@ -1015,6 +1191,11 @@ void Service::Impl::CheckConflicts(const CallPtr& c) {
   auto req = api::RequestFromJson(request,
                                   has_p ? "proposed_allocation." : "request.");
   if (!Check(c, req.status())) return;
+  if (!Check(c, CheckProduct(c, req->product,
+                             has_p ? "proposed_allocation.product"
+                                   : "request.product"))) {
+    return;
+  }
   Reply(c, engine_->CheckConflicts(*req, horizon));
 }
 
@@ -1297,6 +1478,13 @@ void Service::Impl::Events(const CallPtr& c) {
                              "allocation_id, after)"));
       return;
     }
+  }
+  if (c->role == Role::kAgent) {
+    if (!filter.product.empty() &&
+        !Check(c, CheckProduct(c, filter.product, "product"))) {
+      return;
+    }
+    filter.visible_products = c->products;
   }
   // Resume point: Last-Event-ID (what browsers send on reconnect) or
   // ?after=.

@@ -26,6 +26,7 @@
 #include "server/events.h"
 #include "server/http.h"
 #include "server/metrics.h"
+#include "server/server_config.h"
 
 namespace qm::server {
 
@@ -43,6 +44,13 @@ struct ServiceOptions {
   // The config file the server was started from, for /v1/config (""
   // when it runs on the defaults).
   std::string config_source;
+  // Auth tokens and the per-token rate limit. Without tokens only loopback
+  // clients are served, each as admin. With tokens every route but
+  // /healthz and /readyz needs `Authorization: Bearer <token>` (401
+  // without, 403 when the role may not use the route); an agent token works
+  // only within its products (another product's allocation answers 404,
+  // as if it did not exist).
+  ServerConfig auth;
 };
 
 class Service {

@@ -14,6 +14,7 @@
 #include "qm/config_loader.h"
 #include "server/app.h"
 #include "server/http_client.h"
+#include "server/server_config.h"
 
 namespace qm::server::testing {
 
@@ -34,12 +35,15 @@ class TempDir {
   std::string path_;
 };
 
-// A server on 127.0.0.1:0 with its state in `dir` under the config `yaml`
-// (8 workers). Fails the test (and returns null) when it cannot start.
-inline std::unique_ptr<App> StartApp(const std::string& dir,
-                                     const std::string& yaml) {
+// A server on `listen` with its state in `dir` under the config `yaml`
+// and the auth settings `auth` (8 workers). Fails the test (and returns
+// null) when it cannot start.
+inline std::unique_ptr<App> StartApp(
+    const std::string& dir, const std::string& yaml, ServerConfig auth = {},
+    const std::string& listen = "127.0.0.1:0") {
   ServeOptions o;
-  o.http.listen = "127.0.0.1:0";
+  o.http.listen = listen;
+  o.service.auth = std::move(auth);
   o.service.workers = 8;
   o.durable.store.location = dir;
   auto c = LoadConfigString(yaml, "test config");
@@ -52,10 +56,12 @@ inline std::unique_ptr<App> StartApp(const std::string& dir,
   return std::move(*app);
 }
 
-// A client of `url` ("http://host:port").
-inline HttpClient ClientOf(const std::string& url) {
+// A client of `url` ("http://host:port"), with a bearer token when given.
+inline HttpClient ClientOf(const std::string& url,
+                           const std::string& token = "") {
   ClientOptions o;
   o.url = url;
+  o.token = token;
   return HttpClient(o);
 }
 
