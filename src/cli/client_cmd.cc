@@ -10,6 +10,7 @@
 #include <iostream>
 #include <optional>
 
+#include "cli/hook_cmd.h"
 #include "cli/run_cmd.h"
 #include "cli/state_cmd.h"
 #include "qm/config_loader.h"
@@ -270,6 +271,9 @@ struct ClientCommands::State {
   std::string lock_path, lock_token;
   CLI::App* events = nullptr;
   std::string events_filter;
+  CLI::App* hook = nullptr;
+  HookOptions hook_options;
+  std::string hook_wait = "30s";
   CLI::App* token_new = nullptr;
   std::string token_name, token_role;
   std::vector<std::string> token_products;
@@ -278,6 +282,7 @@ struct ClientCommands::State {
   std::string run_ttl = "60s", run_max_wait;
   CLI::App* serve = nullptr;
   std::string listen = "127.0.0.1:7070", config_file, state_dir, store_uri;
+  std::string tls_cert, tls_key;
   int workers = 64;
 
   std::string Url() const {
@@ -366,6 +371,29 @@ ClientCommands::ClientCommands(CLI::App* app)
   s.run->add_option("COMMAND", r.command, "The command and its arguments")
       ->expected(-1);
 
+  s.hook = app->add_subcommand(
+      "hook",
+      "Claude Code hook: reads a hook event on stdin and gates subagents on "
+      "qm allocations (PreToolUse: allocate or deny; PostToolUse / "
+      "SubagentStop / Stop: release). See docs/integrations/claude-code.md");
+  s.hook->add_option("--product", s.hook_options.product,
+                     "The product the subagents count against");
+  s.hook
+      ->add_option("--wait", s.hook_wait,
+                   "How long a subagent may wait for a slot before it is "
+                   "denied")
+      ->capture_default_str();
+  s.hook
+      ->add_option("--on-error", s.hook_options.on_error,
+                   "When the qm server cannot be reached: allow (with a "
+                   "warning) or deny")
+      ->check(CLI::IsMember({"allow", "deny"}))
+      ->capture_default_str();
+  s.hook->add_option("--state-dir", s.hook_options.state_dir,
+                     "Where tool calls are matched to allocations (default "
+                     "$XDG_RUNTIME_DIR/qm-hook, else /tmp/qm-hook-UID)");
+  s.hook->add_option("--server", s.server, server_help)->type_name("URL");
+
   auto* token = app->add_subcommand(
       "token", "Auth tokens: `qm token new` makes one for server.auth.tokens");
   token->require_subcommand(1);
@@ -403,6 +431,13 @@ ClientCommands::ClientCommands(CLI::App* app)
                    "directory")
       ->type_name("URI")
       ->excludes(state);
+  auto* cert = s.serve->add_option(
+      "--tls-cert", s.tls_cert,
+      "PEM certificate chain: serve HTTPS (with --tls-key)");
+  auto* key = s.serve->add_option("--tls-key", s.tls_key,
+                                  "PEM private key of --tls-cert");
+  cert->needs(key);
+  key->needs(cert);
   s.serve
       ->add_option("--workers", s.workers,
                    "Threads for engine calls (each waits for its journal "
@@ -415,7 +450,8 @@ ClientCommands::~ClientCommands() = default;
 
 bool ClientCommands::chosen() const {
   const State& s = *state_;
-  if (*s.lock_verify || *s.events || *s.serve || *s.run || *s.token_new) {
+  if (*s.lock_verify || *s.events || *s.serve || *s.run || *s.token_new ||
+      *s.hook) {
     return true;
   }
   for (const auto& c : s.cmds) {
@@ -426,14 +462,21 @@ bool ClientCommands::chosen() const {
 
 namespace {
 
+// How to reach the server at `url`: the bearer token from $QM_TOKEN, and
+// for https:// a CA file from $QM_CA_FILE (else the system's CAs).
+server::ClientOptions ClientOptionsFor(const std::string& url) {
+  server::ClientOptions options;
+  options.url = url;
+  if (const char* token = std::getenv("QM_TOKEN")) options.token = token;
+  if (const char* ca = std::getenv("QM_CA_FILE")) options.ca_file = ca;
+  return options;
+}
+
 // Sends `r` and prints the server's envelope; a transport failure becomes
 // an error envelope of `operation`.
 int Send(const Output& o, const std::string& url, const std::string& operation,
          const Request& r) {
-  server::ClientOptions options;
-  options.url = url;
-  if (const char* token = std::getenv("QM_TOKEN")) options.token = token;
-  server::HttpClient client(options);
+  server::HttpClient client(ClientOptionsFor(url));
   auto resp = client.Call(r.method, r.target, r.body, r.timeout);
   if (!resp.ok()) {
     Status s = resp.status();
@@ -462,6 +505,8 @@ int ClientCommands::Run(const Output& o, std::ostream& err) const {
   if (*s.serve) {
     server::ServeOptions options;
     options.http.listen = s.listen;
+    options.http.tls_cert_file = s.tls_cert;
+    options.http.tls_key_file = s.tls_key;
     options.service.workers = s.workers;
     if (!s.config_file.empty()) {
       auto c = LoadConfigFile(s.config_file);
@@ -483,6 +528,16 @@ int ClientCommands::Run(const Output& o, std::ostream& err) const {
             ? s.store_uri
             : (s.state_dir.empty() ? DefaultStateDir() : s.state_dir);
     return server::RunServe(std::move(options), *o.out, err);
+  }
+  if (*s.hook) {
+    HookOptions h = s.hook_options;
+    h.client = ClientOptionsFor(s.Url());
+    if (!ParseDuration(s.hook_wait, &h.wait)) {
+      err << "qm hook: --wait must be a duration (e.g. 30s), got \""
+          << s.hook_wait << "\"\n";
+      return 2;
+    }
+    return RunHook(h, std::cin, *o.out, err);
   }
   if (*s.token_new) {
     if (s.token_role == "agent" && s.token_products.empty()) {
@@ -519,8 +574,7 @@ int ClientCommands::Run(const Output& o, std::ostream& err) const {
   }
   if (*s.run) {
     RunOptions r = s.run_options;
-    r.server = s.Url();
-    if (const char* token = std::getenv("QM_TOKEN")) r.token = token;
+    r.client = ClientOptionsFor(s.Url());
     if (!ParseDuration(s.run_ttl, &r.ttl) || r.ttl < std::chrono::seconds(1)) {
       err << "qm run: --ttl must be a duration of at least 1s (e.g. 60s, "
              "5m), got \""
@@ -557,10 +611,7 @@ int ClientCommands::Run(const Output& o, std::ostream& err) const {
                 {"POST", "/v1/locks/verify", body.dump()});
   }
   if (*s.events) {
-    server::ClientOptions options;
-    options.url = s.Url();
-    if (const char* token = std::getenv("QM_TOKEN")) options.token = token;
-    server::HttpClient client(options);
+    server::HttpClient client(ClientOptionsFor(s.Url()));
     std::string target = "/v1/events";
     if (!s.events_filter.empty()) {
       target += (s.events_filter.front() == '?' ? "" : "?") + s.events_filter;

@@ -98,9 +98,7 @@ int RunUnderAllocation(const RunOptions& o, std::ostream& err) {
     err << "qm run: " << request.status().message() << "\n";
     return 2;
   }
-  server::ClientOptions co;
-  co.url = o.server;
-  co.token = o.token;
+  const server::ClientOptions& co = o.client;
   server::HttpClient client(co);
 
   // Signals that arrive while queued cancel the request; while the command
@@ -204,7 +202,7 @@ int RunUnderAllocation(const RunOptions& o, std::ostream& err) {
     if (budget.contains("max_tokens")) {
       setenv("QM_MAX_TOKENS", budget["max_tokens"].dump().c_str(), 1);
     }
-    setenv("QM_SERVER", o.server.c_str(), 1);
+    setenv("QM_SERVER", o.client.url.c_str(), 1);
     std::vector<char*> argv;
     for (const std::string& a : o.command) {
       argv.push_back(const_cast<char*>(a.c_str()));

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "qm/clock.h"
+#include "server/http_client.h"
 
 namespace qm::cli {
 
@@ -31,8 +32,8 @@ inline constexpr int kRunExitQmFailed = 125;
 inline constexpr int kRunExitCannotRun = 127;
 
 struct RunOptions {
-  std::string server;  // URL
-  std::string token;   // bearer token ("" = none)
+  // The server: URL, token, TLS trust.
+  server::ClientOptions client;
   // The allocation request (JSON object text; "" = {}), before the flags
   // below are merged into it.
   std::string request_json;

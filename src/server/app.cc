@@ -151,14 +151,16 @@ int RunServe(ServeOptions options, std::ostream& out, std::ostream& err) {
   sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   const std::string where = options.durable.store.location;
+  const std::string options_tls_cert = options.http.tls_cert_file;
   auto app = App::Start(std::move(options));
   if (!app.ok()) {
     err << "qm serve: " << app.status().ToString() << "\n";
     return 1;
   }
   const RecoveryInfo& r = (*app)->recovery();
-  out << "qm serve: listening on http://" << (*app)->address() << " (state "
-      << where << ", "
+  const bool tls = !options_tls_cert.empty();
+  out << "qm serve: listening on " << (tls ? "https://" : "http://")
+      << (*app)->address() << " (state " << where << ", "
       << (r.fresh ? std::string("new")
                   : "recovered " + std::to_string(r.replayed) +
                         " journal records after snapshot " +

@@ -32,13 +32,20 @@ struct CliRun {
   int code = -1;
   std::string out, err;
 };
-CliRun Qm(const std::vector<std::string>& args, const std::string& server) {
+CliRun Qm(const std::vector<std::string>& args, const std::string& server,
+          const std::string& stdin_text = "") {
   TempDir tmp;
   const std::string out_file = tmp.path() + "/out",
-                    err_file = tmp.path() + "/err";
+                    err_file = tmp.path() + "/err",
+                    in_file = tmp.path() + "/in";
+  if (FILE* f = fopen(in_file.c_str(), "w")) {
+    fputs(stdin_text.c_str(), f);
+    fclose(f);
+  }
   const pid_t pid = fork();
   if (pid == 0) {
     setenv("QM_SERVER", server.c_str(), 1);
+    freopen(in_file.c_str(), "r", stdin);
     freopen(out_file.c_str(), "w", stdout);
     freopen(err_file.c_str(), "w", stderr);
     std::vector<char*> argv = {const_cast<char*>(QM_BINARY)};
@@ -71,23 +78,25 @@ CliRun Qm(const std::vector<std::string>& args, const std::string& server) {
 class ServeProcess {
  public:
   explicit ServeProcess(const std::string& state_dir,
-                        const std::string& config = "") {
+                        const std::string& config = "",
+                        const std::vector<std::string>& extra = {}) {
     int fds[2];
     EXPECT_EQ(pipe(fds), 0);
-    err_file_ = state_dir + "/serve.err";
+    err_file_ = state_dir + ".serve.err";
+    std::vector<std::string> args = {QM_BINARY,     "serve",   "--listen",
+                                     "127.0.0.1:0", "--state", state_dir,
+                                     "--workers",   "8"};
+    if (!config.empty()) args.insert(args.end(), {"--config", config});
+    args.insert(args.end(), extra.begin(), extra.end());
     pid_ = fork();
     if (pid_ == 0) {
       dup2(fds[1], 1);
       close(fds[0]);
       freopen(err_file_.c_str(), "a", stderr);
-      if (config.empty()) {
-        execl(QM_BINARY, QM_BINARY, "serve", "--listen", "127.0.0.1:0",
-              "--state", state_dir.c_str(), "--workers", "8", nullptr);
-      } else {
-        execl(QM_BINARY, QM_BINARY, "serve", "--listen", "127.0.0.1:0",
-              "--state", state_dir.c_str(), "--workers", "8", "--config",
-              config.c_str(), nullptr);
-      }
+      std::vector<char*> argv;
+      for (std::string& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(QM_BINARY, argv.data());
       _exit(127);
     }
     close(fds[1]);
@@ -96,7 +105,7 @@ class ServeProcess {
     char c;
     while (read(fds[0], &c, 1) == 1 && c != '\n') line += c;
     out_fd_ = fds[0];
-    const size_t at = line.find("http://");
+    const size_t at = line.find("http");
     EXPECT_NE(at, std::string::npos) << line;
     if (at != std::string::npos) {
       url_ = line.substr(at, line.find(' ', at) - at);
@@ -353,6 +362,109 @@ TEST(ServeProcessTest, RunKilledReleasesWhenItsLeaseLapses) {
   }
   EXPECT_EQ(status, "expired");
   EXPECT_LT(std::chrono::steady_clock::now() - killed, std::chrono::seconds(4));
+}
+
+// `qm hook` as Claude Code runs it: a subagent is allowed once granted,
+// denied with the reason and expected start when no slot frees in time
+// (its queued request withdrawn), released after its tool call with the
+// tokens it reports; other tools get no opinion.
+TEST(ServeProcessTest, HookGatesSubagents) {
+  TempDir dir;
+  const std::string config = dir.path() + "/qm.yml";
+  if (FILE* f = fopen(config.c_str(), "w")) {
+    fputs("max_concurrent: {total: 1}\n", f);
+    fclose(f);
+  }
+  ServeProcess serve(dir.path() + "/state", config);
+  ASSERT_FALSE(serve.url().empty()) << serve.Err();
+  const std::vector<std::string> hook = {"hook", "--wait", "300ms",
+                                         "--state-dir", dir.path() + "/hooks"};
+  auto pre = [](const std::string& id) {
+    return R"({"session_id": "s1", "hook_event_name": "PreToolUse",)"
+           R"( "tool_name": "Task", "tool_use_id": ")" +
+           id + R"(", "tool_input": {"subagent_type": "coder"}})";
+  };
+  CliRun first = Qm(hook, serve.url(), pre("tu1"));
+  ASSERT_EQ(first.code, 0) << first.err;
+  Json a = Json::parse(first.out);
+  EXPECT_EQ(a["hookSpecificOutput"]["permissionDecision"], "allow");
+
+  CliRun second = Qm(hook, serve.url(), pre("tu2"));
+  Json d = Json::parse(second.out);
+  EXPECT_EQ(d["hookSpecificOutput"]["permissionDecision"], "deny");
+  const std::string reason =
+      d["hookSpecificOutput"]["permissionDecisionReason"];
+  EXPECT_NE(reason.find("expected start"), std::string::npos) << reason;
+  EXPECT_EQ(Call(serve.url(), "GET", "/v1/queue")["result"]["queued"], 0);
+
+  CliRun post = Qm(hook, serve.url(),
+                   R"({"session_id": "s1", "hook_event_name": "PostToolUse",)"
+                   R"( "tool_name": "Task", "tool_use_id": "tu1",)"
+                   R"( "tool_response": {"totalTokens": 1234}})");
+  EXPECT_EQ(post.code, 0) << post.err;
+  Json list = Call(serve.url(), "GET", "/v1/allocations?status=released");
+  ASSERT_EQ(list["result"]["count"], 1);
+  EXPECT_EQ(list["result"]["allocations"][0]["usage"]["tokens"], 1234);
+  EXPECT_EQ(list["result"]["allocations"][0]["agent_type"], "coder");
+
+  // The slot is free again; Stop releases what the session still holds.
+  EXPECT_EQ(Json::parse(Qm(hook, serve.url(), pre("tu3"))
+                            .out)["hookSpecificOutput"]["permissionDecision"],
+            "allow");
+  Qm(hook, serve.url(), R"({"session_id": "s1", "hook_event_name": "Stop"})");
+  EXPECT_EQ(Call(serve.url(), "GET",
+                 "/v1/allocations?status=active")["result"]["count"],
+            0);
+
+  CliRun bash = Qm(hook, serve.url(),
+                   R"({"hook_event_name": "PreToolUse", "tool_name": "Bash"})");
+  EXPECT_EQ(bash.code, 0);
+  EXPECT_TRUE(bash.out.empty()) << bash.out;
+  CliRun garbage = Qm(hook, serve.url(), "not json");
+  EXPECT_EQ(garbage.code, 2);
+
+  // No server: allowed with a warning by default, denied on request.
+  CliRun down = Qm(hook, "http://127.0.0.1:1", pre("tu4"));
+  EXPECT_EQ(Json::parse(down.out)["hookSpecificOutput"]["permissionDecision"],
+            "allow");
+  std::vector<std::string> strict = hook;
+  strict.insert(strict.end(), {"--on-error", "deny"});
+  CliRun closed = Qm(strict, "http://127.0.0.1:1", pre("tu5"));
+  EXPECT_EQ(Json::parse(closed.out)["hookSpecificOutput"]["permissionDecision"],
+            "deny");
+}
+
+// --tls-cert / --tls-key: the server speaks HTTPS; the CLI trusts a
+// self-signed certificate through $QM_CA_FILE.
+TEST(ServeProcessTest, ServesHttpsWithACertificate) {
+  if (std::system("openssl version >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "no openssl command";
+  }
+  TempDir dir;
+  const std::string cert = dir.path() + "/cert.pem",
+                    key = dir.path() + "/key.pem";
+  const std::string make =
+      "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 "
+      "-addext subjectAltName=IP:127.0.0.1 -keyout " +
+      key + " -out " + cert + " >/dev/null 2>&1";
+  ASSERT_EQ(std::system(make.c_str()), 0);
+  ServeProcess serve(dir.path() + "/state", "",
+                     {"--tls-cert", cert, "--tls-key", key});
+  ASSERT_EQ(serve.url().rfind("https://", 0), 0u) << serve.url();
+  ClientOptions o;
+  o.url = serve.url();
+  o.ca_file = cert;
+  HttpClient c(o);
+  auto r = c.Call("GET", "/v1/status");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->status, 200);
+  setenv("QM_CA_FILE", cert.c_str(), 1);
+  CliRun cli = Qm({"status"}, serve.url());
+  unsetenv("QM_CA_FILE");
+  EXPECT_EQ(cli.code, 0) << cli.out << cli.err;
+  // Without trusting it, the CLI refuses the certificate.
+  CliRun untrusted = Qm({"status"}, serve.url());
+  EXPECT_EQ(untrusted.code, 1);
 }
 
 TEST(ServeProcessTest, ServeRefusesAnAddressInUse) {
