@@ -27,6 +27,7 @@
 #define QM_DURABLE_ENGINE_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -67,6 +68,12 @@ struct DurableOptions {
   bool follow = false;
   // Default 100 ms.
   Duration tail_interval = std::chrono::milliseconds(100);
+
+  // Called from the writer thread after each journal commit with the time
+  // the store took to make it durable (seconds) and the operations in it,
+  // for metrics. Must be quick and must not call into the engine. Default
+  // none.
+  std::function<void(double seconds, size_t operations)> on_commit;
 };
 
 // What Open found and did.

@@ -47,12 +47,19 @@ class App::Impl final : public EventSink {
           "configured, so it may only serve local clients (listen on "
           "127.0.0.1)");
     }
+    options_.durable.on_commit = [this](double seconds, size_t operations) {
+      commit_latency_.Observe(seconds);
+      commit_batch_.Observe(static_cast<double>(operations));
+    };
     auto engine =
         DurableEngine::Open(options_.durable, options_.config, nullptr, this);
     if (!engine.ok()) return engine.status();
     engine_ = std::move(*engine);
+    ServiceOptions service_options = options_.service;
+    service_options.commit_latency = &commit_latency_;
+    service_options.commit_batch = &commit_batch_;
     service_ = std::make_unique<Service>(engine_.get(), &hub_, &metrics_,
-                                         options_.service);
+                                         std::move(service_options));
     HttpOptions http = options_.http;
     if (!http.error_body) http.error_body = &Service::TransportErrorBody;
     Service* service = service_.get();
@@ -116,6 +123,9 @@ class App::Impl final : public EventSink {
   ServeOptions options_;
   EventHub hub_;
   ServerMetrics metrics_;
+  // Journal commits: latency (s) and operations per commit.
+  Histogram commit_latency_{DefaultLatencyBounds()};
+  Histogram commit_batch_{DefaultBatchBounds()};
   std::unique_ptr<DurableEngine> engine_;
   std::unique_ptr<Service> service_;
   std::unique_ptr<HttpServer> http_;

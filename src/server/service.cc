@@ -126,8 +126,10 @@ class Timers {
         continue;
       }
       auto first = by_time_.begin();
-      if (Steady::now() < first->first.first) {
-        cv_.wait_until(lock, first->first.first);
+      // A copy: the entry may be cancelled (erased) while this waits.
+      const Steady::time_point due = first->first.first;
+      if (Steady::now() < due) {
+        cv_.wait_until(lock, due);
         continue;
       }
       std::function<void()> fn = std::move(first->second);
@@ -1624,6 +1626,8 @@ void Service::Impl::Metrics(const CallPtr& c) {
   in.snapshot = std::move(*s);
   in.costs = std::move(*costs);
   in.journal = engine_->stats();
+  in.commit_latency = options_.commit_latency;
+  in.commit_batch = options_.commit_batch;
   in.leader = engine_->IsLeader();
   in.uptime_seconds =
       std::chrono::duration<double>(Steady::now() - started_).count();

@@ -51,6 +51,10 @@ struct ServiceOptions {
   // only within its products (another product's allocation answers 404,
   // as if it did not exist).
   ServerConfig auth;
+  // Journal commit latency and batch size for /metrics (may be null; must
+  // outlive the service).
+  const Histogram* commit_latency = nullptr;
+  const Histogram* commit_batch = nullptr;
 };
 
 class Service {

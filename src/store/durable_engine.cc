@@ -689,9 +689,16 @@ bool DurableEngineImpl::Commit(std::deque<Pending>* batch) {
     records.push_back(JournalRecord{p.seq, p.time_ms, 0, std::move(p.payload)});
   }
   Status s;
+  const auto started = std::chrono::steady_clock::now();
   {
     std::lock_guard<std::mutex> lock(store_mu_);
     s = store_->Append(&records);
+  }
+  if (s.ok() && options_.on_commit) {
+    options_.on_commit(std::chrono::duration<double>(
+                           std::chrono::steady_clock::now() - started)
+                           .count(),
+                       records.size());
   }
   if (!s.ok()) {
     Fail(Status(s.code(), "a change could not be made durable (" + s.message() +

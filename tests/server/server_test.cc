@@ -344,6 +344,13 @@ TEST_F(ServerTest, MetricsHealthAndReadiness) {
   EXPECT_NE(m->body.find("qm_http_requests_total{route=\"/v1/allocations\","
                          "method=\"POST\",code=\"200\"} 1"),
             std::string::npos);
+  // Every commit is timed: at least the allocate's.
+  const std::string count = "\nqm_journal_commit_duration_seconds_count ";
+  const size_t at = m->body.find(count);
+  ASSERT_NE(at, std::string::npos);
+  EXPECT_GE(std::stod(m->body.substr(at + count.size())), 1.0);
+  EXPECT_NE(m->body.find("qm_journal_commit_batch_size_bucket{le=\"1\"}"),
+            std::string::npos);
   auto h = c.Call("GET", "/healthz");
   ASSERT_TRUE(h.ok());
   EXPECT_EQ(h->status, 200);
