@@ -11,6 +11,7 @@
 
 #include "server/events.h"
 #include "server/metrics.h"
+#include "server/webhooks.h"
 
 namespace qm::server {
 
@@ -46,6 +47,12 @@ class App::Impl final : public EventSink {
           " is not a loopback address, and this server has no auth tokens "
           "configured, so it may only serve local clients (listen on "
           "127.0.0.1)");
+    }
+    if (!options_.service.auth.webhooks.empty()) {
+      // Subscribed before the engine opens: alerts of the recovery's own
+      // catch-up are sent too.
+      webhooks_ = std::make_unique<WebhookSender>(
+          options_.service.auth.webhooks, &hub_);
     }
     options_.durable.on_commit = [this](double seconds, size_t operations) {
       commit_latency_.Observe(seconds);
@@ -91,6 +98,7 @@ class App::Impl final : public EventSink {
     if (service_) service_->Shutdown();
     if (http_) http_->Stop(grace);
     if (engine_) stop_status_ = engine_->Close();
+    if (webhooks_) webhooks_->Stop();
     return stop_status_;
   }
 
@@ -126,6 +134,7 @@ class App::Impl final : public EventSink {
   // Journal commits: latency (s) and operations per commit.
   Histogram commit_latency_{DefaultLatencyBounds()};
   Histogram commit_batch_{DefaultBatchBounds()};
+  std::unique_ptr<WebhookSender> webhooks_;
   std::unique_ptr<DurableEngine> engine_;
   std::unique_ptr<Service> service_;
   std::unique_ptr<HttpServer> http_;

@@ -7,6 +7,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "qm/types.h"
+
 namespace qm::server {
 namespace {
 
@@ -36,14 +38,83 @@ Status CheckKeys(const std::string& source, const YAML::Node& n,
   return {};
 }
 
+// Every event type name (the engine's EventTypeName values).
+bool KnownEventType(const std::string& name) {
+  for (int i = 0; i <= static_cast<int>(EventType::kReservationCancelled);
+       ++i) {
+    if (name == EventTypeName(static_cast<EventType>(i))) return true;
+  }
+  return false;
+}
+
+Status ParseWebhooks(const YAML::Node& hooks, const std::string& source,
+                     ServerConfig* out) {
+  if (!hooks || hooks.IsNull()) return {};
+  if (!hooks.IsSequence()) {
+    return InvalidRequest(Where(source, hooks) +
+                          "server.webhooks: must be a list");
+  }
+  for (size_t i = 0; i < hooks.size(); ++i) {
+    const YAML::Node h = hooks[i];
+    const std::string path = "server.webhooks[" + std::to_string(i) + "]";
+    QM_RETURN_IF_ERROR(
+        CheckKeys(source, h, path, {"url", "types", "product", "retries"}));
+    WebhookEntry w;
+    const YAML::Node url = h["url"];
+    if (!url || !url.IsScalar() ||
+        (url.Scalar().rfind("http://", 0) != 0 &&
+         url.Scalar().rfind("https://", 0) != 0)) {
+      return InvalidRequest(Where(source, url ? url : h) + path +
+                            ".url: required, an http:// or https:// URL");
+    }
+    w.url = url.Scalar();
+    if (const YAML::Node t = h["types"]) {
+      if (!t.IsSequence()) {
+        return InvalidRequest(Where(source, t) + path +
+                              ".types: must be a list of event types");
+      }
+      for (const auto& name : t) {
+        if (!name.IsScalar() || !KnownEventType(name.Scalar())) {
+          return InvalidRequest(
+              Where(source, name) + path + ".types: unknown event type \"" +
+              (name.IsScalar() ? name.Scalar() : std::string("?")) +
+              "\" (see docs/api.md, \"Events\")");
+        }
+        w.types.push_back(name.Scalar());
+      }
+    } else {
+      w.types = DefaultAlertTypes();
+    }
+    if (const YAML::Node p = h["product"]) {
+      if (!p.IsScalar()) {
+        return InvalidRequest(Where(source, p) + path +
+                              ".product: must be a product name");
+      }
+      w.product = p.Scalar();
+    }
+    if (const YAML::Node r = h["retries"]) {
+      int v = -1;
+      if (!r.IsScalar() || !YAML::convert<int>::decode(r, v) || v < 0 ||
+          v > 20) {
+        return InvalidRequest(Where(source, r) + path +
+                              ".retries: a whole number from 0 to 20");
+      }
+      w.retries = v;
+    }
+    out->webhooks.push_back(std::move(w));
+  }
+  return {};
+}
+
 StatusOr<ServerConfig> Parse(const YAML::Node& root,
                              const std::string& source) {
   ServerConfig out;
   if (!root || !root.IsMap() || !root["server"]) return out;
   const YAML::Node server = root["server"];
   if (server.IsNull()) return out;
-  QM_RETURN_IF_ERROR(
-      CheckKeys(source, server, "server", {"auth", "rate_limit_per_second"}));
+  QM_RETURN_IF_ERROR(CheckKeys(source, server, "server",
+                               {"auth", "rate_limit_per_second", "webhooks"}));
+  QM_RETURN_IF_ERROR(ParseWebhooks(server["webhooks"], source, &out));
   if (const YAML::Node r = server["rate_limit_per_second"]) {
     double v = -1;
     if (!r.IsScalar() || !YAML::convert<double>::decode(r, v) || v < 0) {
@@ -136,6 +207,13 @@ StatusOr<ServerConfig> Parse(const YAML::Node& root,
 }
 
 }  // namespace
+
+const std::vector<std::string>& DefaultAlertTypes() {
+  static const std::vector<std::string> kTypes = {
+      "budget_alert",      "circuit_tripped", "starvation",
+      "conflict_detected", "over_budget",     "preemption_notice"};
+  return kTypes;
+}
 
 const char* RoleName(Role r) {
   switch (r) {

@@ -11,6 +11,11 @@
 //           role: agent                  # admin | operator | agent
 //           products: [web, api]         # agent: the products it may touch
 //     rate_limit_per_second: 200         # per token; 0 = no limit (default)
+//     webhooks:
+//       - url: http://alerts.internal:9000/qm   # POSTed each matching event
+//         types: [budget_alert, circuit_tripped] # default: the alert types
+//         product: web                          # default: every product
+//         retries: 5                            # default 5 (backoff 0.5 s x2)
 //
 // Never the token itself: `qm token new` makes one and prints its entry.
 #ifndef QM_SERVER_SERVER_CONFIG_H_
@@ -34,15 +39,30 @@ struct TokenEntry {
   std::vector<std::string> products;
 };
 
+// Where alerts (or any events) are POSTed as they happen.
+struct WebhookEntry {
+  std::string url;                 // http:// or https://
+  std::vector<std::string> types;  // event type names; see DefaultAlertTypes
+  std::string product;             // "" = every product
+  int retries = 5;                 // further attempts after a failure
+};
+
+// The event types a webhook gets when it names none: the alerts (budget
+// thresholds, breaker trips, starvation, conflicts, over-budget, preemption
+// notices).
+const std::vector<std::string>& DefaultAlertTypes();
+
 struct ServerConfig {
   std::vector<TokenEntry> tokens;    // none: loopback clients only, as admin
   double rate_limit_per_second = 0;  // per token; 0 = unlimited
+  std::vector<WebhookEntry> webhooks;
 };
 
 // Reads the `server:` section of a config file (absent: the defaults).
 // INVALID_REQUEST naming the key ("server.auth.tokens[1].sha256: ...") for
 // unknown keys, wrong types, a malformed digest, an unknown role, an agent
-// without products, or two tokens with one name or one digest.
+// without products, two tokens with one name or one digest, a webhook URL
+// that is not http(s)://, or an unknown event type.
 StatusOr<ServerConfig> LoadServerConfigFile(const std::string& path);
 StatusOr<ServerConfig> LoadServerConfigString(const std::string& yaml,
                                               const std::string& source);
