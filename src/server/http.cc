@@ -48,6 +48,8 @@
 #include <type_traits>
 #include <unordered_map>
 
+#include "server/http_util.h"
+
 namespace qm::server {
 namespace {
 
@@ -68,18 +70,8 @@ constexpr size_t kRawReadBytes = 4096;
 constexpr Duration kLingerTime = std::chrono::milliseconds(500);
 constexpr size_t kLingerBytes = size_t{1} << 20;
 
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(uint8_t(c)));
-  return out;
-}
-
-// An OS error message as a clause: "address already in use".
-std::string Reason(const error_code& ec) {
-  std::string m = ec.message();
-  if (!m.empty()) m[0] = static_cast<char>(std::tolower(uint8_t(m[0])));
-  return m;
-}
+using http_util::Lower;
+using http_util::Reason;
 
 int HexValue(char c) {
   if (c >= '0' && c <= '9') return c - '0';

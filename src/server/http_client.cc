@@ -21,6 +21,8 @@
 #include <limits>
 #include <optional>
 
+#include "server/http_util.h"
+
 namespace qm::server {
 namespace {
 
@@ -36,17 +38,8 @@ constexpr int kMaxRedirects = 3;
 constexpr uint64_t kMaxResponseBody = uint64_t{256} << 20;
 constexpr size_t kMaxErrorBody = size_t{64} << 10;
 
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(uint8_t(c)));
-  return out;
-}
-
-std::string Reason(const error_code& ec) {
-  std::string m = ec.message();
-  if (!m.empty()) m[0] = static_cast<char>(std::tolower(uint8_t(m[0])));
-  return m;
-}
+using http_util::Lower;
+using http_util::Reason;
 
 std::string DurationText(Duration d) {
   if (d.count() % 1000 == 0) return std::to_string(d.count() / 1000) + "s";
