@@ -121,6 +121,16 @@ std::vector<ClientOp> ClientOps() {
                      Body(a.params)};
     };
   };
+  // POSTs the JSON params as they are to `target`.
+  auto post = [](std::string target) -> Builder {
+    return [target](Args a) -> StatusOr<Request> {
+      if (!a.subject.empty()) {
+        return InvalidRequest("give the parameters as one JSON object, not \"" +
+                              a.subject + "\"");
+      }
+      return Request{"POST", target, Body(a.params)};
+    };
+  };
   auto get = [](std::string target) -> Builder {
     return [target](Args a) -> StatusOr<Request> {
       if (!a.params.empty() || !a.subject.empty()) {
@@ -217,9 +227,7 @@ std::vector<ClientOp> ClientOps() {
       {"check-conflicts", "check_conflicts",
        "Dry-run an allocation: qm check-conflicts '{\"proposed_allocation\": "
        "{...}, \"time_horizon\": \"4h\"}'",
-       [](Args a) -> StatusOr<Request> {
-         return Request{"POST", "/v1/conflicts/check", Body(a.params)};
-       }},
+       post("/v1/conflicts/check")},
       {"resolve-conflicts", "resolve_conflicts",
        "Settle a conflict: qm resolve-conflicts '{\"conflict_id\": "
        "\"conf_1\", \"strategy\": \"priority_based\"}'",
@@ -233,28 +241,20 @@ std::vector<ClientOp> ClientOps() {
        "Set the file-locking policy: qm prevent-conflicts '{\"policy_type\": "
        "\"file_locking\", \"scope\": \"global\", \"enforcement\": "
        "\"strict\"}'",
-       [](Args a) -> StatusOr<Request> {
-         return Request{"POST", "/v1/conflicts/policy", Body(a.params)};
-       }},
+       post("/v1/conflicts/policy")},
       {"conflicts", "conflicts", "Open and recent conflicts",
        get("/v1/conflicts")},
       {"reserve", "reserve",
        "Book resources for a future window: qm reserve '{\"start_time\": "
        "\"+2h\", \"duration\": \"1h\", \"resources\": {\"agents\": 4}, "
        "\"workflow_id\": \"w1\"}'",
-       [](Args a) -> StatusOr<Request> {
-         return Request{"POST", "/v1/reservations", Body(a.params)};
-       }},
+       post("/v1/reservations")},
       {"reservations", "reservations", "Reservations and their windows",
        get("/v1/reservations")},
       {"pause", "override_pause", "Pause all new grants (operator)",
-       [](Args a) -> StatusOr<Request> {
-         return Request{"POST", "/v1/overrides/pause", Body(a.params)};
-       }},
+       post("/v1/overrides/pause")},
       {"resume", "override_resume", "Resume grants after a pause (operator)",
-       [](Args a) -> StatusOr<Request> {
-         return Request{"POST", "/v1/overrides/resume", Body(a.params)};
-       }},
+       post("/v1/overrides/resume")},
   };
 }
 
