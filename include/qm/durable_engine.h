@@ -86,6 +86,8 @@ struct RecoveryInfo {
   Duration took{};                // wall time of the recovery
   Duration restore_took{};        // of which restoring the snapshot
   Duration replay_took{};         // and replaying the journal after it
+  // The config given differed from the state's: what its reload changed.
+  std::vector<std::string> config_changes;
 };
 
 struct DurableStats {
@@ -117,11 +119,15 @@ class DurableEngine {
   // With options.follow, when another instance leads, it returns a follower
   // (see DurableOptions::follow).
   //
+  // When the state was written under a different config, it is recovered
+  // under its own and then `config` is applied as a reload (Reconfigure,
+  // journaled; RecoveryInfo::config_changes says what changed). A follower
+  // runs under the leader's config.
+  //
   // Errors: those of Store::Open; DATA_LOSS when the snapshot or the
   // journal is damaged (naming the first bad record and the last good one:
-  // recovery never skips a record); CONFLICT when the state was written
-  // under a different config (applying a changed config to existing state
-  // is not supported yet: the message names the first difference);
+  // recovery never skips a record); the error of Reconfigure when `config`
+  // cannot be applied to the state (the state is left as it was);
   // UNAVAILABLE when another instance leads.
   static StatusOr<std::unique_ptr<DurableEngine>> Open(
       const DurableOptions& options, Config config, Clock* clock = nullptr,
@@ -185,8 +191,14 @@ class DurableEngine {
   // The engine's state digest and invariants check (tests, `qm state`).
   StatusOr<std::string> StateDigest();
   Status CheckInvariants();
-  // The config the engine runs under, as given to Open.
-  const Config& config() const;
+  // The config the engine runs under now (Open's, or the last reload's).
+  Config config() const;
+
+  // Engine::Reconfigure, journaled like any change: a config reload. The
+  // same config as now is answered at once with no change. INVALID_REQUEST
+  // also when the config cannot be recorded (its YAML does not load back).
+  StatusOr<ReconfigureResult> Reconfigure(const Config& config,
+                                          const Actor& actor);
 
   // ---- Leadership (options.follow) ----
 

@@ -115,6 +115,28 @@ class Engine {
   Status RaiseLimits(std::optional<int64_t> max_tokens,
                      std::optional<double> max_cost_usd, const Actor& actor);
 
+  // Runs the engine under `config` from now on (a config reload), keeping
+  // every allocation, queued request, reservation, lock, budget spend and
+  // counter. Capacities, limits, budgets, prices, weights and policies take
+  // effect at once: queued requests that now fit are granted, and the new
+  // limits apply to every later decision. What is kept by name: resources,
+  // agent types, products and budgets (a budget added mid-period starts
+  // from this period's recorded spend of its scope; a budget removed stops
+  // counting, also for the allocations that reserved on it). Per-workflow
+  // limits newly set apply to workflows first seen after the change.
+  // Lock policies come from the new config when its `conflicts` section
+  // changed (replacing prevent-conflicts changes made at run time), else
+  // stay as they are. Emits one kConfigReloaded event naming the changes
+  // (none when nothing changed), then the grants it caused.
+  //
+  // All or nothing. INVALID_REQUEST for a config Create would refuse;
+  // CONFLICT, naming what is in the way, when the state cannot
+  // live under it: a capacity or limit below what running allocations hold
+  // now (release first, or lower it in steps), a resource removed while
+  // allocations, queued requests or reservations use it, or the workspace
+  // root moved while locks are held or claimed.
+  StatusOr<ReconfigureResult> Reconfigure(Config config, const Actor& actor);
+
   // The current period's spend against its limits.
   CostReport Costs() const;
   // Utilisation, cost per task, queue performance and recommendations.

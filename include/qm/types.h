@@ -277,7 +277,11 @@ enum class EventType {
   kReservationReleased,   // grace over: unclaimed capacity back to the pool
   kReservationEnded,      // its window closed (or the last occurrence did)
   kReservationCancelled,  // cancelled by its owner or an operator
+  // The engine runs under a new config (Engine::Reconfigure).
+  kConfigReloaded,
 };
+// The last EventType: loops over every type run to it inclusive.
+inline constexpr EventType kLastEventType = EventType::kConfigReloaded;
 const char* EventTypeName(EventType t);
 
 // Every state change of the engine, in order. `seq` increases by one per
@@ -503,6 +507,13 @@ struct ReservationInfo {
 };
 
 // Who performs an operator action, and why (both recorded in the event).
+// What Engine::Reconfigure changed: one line per changed setting or
+// section, e.g. "resources.cpu_cores.capacity: 8 -> 12" or
+// "section pricing changed". Empty when the new config equals the old.
+struct ReconfigureResult {
+  std::vector<std::string> changes;
+};
+
 struct Actor {
   std::string who;
   std::string why;

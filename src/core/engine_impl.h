@@ -893,6 +893,10 @@ class EngineImpl {
   Config config_;
   Clock* clock_;
   EventSink* sink_;
+  // Set only while Engine::Reconfigure loads the state of this engine's
+  // predecessor (running under the old config) into it: the loader then
+  // takes the config-built parts from the new config (not state).
+  const EngineImpl* migrate_from_ = nullptr;
   Time now_{};
   Time epoch_time_{};  // reference for static keys
   Time last_pass_{};

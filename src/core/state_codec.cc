@@ -27,7 +27,8 @@
 //     state carries a fingerprint of the config it was saved under (the
 //     resource list in full, a hash per other section) and a different
 //     config is refused (INVALID_REQUEST naming the section).
-//   clock_, sink_, in_op_: not state (in_op_ is false between calls).
+//   clock_, sink_, in_op_, migrate_from_: not state (in_op_ is false
+//     between calls; migrate_from_ is set only inside Reconfigure).
 //   Caches and scratch: fs_cache_, fs_time_, fs_cached_version_ and
 //     fs_version_ (the fair-share cache: invalidated on load, recomputed on
 //     first use), task_values_ (rule evaluation scratch). Not written.
@@ -60,6 +61,7 @@
 #include <vector>
 
 #include "core/engine_impl.h"
+#include "core/text.h"
 #include "core/wire.h"
 
 namespace qm {
@@ -973,6 +975,12 @@ class StateCodec {
  public:
   static std::string Save(const EngineImpl& e);
   static Status Load(EngineImpl& e, std::string_view bytes);
+  // Engine::Reconfigure: a new engine under `config` takes over `impl`'s
+  // state, fitted to the new config, and runs the reload as an operation
+  // (its event, a dispatch pass); then it replaces `impl`. On error `impl`
+  // is untouched.
+  static StatusOr<ReconfigureResult> Reconfigure(
+      std::unique_ptr<EngineImpl>& impl, Config config, const Actor& actor);
 
  private:
   static void SaveConfig(const EngineImpl& e, Out& o);
@@ -1007,6 +1015,13 @@ class StateCodec {
   // Checks what one section's records say about another's, and rebuilds
   // the indexes; DATA_LOSS naming the first inconsistency.
   static Status Link(EngineImpl& e);
+  // Reconfigure's two steps around Link: FitCounters re-points the
+  // config-built counters (resources, budgets) by name, creating the new
+  // ones and retiring the removed ones; FitLimits sets every limit, share,
+  // policy and queue key from the new config. CONFLICT naming what is in
+  // the way.
+  static Status FitCounters(EngineImpl& e, const EngineImpl& old);
+  static Status FitLimits(EngineImpl& e, const EngineImpl& old);
 };
 
 // ---------------------------------------------------------------- saving
@@ -1016,7 +1031,7 @@ std::string StateCodec::Save(const EngineImpl& e) {
   // (written, rebuilt, config-derived or cache) and, if it is state, saved
   // and loaded below: this size check is the reminder (libstdc++ x86-64).
 #if defined(__GLIBCXX__) && defined(__x86_64__) && !defined(_GLIBCXX_DEBUG)
-  static_assert(sizeof(EngineImpl) == 3968,
+  static_assert(sizeof(EngineImpl) == 3976,
                 "EngineImpl changed: classify the new members in "
                 "state_codec.cc (and raise kStateFormatVersion when the "
                 "format changes), then update this size");
@@ -1723,7 +1738,14 @@ Status StateCodec::Load(EngineImpl& e, std::string_view bytes) {
                     " unexpected bytes after the last section, at byte " +
                     std::to_string(pos));
   }
+  if (e.migrate_from_) QM_RETURN_IF_ERROR(FitCounters(e, *e.migrate_from_));
   QM_RETURN_IF_ERROR(Link(e));
+  if (e.migrate_from_) {
+    QM_RETURN_IF_ERROR(FitLimits(e, *e.migrate_from_));
+    // Lanes in their new key order. The invariants hold once the reload's
+    // dispatch pass has run (a request may fit now): Reconfigure checks.
+    return Link(e);
+  }
   const Status inv = e.CheckInvariants();
   if (!inv.ok()) {
     return DataLoss("engine state is inconsistent (" + size +
@@ -1746,7 +1768,8 @@ Status StateCodec::LoadConfig(EngineImpl& e, In& in) {
   }
   std::vector<uint64_t> hashes(in.Count("parts", 1));
   for (uint64_t& h : hashes) h = in.U("parts");
-  if (!in.ok()) return Status::Ok();  // the caller reports the damage
+  if (!in.ok()) return Status::Ok();         // the caller reports the damage
+  if (e.migrate_from_) return Status::Ok();  // Reconfigure fits it
   if (saved != mine) {
     auto list = [](const std::vector<ResourceSpec>& v) {
       std::string s;
@@ -1835,25 +1858,38 @@ void StateCodec::LoadCounters(EngineImpl& e, In& in) {
   for (uint32_t& c : e.free_counters_) {
     c = in.Index("free_counters", e.counters_.size());
   }
-  // The config-built ones are where Init put them.
-  if (!in.ok()) return;
+  // The config-built counters (resources, budgets) are found by owner and
+  // name: where Init put them, or elsewhere after a Reconfigure. (A
+  // Reconfigure fits them itself: FitCounters.)
+  if (!in.ok() || e.migrate_from_) return;
+  std::fill(e.resource_counter_.begin(), e.resource_counter_.end(), UINT32_MAX);
+  for (BudgetState& b : e.budgets_) b.counter = UINT32_MAX;
+  for (size_t c = 0; c < n; ++c) {
+    const Counter& k = e.counters_[c];
+    if (!k.in_use) continue;
+    if (k.kind == Counter::Kind::kResource &&
+        k.owner < e.resource_specs_.size() &&
+        e.resource_specs_[k.owner].name == k.name &&
+        e.resource_counter_[k.owner] == UINT32_MAX) {
+      e.resource_counter_[k.owner] = static_cast<uint32_t>(c);
+    } else if (k.kind == Counter::Kind::kBudget &&
+               k.owner < e.budgets_.size() &&
+               e.budgets_[k.owner].counter == UINT32_MAX &&
+               e.BudgetLabel(e.budgets_[k.owner]) == k.name) {
+      e.budgets_[k.owner].counter = static_cast<uint32_t>(c);
+    }
+  }
   for (size_t i = 0; i < e.resource_counter_.size(); ++i) {
-    const uint32_t c = e.resource_counter_[i];
-    if (c >= n || e.counters_[c].kind != Counter::Kind::kResource ||
-        e.counters_[c].owner != i || !e.counters_[c].in_use) {
+    if (e.resource_counter_[i] == UINT32_MAX) {
       in.FailAt(in.Offset(), "counters",
-                "resource " + std::to_string(i) + " has no counter " +
-                    std::to_string(c));
+                "resource " + e.resource_specs_[i].name + " has no counter");
       return;
     }
   }
   for (size_t i = 0; i < e.budgets_.size(); ++i) {
-    const uint32_t c = e.budgets_[i].counter;
-    if (c >= n || e.counters_[c].kind != Counter::Kind::kBudget ||
-        e.counters_[c].owner != i || !e.counters_[c].in_use) {
+    if (e.budgets_[i].counter == UINT32_MAX) {
       in.FailAt(in.Offset(), "counters",
-                "budget " + std::to_string(i) + " has no counter " +
-                    std::to_string(c));
+                e.BudgetLabel(e.budgets_[i]) + " has no counter");
       return;
     }
   }
@@ -1875,7 +1911,7 @@ void StateCodec::LoadNames(EngineImpl& e, In& in) {
     p.share = in.D("share");
     // Set from the config when the product was first named.
     auto cfg = e.config_.products.find(p.name);
-    if (in.ok() &&
+    if (in.ok() && !e.migrate_from_ &&
         p.share !=
             (cfg == e.config_.products.end() ? 1.0 : cfg->second.share)) {
       in.FailAt(share_at, "share", "differs from the configured share");
@@ -2363,13 +2399,19 @@ void StateCodec::LoadMoney(EngineImpl& e, In& in) {
   }
   const size_t budgets_at = in.Offset();
   const size_t nbud = in.Count("budgets", 1);
-  if (in.ok() && nbud != e.budgets_.size()) {
+  if (e.migrate_from_) {
+    // The old engine's budgets: FitCounters takes their flags from it.
+    for (size_t i = 0; i < nbud && in.ok(); ++i) {
+      const size_t na = in.Count("budgets.alerted", 1);
+      for (size_t k = 0; k < na; ++k) in.B("budgets.alerted");
+    }
+  } else if (in.ok() && nbud != e.budgets_.size()) {
     in.FailAt(budgets_at, "budgets",
               std::to_string(nbud) + " budgets, the config has " +
                   std::to_string(e.budgets_.size()));
     return;
   }
-  for (size_t i = 0; i < nbud && in.ok(); ++i) {
+  for (size_t i = 0; !e.migrate_from_ && i < nbud && in.ok(); ++i) {
     std::vector<bool>& alerted = e.budgets_[i].alerted;
     const size_t at = in.Offset();
     const size_t na = in.Count("budgets.alerted", 1);
@@ -2635,6 +2677,7 @@ Status StateCodec::Link(EngineImpl& e) {
     e.counters_[c].holders.insert(h.begin(), h.end());
   }
   e.active_bands_.clear();
+  for (Band& band : e.bands_) band.lanes.clear();  // (Reconfigure links twice)
   for (size_t li = 0; li < e.lanes_.size(); ++li) {
     std::vector<QKey>& m = members[li];
     std::sort(m.begin(), m.end(), QKeyBefore());
@@ -2657,6 +2700,364 @@ Status StateCodec::Link(EngineImpl& e) {
   return Status::Ok();
 }
 
+// ---------------------------------------------------------------- reload
+
+namespace {
+
+// A budget's identity across configs.
+bool SameBudget(const BudgetState& a, const BudgetState& b) {
+  return a.scope == b.scope && a.metric == b.metric && a.name == b.name;
+}
+
+// The lines Reconfigure reports: resources one by one, the other sections
+// by name.
+std::vector<std::string> DescribeChanges(const Config& before,
+                                         const Config& after) {
+  std::vector<std::string> out;
+  auto find = [](const std::vector<ResourceSpec>& v, const std::string& n) {
+    return std::find_if(v.begin(), v.end(),
+                        [&](const ResourceSpec& r) { return r.name == n; });
+  };
+  for (const ResourceSpec& r : after.resources) {
+    auto it = find(before.resources, r.name);
+    if (it == before.resources.end()) {
+      out.push_back("resources." + r.name + ": added, capacity " +
+                    FormatNumber(r.capacity));
+    } else if (it->capacity != r.capacity) {
+      out.push_back("resources." + r.name +
+                    ".capacity: " + FormatNumber(it->capacity) + " -> " +
+                    FormatNumber(r.capacity));
+    } else if (it->fractional != r.fractional) {
+      out.push_back("resources." + r.name + ".fractional: " +
+                    (r.fractional ? "false -> true" : "true -> false"));
+    }
+  }
+  for (const ResourceSpec& r : before.resources) {
+    if (find(after.resources, r.name) == after.resources.end()) {
+      out.push_back("resources." + r.name + ": removed");
+    }
+  }
+  const std::vector<ConfigPart> a = ConfigParts(before);
+  const std::vector<ConfigPart> b = ConfigParts(after);
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    if (a[i].hash != b[i].hash)
+      out.push_back(std::string(b[i].name) + ": changed");
+  }
+  return out;
+}
+
+}  // namespace
+
+Status StateCodec::FitCounters(EngineImpl& e, const EngineImpl& old) {
+  const size_t nc = e.counters_.size();
+  // Counters that stop being used; their references go first.
+  std::vector<bool> retire(nc, false);
+  std::vector<std::string> retired_name(nc);
+
+  // Resources, by name. `old.resource_counter_` indexes e.counters_ too:
+  // they were loaded from old's state.
+  std::vector<uint32_t> old_to_new(old.resource_specs_.size(), UINT32_MAX);
+  std::vector<uint32_t> counter_of(e.resource_specs_.size(), UINT32_MAX);
+  for (size_t j = 0; j < e.resource_specs_.size(); ++j) {
+    for (size_t i = 0; i < old.resource_specs_.size(); ++i) {
+      if (old.resource_specs_[i].name == e.resource_specs_[j].name) {
+        old_to_new[i] = static_cast<uint32_t>(j);
+        counter_of[j] = old.resource_counter_[i];
+      }
+    }
+  }
+  for (size_t i = 0; i < old.resource_specs_.size(); ++i) {
+    if (old_to_new[i] != UINT32_MAX) continue;
+    const uint32_t c = old.resource_counter_[i];
+    const Counter& k = e.counters_[c];
+    const std::string& name = old.resource_specs_[i].name;
+    if (k.used != 0 || k.releasing != 0) {
+      return Conflict("resource " + name +
+                      " is not in the new config, but running allocations "
+                      "hold " +
+                      FormatMilli(k.used + k.releasing) +
+                      " of it: release them first, or keep " + name);
+    }
+    retire[c] = true;
+    retired_name[c] = "resource " + name;
+  }
+  // Budgets, by scope, metric and name; the old budget's counter carries
+  // over with its spend. A removed one is retired.
+  std::vector<bool> budget_kept(old.budgets_.size(), false);
+  for (size_t j = 0; j < e.budgets_.size(); ++j) {
+    BudgetState& b = e.budgets_[j];
+    bool found = false;
+    for (size_t i = 0; i < old.budgets_.size() && !found; ++i) {
+      const BudgetState& o = old.budgets_[i];
+      if (!SameBudget(o, b)) continue;
+      found = true;
+      budget_kept[i] = true;
+      b.counter = o.counter;
+      if (b.alerted.size() == o.alerted.size()) b.alerted = o.alerted;
+    }
+    if (!found) b.counter = UINT32_MAX;  // made below, once retired are free
+  }
+  for (size_t i = 0; i < old.budgets_.size(); ++i) {
+    if (budget_kept[i]) continue;
+    retire[old.budgets_[i].counter] = true;
+    retired_name[old.budgets_[i].counter] = old.BudgetLabel(old.budgets_[i]);
+  }
+
+  // Nothing live may still need a retired resource: queued requests and
+  // reservations ask for it by counter. (Retired budgets are simply dropped
+  // from demands: the budget no longer limits anything.)
+  for (const auto& [id, a] : e.allocs_) {
+    if (!a.holding && a.status != AllocStatus::kQueued) continue;
+    for (const auto& [c, m] : a.demand) {
+      if (retire[c] && e.counters_[c].kind == Counter::Kind::kResource) {
+        return Conflict(retired_name[c] +
+                        " is not in the new config, but queued request " +
+                        EngineImpl::IdText(id) +
+                        " asks for it: cancel it first, or keep the resource");
+      }
+    }
+  }
+  for (const auto& [num, r] : e.reservations_) {
+    if (r.state == Reservation::State::kEnded ||
+        r.state == Reservation::State::kCancelled) {
+      continue;
+    }
+    for (const auto& [c, m] : r.demand) {
+      if (retire[c] && e.counters_[c].kind == Counter::Kind::kResource) {
+        return Conflict(retired_name[c] +
+                        " is not in the new config, but reservation " + r.id +
+                        " books it: cancel it first, or keep the resource");
+      }
+    }
+  }
+  auto strip = [&](Demand& d) {
+    d.erase(std::remove_if(d.begin(), d.end(),
+                           [&](const auto& cm) { return retire[cm.first]; }),
+            d.end());
+  };
+  for (auto& [id, a] : e.allocs_) {
+    strip(a.demand);
+    if (a.wait.counter < nc && retire[a.wait.counter]) a.wait = WaitReason{};
+  }
+  for (auto& [num, r] : e.reservations_) {
+    for (size_t i = 0; i < r.demand.size();) {
+      if (retire[r.demand[i].first]) {
+        r.demand.erase(r.demand.begin() + static_cast<ptrdiff_t>(i));
+        if (i < r.left.size())
+          r.left.erase(r.left.begin() + static_cast<ptrdiff_t>(i));
+        if (i < r.shortfall.size()) {
+          r.shortfall.erase(r.shortfall.begin() + static_cast<ptrdiff_t>(i));
+        }
+      } else {
+        ++i;
+      }
+    }
+    // Resource indexes follow the new list (every one is kept: checked).
+    for (auto& [idx, m] : r.resources) {
+      if (idx < old_to_new.size() && old_to_new[idx] != UINT32_MAX) {
+        idx = old_to_new[idx];
+      }
+    }
+  }
+  for (size_t c = 0; c < nc; ++c) {
+    if (!retire[c]) continue;
+    e.timelines_.erase(static_cast<uint32_t>(c));
+    e.FreeCounter(static_cast<uint32_t>(c));
+  }
+
+  // The new config's resources and budgets on their counters.
+  e.resource_counter_.assign(e.resource_specs_.size(), UINT32_MAX);
+  for (size_t j = 0; j < e.resource_specs_.size(); ++j) {
+    const ResourceSpec& r = e.resource_specs_[j];
+    uint32_t c = counter_of[j];
+    if (c == UINT32_MAX) {
+      c = e.NewCounter(Counter::Kind::kResource, r.name, ToMilli(r.capacity));
+    }
+    e.counters_[c].owner = static_cast<uint32_t>(j);
+    e.resource_counter_[j] = c;
+  }
+  for (size_t j = 0; j < e.budgets_.size(); ++j) {
+    BudgetState& b = e.budgets_[j];
+    if (b.counter == UINT32_MAX) {
+      // New this period: it starts from what its scope spent so far (the
+      // allocations running now reserved nothing on it).
+      const Spend* spend = nullptr;
+      Spend global{0, e.period_tokens_, e.period_micro_};
+      if (b.scope == BudgetState::Scope::kGlobal) {
+        spend = &global;
+      } else if (b.scope == BudgetState::Scope::kProduct) {
+        for (size_t p = 0; p < e.products_.size(); ++p) {
+          if (e.products_[p].name == b.name && p < e.spend_by_product_.size()) {
+            spend = &e.spend_by_product_[p];
+          }
+        }
+      } else {
+        for (size_t t = 0; t < e.types_.size(); ++t) {
+          if (e.types_[t].name == b.name && t < e.spend_by_type_.size()) {
+            spend = &e.spend_by_type_[t];
+          }
+        }
+      }
+      b.counter = e.NewCounter(Counter::Kind::kBudget, "", b.configured_limit);
+      Counter& k = e.counters_[b.counter];
+      if (spend) {
+        k.spent = b.metric == BudgetState::Metric::kTokens ? spend->tokens
+                                                           : spend->micro;
+        k.used = k.spent;
+      }
+    }
+    e.counters_[b.counter].owner = static_cast<uint32_t>(j);
+    e.counters_[b.counter].name = e.BudgetLabel(b);
+  }
+  return Status::Ok();
+}
+
+Status StateCodec::FitLimits(EngineImpl& e, const EngineImpl& old) {
+  // Budgets: the new configured limit, plus what RaiseLimits added this
+  // period to the old one.
+  for (BudgetState& b : e.budgets_) {
+    Counter& k = e.counters_[b.counter];
+    Milli raised = 0;
+    for (const BudgetState& o : old.budgets_) {
+      if (SameBudget(o, b)) {
+        raised = std::max<Milli>(
+            0, old.counters_[o.counter].limit - o.configured_limit);
+      }
+    }
+    k.limit = b.configured_limit + raised;
+  }
+  for (size_t j = 0; j < e.resource_specs_.size(); ++j) {
+    e.counters_[e.resource_counter_[j]].limit =
+        ToMilli(e.resource_specs_[j].capacity);
+  }
+  for (const auto& [type, limit] : e.config_.per_type_limits)
+    e.InternType(type);
+  for (const TypeState& t : e.types_) {
+    e.counters_[t.counter].limit = e.TypeLimit(t.name);
+  }
+  for (const auto& [name, product] : e.config_.products) e.InternProduct(name);
+  for (ProductState& p : e.products_) {
+    e.counters_[p.counter].limit = e.ProductLimit(p.name);
+    auto cfg = e.config_.products.find(p.name);
+    p.share = cfg == e.config_.products.end() ? 1.0 : cfg->second.share;
+  }
+  const AllocationLimits& al = e.config_.allocation_limits;
+  for (const auto& [id, w] : e.workflows_) {
+    if (w.agents != UINT32_MAX) {
+      e.counters_[w.agents].limit = al.max_agents_per_workflow
+                                        ? *al.max_agents_per_workflow * 1000
+                                        : kUnlimited;
+    }
+    if (w.cpu != UINT32_MAX) {
+      e.counters_[w.cpu].limit = al.max_cpu_per_workflow
+                                     ? ToMilli(*al.max_cpu_per_workflow)
+                                     : kUnlimited;
+    }
+    if (w.memory != UINT32_MAX) {
+      e.counters_[w.memory].limit = al.max_memory_per_workflow
+                                        ? ToMilli(*al.max_memory_per_workflow)
+                                        : kUnlimited;
+    }
+  }
+  // A limit below what is held now would leave the engine over it: refused
+  // (a budget may be overspent, as usage beyond a reservation is a fact).
+  for (const Counter& k : e.counters_) {
+    if (!k.in_use || k.kind == Counter::Kind::kBudget) continue;
+    if (k.used + k.releasing > k.limit) {
+      const char* what = k.kind == Counter::Kind::kResource    ? "resource "
+                         : k.kind == Counter::Kind::kAgentType ? "agent type "
+                         : k.kind == Counter::Kind::kProduct   ? "product "
+                                                               : "workflow ";
+      return Conflict("the new limit of " + std::string(what) + k.name + " (" +
+                      FormatMilli(k.limit) + ") is below the " +
+                      FormatMilli(k.used + k.releasing) +
+                      " that running allocations hold: release some first, "
+                      "or lower it once they have ended");
+    }
+  }
+  // Lock policies: from the new config when its conflicts section changed.
+  if (old.workspace_root_ != e.workspace_root_ &&
+      (e.held_locks_.size() != 0 || e.claimed_locks_.size() != 0)) {
+    return Conflict(
+        "conflicts.workspace_root moves from " + Quote(old.workspace_root_) +
+        " to " + Quote(e.workspace_root_) + " while " +
+        std::to_string(e.held_locks_.size() + e.claimed_locks_.size()) +
+        " path locks are held or claimed under it: release them "
+        "first");
+  }
+  const std::vector<ConfigPart> before = ConfigParts(old.config_);
+  const std::vector<ConfigPart> after = ConfigParts(e.config_);
+  for (size_t i = 0; i < before.size() && i < after.size(); ++i) {
+    if (std::string_view(after[i].name) == "conflicts" &&
+        before[i].hash != after[i].hash) {
+      e.global_policy_ = e.config_.conflicts.file_locking;
+      e.product_policies_ = e.config_.conflicts.per_product;
+    }
+  }
+  // Queue order inside a lane comes from the levels' weights and the
+  // scoring weights, which may have changed.
+  for (auto& [id, a] : e.allocs_) {
+    if (a.status == AllocStatus::kQueued) a.qkey.key = e.StaticKey(a);
+  }
+  e.fs_cache_.clear();
+  e.fs_cached_version_ = UINT64_MAX;
+  return Status::Ok();
+}
+
+StatusOr<ReconfigureResult> StateCodec::Reconfigure(
+    std::unique_ptr<EngineImpl>& impl, Config config, const Actor& actor) {
+  auto fresh = std::make_unique<EngineImpl>(std::move(config), impl->clock_,
+                                            impl->sink_);
+  QM_RETURN_IF_ERROR(fresh->Init());
+  EngineImpl& next = *fresh;
+  const EngineImpl& old = *impl;
+  ReconfigureResult result;
+  result.changes = DescribeChanges(old.config_, next.config_);
+  const std::string state = old.SaveState();
+  next.migrate_from_ = &old;
+  Status s = Load(next, state);
+  next.migrate_from_ = nullptr;
+  if (!s.ok()) {
+    // A state the old engine itself saved always decodes; what can fail is
+    // fitting it (CONFLICT), or a bug (then the invariants say where).
+    return s.code() == Code::kConflict
+               ? s
+               : Internal("reloading the config failed: " + s.message());
+  }
+  if (result.changes.empty()) return result;  // the old engine stays
+  // The reload's events are held back until the new engine checks out, so
+  // a failed reload tells nobody anything.
+  struct Held final : EventSink {
+    void OnEvent(const Event& event) override { events.push_back(event); }
+    std::vector<Event> events;
+  } held;
+  EventSink* const sink = next.sink_;
+  next.sink_ = &held;
+  {
+    EngineImpl::OpScope op(&next);
+    std::string reason = "config reloaded: ";
+    for (size_t i = 0; i < result.changes.size(); ++i) {
+      reason += (i ? "; " : "") + result.changes[i];
+    }
+    if (!actor.why.empty()) reason += " (" + actor.why + ")";
+    next.EmitOp(EventType::kConfigReloaded, std::move(reason), actor.who);
+    next.Dispatch();
+  }
+  next.sink_ = sink;
+  const Status inv = next.CheckInvariants();
+  if (!inv.ok()) {
+    return Internal(
+        "reloading the config failed: the engine would be "
+        "inconsistent: " +
+        inv.message());
+  }
+  if (sink) {
+    for (const Event& event : held.events) sink->OnEvent(event);
+  }
+  impl = std::move(fresh);
+  return result;
+}
+
 // ---------------------------------------------------------------- facade
 
 std::string EngineImpl::SaveState() const { return StateCodec::Save(*this); }
@@ -2675,6 +3076,11 @@ StatusOr<std::unique_ptr<Engine>> Engine::Restore(Config config, Clock* clock,
   QM_RETURN_IF_ERROR(impl->Init());
   QM_RETURN_IF_ERROR(impl->LoadState(state));
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
+}
+
+StatusOr<ReconfigureResult> Engine::Reconfigure(Config config,
+                                                const Actor& actor) {
+  return StateCodec::Reconfigure(impl_, std::move(config), actor);
 }
 
 std::string Engine::StateDigest() const {

@@ -82,6 +82,8 @@ const char* EventTypeName(EventType t) {
       return "reservation_ended";
     case EventType::kReservationCancelled:
       return "reservation_cancelled";
+    case EventType::kConfigReloaded:
+      return "config_reloaded";
   }
   return "unknown";
 }

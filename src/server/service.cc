@@ -224,7 +224,7 @@ Status QuerySeconds(const HttpRequest& r, const std::string& key, Duration max,
 }
 
 bool EventTypeFromName(std::string_view name, EventType* out) {
-  for (int i = 0; i <= static_cast<int>(EventType::kReservationCancelled);
+  for (int i = 0; i <= static_cast<int>(kLastEventType);
        ++i) {
     if (EventTypeName(static_cast<EventType>(i)) == name) {
       *out = static_cast<EventType>(i);

@@ -81,9 +81,14 @@ StatusOr<std::unique_ptr<Engine>> RestoreSnapshot(Config config, Clock* clock,
 // never goes back (a record's time is the clock the engine read; a later
 // record cannot be earlier). A refused call was refused live as well and
 // changed nothing, so its status is not needed.
-void ReplayOp(Engine& engine, ManualClock& clock, const JournalOp& op) {
+// Returns the new config's YAML when the op was a config reload that took
+// effect (the state lives under that config from then on), else null.
+const std::string* ReplayOp(Engine& engine, ManualClock& clock,
+                            const JournalOp& op) {
   clock.Set(std::max(clock.Now(), op.at));
-  (void)store::ApplyOp(engine, op);
+  const Status s = store::ApplyOp(engine, op);
+  const auto* reload = std::get_if<store::ReconfigureOp>(&op.op);
+  return s.ok() && reload ? &reload->config_yaml : nullptr;
 }
 
 // "line N of the effective config is `a` in <a_name> and `b` in <b_name>"
@@ -130,7 +135,7 @@ class DurableEngineImpl {
   DurableEngineImpl(const DurableOptions& options, Config config, Clock* clock,
                     EventSink* sink)
       : options_(options),
-        config_(std::move(config)),
+        desired_(std::move(config)),
         real_clock_(clock != nullptr ? clock : SystemClock::Default()),
         user_sink_(sink) {}
 
@@ -138,6 +143,7 @@ class DurableEngineImpl {
 
   Status Open();
   Status Close();
+  static Status CheckRecordable(const Config& config, const std::string& yaml);
 
   // Applies a state-changing call under the engine mutex, journals `op`
   // and waits for its commit. `call(engine)` returns a Status or StatusOr.
@@ -206,7 +212,30 @@ class DurableEngineImpl {
     return engine_->NextDeadline();
   }
 
-  const Config& config() const { return config_; }
+  Config config() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (engine_) return engine_->config();
+    return desired_;
+  }
+
+  // Engine::Reconfigure, journaled. No change (the same YAML): nothing is
+  // journaled.
+  StatusOr<ReconfigureResult> Reconfigure(const Config& config,
+                                          const Actor& actor) {
+    std::string yaml = ConfigToYaml(config);
+    QM_RETURN_IF_ERROR(CheckRecordable(config, yaml));
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (Status s = Usable(); !s.ok()) return s;
+      if (yaml == config_yaml_) return ReconfigureResult{};
+    }
+    return Mutate(store::ReconfigureOp{yaml, actor},
+                  [&](Engine& e) -> StatusOr<ReconfigureResult> {
+                    auto r = e.Reconfigure(config, actor);
+                    if (r.ok()) config_yaml_ = yaml;
+                    return r;
+                  });
+  }
   bool IsLeader() const {
     std::lock_guard<std::mutex> q(q_mu_);
     return leading_ && failed_.ok() && !closed_;
@@ -319,9 +348,13 @@ class DurableEngineImpl {
   void Fail(const Status& s);
 
   const DurableOptions options_;
-  const Config config_;
+  // The config Open was given; the state runs under it once Open applied it.
+  const Config desired_;
+  std::string desired_yaml_;
   Clock* const real_clock_;
   EventSink* const user_sink_;
+  // The YAML of the config the state lives under now (what snapshots
+  // record): the recorded one, then each reload's. Guarded by mu_.
   std::string config_yaml_;
 
   // mu_ guards the engine, its clock and sink, and last_seq_. Lock order:
@@ -359,23 +392,9 @@ class DurableEngineImpl {
 
 Status DurableEngineImpl::Open() {
   const auto started = std::chrono::steady_clock::now();
-  config_yaml_ = ConfigToYaml(config_);
-  // The state records its config as YAML, and the offline tools (`qm state
-  // check`, import) rebuild it from there: it must load back the same.
-  {
-    auto reloaded = LoadConfigString(config_yaml_, "the effective config");
-    if (!reloaded.ok() || ConfigToYaml(*reloaded) != config_yaml_) {
-      return InvalidRequest(
-          "the config cannot be recorded: its YAML form does not load back "
-          "to the same config" +
-          (reloaded.ok() ? " (" +
-                               FirstDifference(
-                                   config_yaml_, ConfigToYaml(*reloaded),
-                                   "the config given", "its YAML loaded back") +
-                               ")"
-                         : ": " + reloaded.status().message()));
-    }
-  }
+  desired_yaml_ = ConfigToYaml(desired_);
+  QM_RETURN_IF_ERROR(CheckRecordable(desired_, desired_yaml_));
+  config_yaml_ = desired_yaml_;
   {
     auto store = Store::Open(options_.store);
     if (!store.ok()) return store.status();
@@ -401,8 +420,48 @@ Status DurableEngineImpl::Open() {
     QM_RETURN_IF_ERROR(Recover());
   }
   QM_RETURN_IF_ERROR(StartLeading());
+  bool changed;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    changed = config_yaml_ != desired_yaml_;
+  }
+  if (changed) {
+    // Started with an edited config: applied as a reload (journaled), or
+    // refused with the reason, the state untouched.
+    auto r =
+        Reconfigure(desired_, Actor{"qm", "started with a changed config"});
+    if (!r.ok()) {
+      return Status(r.status().code(),
+                    "the config given cannot be applied to the state in " +
+                        options_.store.location + ": " + r.status().message() +
+                        " (the state is unchanged; `qm state export` prints "
+                        "the config it runs under)");
+    }
+    recovery_.config_changes = r->changes;
+  }
   recovery_.took = std::chrono::duration_cast<Duration>(
       std::chrono::steady_clock::now() - started);
+  return Status::Ok();
+}
+
+// The state records its config as YAML, and recovery and the offline tools
+// (`qm state check`, import) rebuild it from there: it must load back the
+// same.
+Status DurableEngineImpl::CheckRecordable(const Config& config,
+                                          const std::string& yaml) {
+  (void)config;
+  auto reloaded = LoadConfigString(yaml, "the effective config");
+  if (!reloaded.ok() || ConfigToYaml(*reloaded) != yaml) {
+    return InvalidRequest(
+        "the config cannot be recorded: its YAML form does not load back "
+        "to the same config" +
+        (reloaded.ok()
+             ? " (" +
+                   FirstDifference(yaml, ConfigToYaml(*reloaded),
+                                   "the config given", "its YAML loaded back") +
+                   ")"
+             : ": " + reloaded.status().message()));
+  }
   return Status::Ok();
 }
 
@@ -508,20 +567,20 @@ Status DurableEngineImpl::Recover(bool may_create) {
   const SnapshotData& s = **snap;
   std::string stored_yaml, state;
   QM_RETURN_IF_ERROR(DecodeSnapshot(s.payload, s.seq, &stored_yaml, &state));
-  if (stored_yaml != config_yaml_) {
-    return Status(Code::kConflict,
-                  "the state was written under a different config (" +
-                      FirstDifference(stored_yaml, config_yaml_, "the state",
-                                      "the config given") +
-                      "); applying a changed config to existing state is not "
-                      "supported yet: start with the config the state was "
-                      "written under (`qm state export` prints it)");
+  // The state lives under the config it recorded; a different one given to
+  // Open is applied after recovery, as a reload (Open).
+  auto recorded = LoadConfigString(stored_yaml, "the config in the snapshot");
+  if (!recorded.ok()) {
+    return DataLoss("the config in the snapshot at seq " +
+                    std::to_string(s.seq) +
+                    " does not load: " + recorded.status().message());
   }
+  config_yaml_ = stored_yaml;
   engine_clock_.Set(Time(Duration(s.time_ms)));
   sink_.set_drop(true);
   const auto restore_start = std::chrono::steady_clock::now();
-  auto engine =
-      RestoreSnapshot(config_, &engine_clock_, &sink_, s.seq, state, s.digest);
+  auto engine = RestoreSnapshot(std::move(*recorded), &engine_clock_, &sink_,
+                                s.seq, state, s.digest);
   if (!engine.ok()) {
     sink_.set_drop(false);
     return engine.status();
@@ -547,7 +606,7 @@ Status DurableEngineImpl::Recover(bool may_create) {
 Status DurableEngineImpl::CreateFresh() {
   recovery_.fresh = true;
   engine_clock_.Set(real_clock_->Now());
-  auto engine = Engine::Create(config_, &engine_clock_, &sink_);
+  auto engine = Engine::Create(desired_, &engine_clock_, &sink_);
   if (!engine.ok()) return engine.status();
   engine_ = std::move(*engine);
   const std::string state = engine_->SaveState();
@@ -622,7 +681,10 @@ Status DurableEngineImpl::ReplayJournal(uint64_t after) {
       cv.notify_all();
     }
     for (const Item& item : batch) {
-      ReplayOp(*engine_, engine_clock_, item.op);
+      if (const std::string* yaml =
+              ReplayOp(*engine_, engine_clock_, item.op)) {
+        config_yaml_ = *yaml;
+      }
       last_seq_ = item.seq;
       recovery_.recovered_time_ms = item.time_ms;
       ++recovery_.replayed;
@@ -833,7 +895,9 @@ Status VerifyState(
       return DataLoss("journal record " + std::to_string(rec.seq) + ": " +
                       op.status().message());
     }
-    ReplayOp(**engine, clock, *op);
+    if (const std::string* yaml = ReplayOp(**engine, clock, *op)) {
+      out->config_yaml = *yaml;
+    }
     ++expect;
     ++out->records;
     out->last_seq = rec.seq;
@@ -1100,7 +1164,11 @@ Status DurableEngine::CheckInvariants() {
   if (!r.ok()) return r.status();
   return **r;
 }
-const Config& DurableEngine::config() const { return impl_->config(); }
+Config DurableEngine::config() const { return impl_->config(); }
+StatusOr<ReconfigureResult> DurableEngine::Reconfigure(const Config& config,
+                                                       const Actor& actor) {
+  return impl_->Reconfigure(config, actor);
+}
 bool DurableEngine::IsLeader() const { return impl_->IsLeader(); }
 Status DurableEngine::WaitUntilLeader(Duration timeout) {
   return impl_->WaitUntilLeader(timeout);

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "core/wire.h"
+#include "qm/config_loader.h"
 
 namespace qm::store {
 namespace {
@@ -42,6 +43,7 @@ QM_OP_TRAITS(SetLockPolicyOp, 15, "set_lock_policy");
 QM_OP_TRAITS(ReserveOp, 16, "reserve");
 QM_OP_TRAITS(CancelReservationOp, 17, "cancel_reservation");
 QM_OP_TRAITS(TickOp, 18, "tick");
+QM_OP_TRAITS(ReconfigureOp, 19, "reconfigure");
 #undef QM_OP_TRAITS
 
 using OpVariant = decltype(JournalOp::op);
@@ -548,6 +550,22 @@ void GetOp(Reader& r, CancelReservationOp* op) {
 }
 Status Apply(Engine& e, const CancelReservationOp& op) {
   return e.CancelReservation(op.id, op.actor).status();
+}
+
+void PutOp(Writer& w, const ReconfigureOp& op) {
+  Put(w, op.config_yaml);
+  Put(w, op.actor);
+}
+void GetOp(Reader& r, ReconfigureOp* op) {
+  Get(r, "config_yaml", &op->config_yaml);
+  GetArg(r, "actor", &op->actor);
+}
+// The YAML was written by ConfigToYaml from a config that loaded; one that
+// no longer loads (a newer qm's?) is refused like any refused call.
+Status Apply(Engine& e, const ReconfigureOp& op) {
+  auto config = LoadConfigString(op.config_yaml, "the reloaded config");
+  if (!config.ok()) return config.status();
+  return e.Reconfigure(std::move(*config), op.actor).status();
 }
 
 void PutOp(Writer&, const TickOp&) {}

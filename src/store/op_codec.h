@@ -117,6 +117,12 @@ struct CancelReservationOp {
   std::string id;
   Actor actor;
 };
+// Engine::Reconfigure, with the new config as its canonical YAML (as
+// ConfigToYaml writes it; the snapshot records the config the same way).
+struct ReconfigureOp {
+  std::string config_yaml;
+  Actor actor;
+};
 // Engine::Tick: processing what is due at `at`, with no other call. Every
 // operation does this first; the journal needs a TickOp only for a tick that
 // changed something on its own (an idle tick, or one made by a call that is
@@ -131,7 +137,7 @@ struct JournalOp {
                CancelOp, ReportUsageOp, ExtendTokensOp, PauseOp, ResumeOp,
                PriorityOverrideOp, OverrideBreakerOp, RaiseLimitsOp,
                ResolveConflictOp, SetLockPolicyOp, ReserveOp,
-               CancelReservationOp, TickOp>
+               CancelReservationOp, ReconfigureOp, TickOp>
       op;
 };
 
@@ -157,7 +163,7 @@ Status ApplyOp(Engine& engine, const JournalOp& op);
 // "reallocate", "cancel", "report_usage", "extend_tokens", "pause",
 // "resume", "priority_override", "override_breaker", "raise_limits",
 // "resolve_conflict", "set_lock_policy", "reserve", "cancel_reservation",
-// "tick". For `qm state export` and messages.
+// "reconfigure", "tick". For `qm state export` and messages.
 std::string_view OpName(const JournalOp& op);
 
 }  // namespace qm::store

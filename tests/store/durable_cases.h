@@ -270,26 +270,108 @@ TEST_F(DurableEngineTest, RefusedCallsChangeNothingAndReplayTheSame) {
   EXPECT_EQ(*d->StateDigest(), digest);
 }
 
-TEST_F(DurableEngineTest, ADifferentConfigIsRefusedNamingTheDifference) {
+TEST_F(DurableEngineTest, AChangedConfigIsAppliedAtOpenAsAJournaledReload) {
+  Config small = TestConfig();
+  small.per_type_limits["coder"] = 2;
+  std::string queued;
+  {
+    auto d = OpenEngine(small);
+    ASSERT_NE(d, nullptr);
+    ASSERT_TRUE(d->Allocate(Request("wf1")).ok());
+    ASSERT_TRUE(d->Allocate(Request("wf2")).ok());
+    auto q = d->Allocate(Request("wf3"));
+    ASSERT_TRUE(q.ok());
+    ASSERT_EQ(q->allocation.status, AllocStatus::kQueued);
+    queued = q->allocation.id;
+    ASSERT_TRUE(d->Close().ok());
+  }
+  // Edited config: more coders. Recovered under the recorded config, then
+  // reloaded: the queued request starts.
+  Config bigger = TestConfig();
+  bigger.per_type_limits["coder"] = 3;
+  std::string digest;
+  {
+    auto d = OpenEngine(bigger);
+    ASSERT_NE(d, nullptr);
+    EXPECT_EQ(d->recovery().config_changes,
+              std::vector<std::string>{"max_concurrent.per_type: changed"});
+    EXPECT_EQ(d->config().per_type_limits.at("coder"), 3);
+    EXPECT_EQ(d->Get(queued)->status, AllocStatus::kActive);
+    EXPECT_EQ(log_.Count(EventType::kConfigReloaded, ""), 1u);
+    EXPECT_TRUE(d->CheckInvariants().ok());
+    digest = *d->StateDigest();
+    ASSERT_TRUE(d->Close().ok());
+  }
+  // The same config again: nothing to apply, nothing changed.
+  {
+    auto d = OpenEngine(bigger);
+    ASSERT_NE(d, nullptr);
+    EXPECT_TRUE(d->recovery().config_changes.empty());
+    EXPECT_EQ(*d->StateDigest(), digest);
+    ASSERT_TRUE(d->Close().ok());
+  }
+  // Back below what runs now: refused, naming why; the state is untouched
+  // and still opens under its config.
+  auto refused = DurableEngine::Open(options_, small, &clock_, &log_);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), Code::kConflict);
+  EXPECT_NE(refused.status().message().find("coder"), std::string::npos)
+      << refused.status().message();
+  EXPECT_NE(refused.status().message().find("cannot be applied"),
+            std::string::npos)
+      << refused.status().message();
+  auto again = OpenEngine(bigger);
+  ASSERT_NE(again, nullptr);
+  EXPECT_EQ(*again->StateDigest(), digest);
+}
+
+TEST_F(DurableEngineTest, ALiveReloadIsRecoveredFromTheJournal) {
+  std::string digest;
+  Config bigger = durable_cases::WithAgents(TestConfig(), 10);
   {
     auto d = OpenEngine();
     ASSERT_NE(d, nullptr);
-    ASSERT_TRUE(d->Allocate(Request("wf1")).ok());
+    for (int i = 0; i < 8; ++i) {
+      ASSERT_TRUE(d->Allocate(Request("wf" + std::to_string(i))).ok());
+    }
+    // The same config: no change, nothing journaled.
+    const uint64_t before = d->stats().committed_seq;
+    auto same = d->Reconfigure(TestConfig(), Actor{"ops", ""});
+    ASSERT_TRUE(same.ok());
+    EXPECT_TRUE(same->changes.empty());
+    EXPECT_EQ(d->stats().committed_seq, before);
+    // A bad one is refused and changes nothing.
+    Config bad = TestConfig();
+    bad.resources[0].capacity = -1;
+    EXPECT_EQ(d->Reconfigure(bad, Actor{"ops", ""}).status().code(),
+              Code::kInvalidRequest);
+    auto r = d->Reconfigure(bigger, Actor{"ops", "two more"});
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    ASSERT_EQ(r->changes.size(), 1u);
+    EXPECT_EQ(r->changes[0], "resources.agents.capacity: 8 -> 10");
+    // Capacity 10 but 6 coders at most: agents of another type fit.
+    auto other = Request("wf-x");
+    other.agent_type = "reviewer";
+    auto a = d->Allocate(other);
+    ASSERT_TRUE(a.ok());
+    EXPECT_EQ(a->allocation.status, AllocStatus::kActive);
+    digest = *d->StateDigest();
     ASSERT_TRUE(d->Close().ok());
   }
-  Config other = TestConfig();
-  other.per_type_limits["coder"] = 3;
-  auto d = DurableEngine::Open(options_, other, &clock_, &log_);
-  ASSERT_FALSE(d.ok());
-  EXPECT_EQ(d.status().code(), Code::kConflict);
-  EXPECT_NE(d.status().message().find("different config"), std::string::npos)
-      << d.status().message();
-  EXPECT_NE(d.status().message().find("coder"), std::string::npos)
-      << d.status().message();
-  // The state is untouched: the original config still opens it.
-  auto again = OpenEngine();
-  ASSERT_NE(again, nullptr);
-  EXPECT_EQ(again->Get("alloc_1")->status, AllocStatus::kActive);
+  // Recovery replays the reload from the journal, then the grant after it:
+  // the state is exactly the one closed, under the new config.
+  auto d = OpenEngine(bigger);
+  ASSERT_NE(d, nullptr);
+  EXPECT_TRUE(d->recovery().config_changes.empty());
+  EXPECT_EQ(*d->StateDigest(), digest);
+  EXPECT_EQ(d->config().resources[0].capacity, 10);
+  // And a snapshot records the new config: it restores after a restart.
+  ASSERT_TRUE(d->WriteSnapshot().ok());
+  ASSERT_TRUE(d->Close().ok());
+  d.reset();
+  auto e = OpenEngine(bigger);
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(*e->StateDigest(), digest);
 }
 
 TEST_F(DurableEngineTest, AGarbledJournalRecordStopsRecoveryThere) {

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "qm/clock.h"
+#include "qm/config_loader.h"
 #include "qm/engine.h"
 
 namespace qm::store {
@@ -179,6 +180,10 @@ void ExpectSameOp(const CancelReservationOp& a, const CancelReservationOp& b) {
   EXPECT_EQ(a.id, b.id);
   ExpectSame(a.actor, b.actor);
 }
+void ExpectSameOp(const ReconfigureOp& a, const ReconfigureOp& b) {
+  EXPECT_EQ(a.config_yaml, b.config_yaml);
+  ExpectSame(a.actor, b.actor);
+}
 void ExpectSameOp(const TickOp&, const TickOp&) {}
 
 void ExpectSame(const JournalOp& a, const JournalOp& b) {
@@ -281,6 +286,7 @@ std::vector<JournalOp> AllOps(bool full) {
     add(SetLockPolicyOp{});
     add(ReserveOp{});
     add(CancelReservationOp{});
+    add(ReconfigureOp{});
     add(TickOp{});
     return ops;
   }
@@ -305,6 +311,7 @@ std::vector<JournalOp> AllOps(bool full) {
       FullActor()});
   add(ReserveOp{FullReservation()});
   add(CancelReservationOp{"nightly", FullActor()});
+  add(ReconfigureOp{"resources:\n  agents: 12\n", FullActor()});
   add(TickOp{});
   return ops;
 }
@@ -451,7 +458,7 @@ TEST(OpCodecTest, OpNames) {
                 "cancel", "report_usage", "extend_tokens", "pause", "resume",
                 "priority_override", "override_breaker", "raise_limits",
                 "resolve_conflict", "set_lock_policy", "reserve",
-                "cancel_reservation", "tick"}));
+                "cancel_reservation", "reconfigure", "tick"}));
 }
 
 // The bytes are the durable format: pin a few so an accidental change (a
@@ -588,7 +595,7 @@ TEST(OpCodecTest, NewerVersionIsDataLoss) {
 }
 
 TEST(OpCodecTest, UnknownTagIsDataLoss) {
-  for (uint8_t tag : {0, 19, 99, 255}) {
+  for (uint8_t tag : {0, 20, 99, 255}) {
     std::string bytes = EncodeOp(JournalOp{At(5), CancelOp{"a"}});
     bytes[1] = static_cast<char>(tag);
     StatusOr<JournalOp> got = DecodeOp(bytes);
@@ -856,6 +863,13 @@ TEST(OpCodecTest, ApplyOpReplaysAsTheDirectCallsDo) {
 
 // Operator and batch ops reach the engine too (their effects show in
 // events and reports).
+// The default config with 9 agents, as the journal records a reload.
+std::string ReloadedYaml() {
+  Config c = Config::Defaults();
+  c.resources[0].capacity = 9;
+  return ConfigToYaml(c);
+}
+
 TEST(OpCodecTest, ApplyOpReachesEveryEngineMethod) {
   Node live, replay;
   const Time t0 = live.clock.Now();
@@ -876,6 +890,7 @@ TEST(OpCodecTest, ApplyOpReachesEveryEngineMethod) {
                                   Actor{"c", "z"}}},
       {t0 + 3s, ReserveOp{Reservation("wf-r", t0 + 1h, 30min)}},
       {t0 + 4s, CancelReservationOp{"res_1", Actor{"c", "z"}}},
+      {t0 + 4s, ReconfigureOp{ReloadedYaml(), Actor{"ops", "bigger"}}},
       {t0 + 5s, TickOp{}},
   };
   std::vector<Code> live_codes;
@@ -911,6 +926,11 @@ TEST(OpCodecTest, ApplyOpReachesEveryEngineMethod) {
             return e.Reserve(o.request).status();
           if constexpr (std::is_same_v<T, CancelReservationOp>)
             return e.CancelReservation(o.id, o.actor).status();
+          if constexpr (std::is_same_v<T, ReconfigureOp>) {
+            auto config = LoadConfigString(o.config_yaml, "test");
+            EXPECT_TRUE(config.ok()) << config.status().ToString();
+            return e.Reconfigure(*config, o.actor).status();
+          }
           if constexpr (std::is_same_v<T, TickOp>) {
             e.Tick();
             return Status::Ok();
@@ -939,6 +959,9 @@ TEST(OpCodecTest, ApplyOpReachesEveryEngineMethod) {
   EXPECT_TRUE(has("override")) << testing::PrintToString(replay.events.lines);
   EXPECT_TRUE(has("reservation_cancelled"))
       << testing::PrintToString(replay.events.lines);
+  EXPECT_TRUE(has("config_reloaded"))
+      << testing::PrintToString(replay.events.lines);
+  EXPECT_EQ(replay.engine->config().resources[0].capacity, 9);
   EXPECT_EQ(live.engine->Costs().paused, replay.engine->Costs().paused);
   EXPECT_FALSE(replay.engine->Costs().paused);
   ExpectSameAllocation(*live.engine, *replay.engine, "alloc_1");
