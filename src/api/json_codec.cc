@@ -1050,7 +1050,7 @@ Json ErrorEnvelope(std::string_view operation, Time timestamp,
       alternatives = {"Split the work into smaller allocations"};
       break;
     case Code::kConflict:
-      recovery = {"Read the allocation's current state and act on it"};
+      recovery = {"Read the current state the message names and act on it"};
       break;
     case Code::kBudgetExceeded:
       recovery = {"Wait for the budget period to reset",

@@ -158,6 +158,9 @@ App::~App() = default;
 std::string App::address() const { return impl_->http_->address(); }
 const RecoveryInfo& App::recovery() const { return impl_->engine_->recovery(); }
 DurableEngine& App::engine() { return *impl_->engine_; }
+StatusOr<ReconfigureResult> App::ReloadConfig(const std::string& who) {
+  return impl_->service_->ReloadConfig(who);
+}
 Status App::Stop(Duration grace) { return impl_->Stop(grace); }
 
 int RunServe(ServeOptions options, std::ostream& out, std::ostream& err) {
@@ -178,6 +181,14 @@ int RunServe(ServeOptions options, std::ostream& out, std::ostream& err) {
   }
   const RecoveryInfo& r = (*app)->recovery();
   const bool tls = !options_tls_cert.empty();
+  if (!r.config_changes.empty()) {
+    err << "qm serve: the config differs from the one the state was written "
+           "under; applied as a reload:";
+    for (const std::string& change : r.config_changes) {
+      err << " " << change << ";";
+    }
+    err << std::endl;
+  }
   out << "qm serve: listening on " << (tls ? "https://" : "http://")
       << (*app)->address() << " (state " << where << ", "
       << (r.fresh ? std::string("new")
@@ -189,9 +200,17 @@ int RunServe(ServeOptions options, std::ostream& out, std::ostream& err) {
     int sig = 0;
     if (sigwait(&signals, &sig) != 0) continue;
     if (sig == SIGHUP) {
-      err << "qm serve: SIGHUP: config reload is not built yet (issue 6, a "
-             "later step); the running config stays"
-          << std::endl;
+      auto r = (*app)->ReloadConfig("SIGHUP");
+      if (!r.ok()) {
+        err << "qm serve: SIGHUP: " << r.status().ToString() << std::endl;
+      } else if (r->changes.empty()) {
+        err << "qm serve: SIGHUP: the config is unchanged" << std::endl;
+      } else {
+        err << "qm serve: SIGHUP: config reloaded:";
+        for (const std::string& change : r->changes)
+          err << " " << change << ";";
+        err << std::endl;
+      }
       continue;
     }
     err << "qm serve: " << (sig == SIGTERM ? "SIGTERM" : "SIGINT")

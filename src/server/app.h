@@ -49,6 +49,9 @@ class App {
   const RecoveryInfo& recovery() const;
   DurableEngine& engine();
 
+  // Service::ReloadConfig: the --config file again, applied to the state.
+  StatusOr<ReconfigureResult> ReloadConfig(const std::string& who);
+
   // Graceful shutdown; see the file comment. Returns the journal flush's
   // status.
   Status Stop(Duration grace);
@@ -63,9 +66,10 @@ class App {
 // Whether `host` (of "host:port") is a loopback address or name.
 bool IsLoopbackHost(const std::string& host);
 
-// Runs `qm serve` until SIGTERM or SIGINT (graceful shutdown); SIGHUP is
-// answered with a log line saying that reload is not built yet. Prints
-// where it listens to `out`, logs to `err`. Returns the exit code.
+// Runs `qm serve` until SIGTERM or SIGINT (graceful shutdown); SIGHUP
+// reloads the --config file (App::ReloadConfig; a bad one is refused with
+// its error and the running config stays). Prints where it listens to
+// `out`, logs to `err`. Returns the exit code.
 int RunServe(ServeOptions options, std::ostream& out, std::ostream& err);
 
 }  // namespace qm::server

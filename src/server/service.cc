@@ -224,8 +224,7 @@ Status QuerySeconds(const HttpRequest& r, const std::string& key, Duration max,
 }
 
 bool EventTypeFromName(std::string_view name, EventType* out) {
-  for (int i = 0; i <= static_cast<int>(kLastEventType);
-       ++i) {
+  for (int i = 0; i <= static_cast<int>(kLastEventType); ++i) {
     if (EventTypeName(static_cast<EventType>(i)) == name) {
       *out = static_cast<EventType>(i);
       return true;
@@ -412,6 +411,7 @@ class Service::Impl {
   Json AllocationJson(const AllocationInfo& info, bool replayed,
                       bool with_position);
   Actor ActorOf(const CallPtr& c, const std::string& reason) const;
+  StatusOr<ReconfigureResult> ReloadConfig(const std::string& who);
   // Authenticates the request and checks its role may use the route
   // (answering 401 / 403 / 429 and returning false when not).
   bool Authorize(const CallPtr& c);
@@ -1373,11 +1373,36 @@ void Service::Impl::Config(const CallPtr& c) {
 }
 
 void Service::Impl::ConfigReload(const CallPtr& c) {
-  Fail(c, Unimplemented(
-              "config reload is not built yet: applying a new config to "
-              "running state must become a journaled operation (issue 6, a "
-              "later step); restart `qm serve` on an empty state directory "
-              "to use a new config"));
+  auto r = ReloadConfig(c->who);
+  if (!r.ok()) {
+    Fail(c, r.status());
+    return;
+  }
+  Json out;
+  out["source"] = options_.config_source;
+  out["changed"] = !r->changes.empty();
+  out["changes"] = r->changes;
+  out["server_section"] =
+      "read at start only: restart qm serve to apply changes to it";
+  Ok(c, std::move(out));
+}
+
+StatusOr<ReconfigureResult> Service::Impl::ReloadConfig(
+    const std::string& who) {
+  if (options_.config_source.empty()) {
+    return Conflict(
+        "this server runs on the default config (it was started without "
+        "--config), so there is no file to reload: restart it with "
+        "--config FILE");
+  }
+  auto config = LoadConfigFile(options_.config_source);
+  if (!config.ok()) {
+    return Status(config.status().code(),
+                  "the config was not reloaded (the running one stays): " +
+                      config.status().message());
+  }
+  return engine_->Reconfigure(
+      *config, Actor{who, "config reloaded from " + options_.config_source});
 }
 
 // ---------------------------------------------------------------- streams
@@ -1681,6 +1706,10 @@ void Service::Handle(HttpRequest request, Responder responder) {
 }
 
 void Service::Shutdown() { impl_->Shutdown(); }
+
+StatusOr<ReconfigureResult> Service::ReloadConfig(const std::string& who) {
+  return impl_->ReloadConfig(who);
+}
 
 std::vector<Service::RouteInfo> Service::Routes() {
   std::vector<RouteInfo> out;

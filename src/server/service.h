@@ -73,6 +73,15 @@ class Service {
   // the event streams, and stops the workers after the calls in progress.
   void Shutdown();
 
+  // Reads the config file the server was started with (options.
+  // config_source) again and applies it to the running state
+  // (DurableEngine::Reconfigure), as `who`. CONFLICT when the server runs
+  // on the default config (no file) or the state cannot take the new
+  // config; the file's load error (INVALID_REQUEST naming FILE:LINE) when
+  // it does not load. The `server` section is read at start only. Used by
+  // POST /v1/config/reload and SIGHUP. Blocks until committed.
+  StatusOr<ReconfigureResult> ReloadConfig(const std::string& who);
+
   // The routes, for docs and tests: method, pattern ("/v1/allocations/{id}")
   // and operation name (the envelope's `operation`).
   struct RouteInfo {

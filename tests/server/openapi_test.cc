@@ -496,7 +496,9 @@ class OpenApiTest : public ::testing::Test {
               R"({"max_tokens": 200000000, "max_cost_usd": null,)"
               R"( "reason": "launch"})")};
     e["GET /v1/config"] = {fixed("/v1/config")};
-    e["POST /v1/config/reload"] = {fixed("/v1/config/reload"), 501};
+    // This server runs without a --config file: nothing to reload (the
+    // 200 answer: ServeProcessTest.ConfigReloadBySighupByApiAndAtRestart).
+    e["POST /v1/config/reload"] = {fixed("/v1/config/reload"), 409};
     e["GET /v1/events"] = {
         fixed("/v1/events?after=0&types=granted,queued&product=web")};
     e["GET /v1/monitor"] = {fixed("/v1/monitor?interval=1&product=web")};

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -119,6 +120,7 @@ class ServeProcess {
     if (out_fd_ >= 0) close(out_fd_);
   }
   const std::string& url() const { return url_; }
+  pid_t pid() const { return pid_; }
   // Sends `sig` and waits for the exit; returns the exit status.
   int Signal(int sig) {
     kill(pid_, sig);
@@ -474,6 +476,95 @@ TEST(ServeProcessTest, ServeRefusesAnAddressInUse) {
   CliRun r = Qm({"serve", "--listen", addr, "--state", dir2.path()}, "");
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find(addr), std::string::npos) << r.err;
+}
+
+// Config reload: SIGHUP and POST /v1/config/reload read the --config file
+// again and apply it to the running state; a bad file or one the state
+// cannot take is refused and the running config stays; a restart with an
+// edited file applies it too.
+TEST(ServeProcessTest, ConfigReloadBySighupByApiAndAtRestart) {
+  TempDir dir;
+  const std::string file = dir.path() + ".limits.yml";
+  auto write = [&](const std::string& yaml) { std::ofstream(file) << yaml; };
+  write("max_concurrent:\n  total: 1\n");
+  std::string queued;
+  {
+    ServeProcess serve(dir.path(), file);
+    ASSERT_FALSE(serve.url().empty());
+    Json a = Call(serve.url(), "POST", "/v1/allocations",
+                  R"({"workflow_id": "w1"})");
+    ASSERT_EQ(a["result"]["status"], "active") << a.dump();
+    Json b = Call(serve.url(), "POST", "/v1/allocations",
+                  R"({"workflow_id": "w2"})");
+    ASSERT_EQ(b["result"]["status"], "queued") << b.dump();
+    queued = b["result"]["allocation_id"];
+
+    // SIGHUP with a bigger total: the queued one starts.
+    write("max_concurrent:\n  total: 2\n");
+    ASSERT_EQ(kill(serve.pid(), SIGHUP), 0);
+    Json got;
+    for (int i = 0; i < 100; ++i) {
+      got = Call(serve.url(), "GET", "/v1/allocations/" + queued);
+      if (got["result"]["status"] == "active") break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    EXPECT_EQ(got["result"]["status"], "active") << got.dump();
+    // (The grant is answered before the signal handler logs.)
+    for (int i = 0; i < 100; ++i) {
+      if (serve.Err().find("config reloaded") != std::string::npos) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    EXPECT_NE(serve.Err().find("SIGHUP: config reloaded: "
+                               "resources.agents.capacity: 1 -> 2"),
+              std::string::npos)
+        << serve.Err();
+
+    // A file that does not load: refused with its error, nothing changes.
+    write("max_concurrent:\n  total: two\n");
+    Json bad = Call(serve.url(), "POST", "/v1/config/reload");
+    EXPECT_EQ(bad["error"]["code"], "INVALID_REQUEST") << bad.dump();
+    EXPECT_NE(bad["error"]["message"].get<std::string>().find(file),
+              std::string::npos)
+        << bad.dump();
+    // Below what runs now: refused, naming the resource.
+    write("max_concurrent:\n  total: 1\n");
+    Json low = Call(serve.url(), "POST", "/v1/config/reload");
+    EXPECT_EQ(low["error"]["code"], "CONFLICT") << low.dump();
+    EXPECT_NE(low["error"]["message"].get<std::string>().find("agents"),
+              std::string::npos)
+        << low.dump();
+    Json cfg = Call(serve.url(), "GET", "/v1/config");
+    EXPECT_EQ(cfg["result"]["config"]["max_concurrent"]["total"], 2)
+        << cfg.dump();
+    // The same file again: unchanged.
+    write("max_concurrent:\n  total: 2\n");
+    Json same = Call(serve.url(), "POST", "/v1/config/reload");
+    EXPECT_EQ(same["status"], "success") << same.dump();
+    EXPECT_EQ(same["result"]["changed"], false);
+    EXPECT_EQ(serve.Signal(SIGTERM), 0);
+  }
+  // Restart with an edited file: applied at start, logged.
+  write("max_concurrent:\n  total: 3\n");
+  ServeProcess again(dir.path(), file);
+  ASSERT_FALSE(again.url().empty());
+  Json cfg = Call(again.url(), "GET", "/v1/config");
+  EXPECT_EQ(cfg["result"]["config"]["max_concurrent"]["total"], 3)
+      << cfg.dump();
+  EXPECT_EQ(
+      Call(again.url(), "GET", "/v1/allocations/" + queued)["result"]["status"],
+      "active");
+  EXPECT_NE(again.Err().find("applied as a reload"), std::string::npos)
+      << again.Err();
+}
+
+TEST(ServeProcessTest, ReloadWithoutAConfigFileSaysSo) {
+  TempDir dir;
+  ServeProcess serve(dir.path());
+  Json r = Call(serve.url(), "POST", "/v1/config/reload");
+  EXPECT_EQ(r["error"]["code"], "CONFLICT") << r.dump();
+  EXPECT_NE(r["error"]["message"].get<std::string>().find("--config"),
+            std::string::npos)
+      << r.dump();
 }
 
 }  // namespace
