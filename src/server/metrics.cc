@@ -235,8 +235,7 @@ class Exposition {
 
 // The event types known when this was written, for zero-initialised
 // qm_events_total series (types added later are counted when they occur).
-constexpr int kKnownEventTypes =
-    static_cast<int>(kLastEventType) + 1;
+constexpr int kKnownEventTypes = static_cast<int>(kLastEventType) + 1;
 
 }  // namespace
 

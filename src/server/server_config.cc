@@ -40,8 +40,7 @@ Status CheckKeys(const std::string& source, const YAML::Node& n,
 
 // Every event type name (the engine's EventTypeName values).
 bool KnownEventType(const std::string& name) {
-  for (int i = 0; i <= static_cast<int>(kLastEventType);
-       ++i) {
+  for (int i = 0; i <= static_cast<int>(kLastEventType); ++i) {
     if (name == EventTypeName(static_cast<EventType>(i))) return true;
   }
   return false;

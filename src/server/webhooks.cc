@@ -35,8 +35,7 @@ WebhookSender::WebhookSender(const std::vector<WebhookEntry>& hooks,
     h->base = slash == std::string::npos ? e.url : e.url.substr(0, slash);
     h->target = slash == std::string::npos ? "/" : e.url.substr(slash);
     EventFilter filter;
-    for (int i = 0; i <= static_cast<int>(kLastEventType);
-         ++i) {
+    for (int i = 0; i <= static_cast<int>(kLastEventType); ++i) {
       const EventType t = static_cast<EventType>(i);
       for (const std::string& name : e.types) {
         if (name == EventTypeName(t)) filter.types.push_back(t);
