@@ -150,6 +150,8 @@ class DurableEngine {
   StatusOr<AllocationInfo> Reallocate(std::string_view id,
                                       const ResourceAmounts& resources);
   StatusOr<AllocationInfo> Cancel(std::string_view id);
+  StatusOr<AllocationInfo> Reclaim(std::string_view id,
+                                   const std::string& reason);
   StatusOr<AllocationInfo> ReportUsage(std::string_view id,
                                        const UsageReport& usage);
   StatusOr<AllocationInfo> ExtendTokens(std::string_view id,

@@ -82,6 +82,16 @@ class Engine {
   // Withdraws a queued request.
   StatusOr<AllocationInfo> Cancel(std::string_view id);
 
+  // Takes back an allocation whose holder is known to be gone (its process
+  // exited: the server saw it), without waiting for its lease to run out:
+  // a running one ends as kExpired, a queued one is cancelled, each with
+  // an event whose reason is "reclaimed: " + `reason`. An allocation that
+  // already ended is answered as it is (reclaiming twice is harmless).
+  // NOT_FOUND for an unknown id; INVALID_REQUEST for an empty reason or
+  // one over 1 KiB.
+  StatusOr<AllocationInfo> Reclaim(std::string_view id,
+                                   const std::string& reason);
+
   // ---- Money (docs/budgets.md) ----
 
   // Records spend of an active (or preempted, in its grace) allocation:

@@ -1612,6 +1612,10 @@ StatusOr<AllocationInfo> EngineImpl::Cancel(std::string_view id) {
                     "; only queued requests can be cancelled (release a "
                     "running one)");
   }
+  return CancelQueued(a, "cancelled while queued");
+}
+
+AllocationInfo EngineImpl::CancelQueued(Alloc& a, std::string reason) {
   std::vector<uint32_t> blocked;
   for (const auto& [c, m] : a.demand) {
     if (Blocker(c) == a.id) blocked.push_back(c);
@@ -1624,7 +1628,7 @@ StatusOr<AllocationInfo> EngineImpl::Cancel(std::string_view id) {
   }
   a.status = AllocStatus::kCancelled;
   a.ended_at = now_;
-  Emit(EventType::kCancelled, a, "cancelled while queued");
+  Emit(EventType::kCancelled, a, std::move(reason));
   ReleaseWorkflowRef(a.req.workflow_id);
   AllocationInfo info = Info(a);
   Retire(a);
@@ -1635,6 +1639,23 @@ StatusOr<AllocationInfo> EngineImpl::Cancel(std::string_view id) {
   }
   if (relaxed_) Dispatch();
   return info;
+}
+
+StatusOr<AllocationInfo> EngineImpl::Reclaim(std::string_view id,
+                                             const std::string& reason) {
+  if (reason.empty() || reason.size() > 1024) {
+    return InvalidRequest("reason must be 1 to 1024 bytes");
+  }
+  OpScope op(this);
+  auto found = Find(id);
+  if (!found.ok()) return found.status();
+  Alloc& a = **found;
+  if (a.status == AllocStatus::kQueued) {
+    return CancelQueued(a, "reclaimed: " + reason);
+  }
+  if (!a.holding) return Info(a);
+  return Finish(a, AllocStatus::kExpired, EventType::kExpired,
+                "reclaimed: " + reason);
 }
 
 StatusOr<AllocationInfo> EngineImpl::Get(std::string_view id) const {
@@ -2201,6 +2222,10 @@ StatusOr<AllocationInfo> Engine::Reallocate(std::string_view id,
 }
 StatusOr<AllocationInfo> Engine::Cancel(std::string_view id) {
   return impl_->Cancel(id);
+}
+StatusOr<AllocationInfo> Engine::Reclaim(std::string_view id,
+                                         const std::string& reason) {
+  return impl_->Reclaim(id, reason);
 }
 StatusOr<AllocationInfo> Engine::Get(std::string_view id) const {
   return impl_->Get(id);

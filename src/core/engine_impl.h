@@ -491,6 +491,10 @@ class EngineImpl {
   StatusOr<AllocationInfo> Reallocate(std::string_view id,
                                       const ResourceAmounts& resources);
   StatusOr<AllocationInfo> Cancel(std::string_view id);
+  StatusOr<AllocationInfo> Reclaim(std::string_view id,
+                                   const std::string& reason);
+  // Cancel's work on a queued allocation, with the event's reason.
+  AllocationInfo CancelQueued(Alloc& a, std::string reason);
   StatusOr<AllocationInfo> Get(std::string_view id) const;
   StatusOr<AllocationList> List(const AllocationFilter& filter) const;
   Snapshot GetSnapshot() const;

@@ -1028,6 +1028,11 @@ StatusOr<AllocationInfo> DurableEngine::Reallocate(
   return impl_->Mutate(store::ReallocateOp{std::string(id), resources},
                        [&](Engine& e) { return e.Reallocate(id, resources); });
 }
+StatusOr<AllocationInfo> DurableEngine::Reclaim(std::string_view id,
+                                                const std::string& reason) {
+  return impl_->Mutate(store::ReclaimOp{std::string(id), reason},
+                       [&](Engine& e) { return e.Reclaim(id, reason); });
+}
 StatusOr<AllocationInfo> DurableEngine::Cancel(std::string_view id) {
   return impl_->Mutate(store::CancelOp{std::string(id)},
                        [&](Engine& e) { return e.Cancel(id); });

@@ -44,6 +44,7 @@ QM_OP_TRAITS(ReserveOp, 16, "reserve");
 QM_OP_TRAITS(CancelReservationOp, 17, "cancel_reservation");
 QM_OP_TRAITS(TickOp, 18, "tick");
 QM_OP_TRAITS(ReconfigureOp, 19, "reconfigure");
+QM_OP_TRAITS(ReclaimOp, 20, "reclaim");
 #undef QM_OP_TRAITS
 
 using OpVariant = decltype(JournalOp::op);
@@ -566,6 +567,18 @@ Status Apply(Engine& e, const ReconfigureOp& op) {
   auto config = LoadConfigString(op.config_yaml, "the reloaded config");
   if (!config.ok()) return config.status();
   return e.Reconfigure(std::move(*config), op.actor).status();
+}
+
+void PutOp(Writer& w, const ReclaimOp& op) {
+  Put(w, op.id);
+  Put(w, op.reason);
+}
+void GetOp(Reader& r, ReclaimOp* op) {
+  Get(r, "id", &op->id);
+  Get(r, "reason", &op->reason);
+}
+Status Apply(Engine& e, const ReclaimOp& op) {
+  return e.Reclaim(op.id, op.reason).status();
 }
 
 void PutOp(Writer&, const TickOp&) {}

@@ -117,6 +117,11 @@ struct CancelReservationOp {
   std::string id;
   Actor actor;
 };
+// Engine::Reclaim.
+struct ReclaimOp {
+  std::string id;
+  std::string reason;
+};
 // Engine::Reconfigure, with the new config as its canonical YAML (as
 // ConfigToYaml writes it; the snapshot records the config the same way).
 struct ReconfigureOp {
@@ -137,7 +142,7 @@ struct JournalOp {
                CancelOp, ReportUsageOp, ExtendTokensOp, PauseOp, ResumeOp,
                PriorityOverrideOp, OverrideBreakerOp, RaiseLimitsOp,
                ResolveConflictOp, SetLockPolicyOp, ReserveOp,
-               CancelReservationOp, ReconfigureOp, TickOp>
+               CancelReservationOp, ReconfigureOp, ReclaimOp, TickOp>
       op;
 };
 
@@ -163,7 +168,7 @@ Status ApplyOp(Engine& engine, const JournalOp& op);
 // "reallocate", "cancel", "report_usage", "extend_tokens", "pause",
 // "resume", "priority_override", "override_breaker", "raise_limits",
 // "resolve_conflict", "set_lock_policy", "reserve", "cancel_reservation",
-// "reconfigure", "tick". For `qm state export` and messages.
+// "reconfigure", "reclaim", "tick". For `qm state export` and messages.
 std::string_view OpName(const JournalOp& op);
 
 }  // namespace qm::store

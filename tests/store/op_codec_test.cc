@@ -184,6 +184,10 @@ void ExpectSameOp(const ReconfigureOp& a, const ReconfigureOp& b) {
   EXPECT_EQ(a.config_yaml, b.config_yaml);
   ExpectSame(a.actor, b.actor);
 }
+void ExpectSameOp(const ReclaimOp& a, const ReclaimOp& b) {
+  EXPECT_EQ(a.id, b.id);
+  EXPECT_EQ(a.reason, b.reason);
+}
 void ExpectSameOp(const TickOp&, const TickOp&) {}
 
 void ExpectSame(const JournalOp& a, const JournalOp& b) {
@@ -287,6 +291,7 @@ std::vector<JournalOp> AllOps(bool full) {
     add(ReserveOp{});
     add(CancelReservationOp{});
     add(ReconfigureOp{});
+    add(ReclaimOp{});
     add(TickOp{});
     return ops;
   }
@@ -312,6 +317,7 @@ std::vector<JournalOp> AllOps(bool full) {
   add(ReserveOp{FullReservation()});
   add(CancelReservationOp{"nightly", FullActor()});
   add(ReconfigureOp{"resources:\n  agents: 12\n", FullActor()});
+  add(ReclaimOp{"alloc_17", "holder process 4242 exited"});
   add(TickOp{});
   return ops;
 }
@@ -452,13 +458,26 @@ TEST(OpCodecTest, ExtremeValuesRoundTrip) {
 TEST(OpCodecTest, OpNames) {
   std::vector<std::string> names;
   for (const JournalOp& op : AllOps(false)) names.emplace_back(OpName(op));
-  EXPECT_EQ(names,
-            (std::vector<std::string>{
-                "allocate", "allocate_batch", "release", "renew", "reallocate",
-                "cancel", "report_usage", "extend_tokens", "pause", "resume",
-                "priority_override", "override_breaker", "raise_limits",
-                "resolve_conflict", "set_lock_policy", "reserve",
-                "cancel_reservation", "reconfigure", "tick"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"allocate",
+                                             "allocate_batch",
+                                             "release",
+                                             "renew",
+                                             "reallocate",
+                                             "cancel",
+                                             "report_usage",
+                                             "extend_tokens",
+                                             "pause",
+                                             "resume",
+                                             "priority_override",
+                                             "override_breaker",
+                                             "raise_limits",
+                                             "resolve_conflict",
+                                             "set_lock_policy",
+                                             "reserve",
+                                             "cancel_reservation",
+                                             "reconfigure",
+                                             "reclaim",
+                                             "tick"}));
 }
 
 // The bytes are the durable format: pin a few so an accidental change (a
@@ -595,7 +614,7 @@ TEST(OpCodecTest, NewerVersionIsDataLoss) {
 }
 
 TEST(OpCodecTest, UnknownTagIsDataLoss) {
-  for (uint8_t tag : {0, 20, 99, 255}) {
+  for (uint8_t tag : {0, 21, 99, 255}) {
     std::string bytes = EncodeOp(JournalOp{At(5), CancelOp{"a"}});
     bytes[1] = static_cast<char>(tag);
     StatusOr<JournalOp> got = DecodeOp(bytes);
@@ -891,6 +910,7 @@ TEST(OpCodecTest, ApplyOpReachesEveryEngineMethod) {
       {t0 + 3s, ReserveOp{Reservation("wf-r", t0 + 1h, 30min)}},
       {t0 + 4s, CancelReservationOp{"res_1", Actor{"c", "z"}}},
       {t0 + 4s, ReconfigureOp{ReloadedYaml(), Actor{"ops", "bigger"}}},
+      {t0 + 4s, ReclaimOp{"alloc_2", "holder process 99 exited"}},
       {t0 + 5s, TickOp{}},
   };
   std::vector<Code> live_codes;
@@ -926,6 +946,8 @@ TEST(OpCodecTest, ApplyOpReachesEveryEngineMethod) {
             return e.Reserve(o.request).status();
           if constexpr (std::is_same_v<T, CancelReservationOp>)
             return e.CancelReservation(o.id, o.actor).status();
+          if constexpr (std::is_same_v<T, ReclaimOp>)
+            return e.Reclaim(o.id, o.reason).status();
           if constexpr (std::is_same_v<T, ReconfigureOp>) {
             auto config = LoadConfigString(o.config_yaml, "test");
             EXPECT_TRUE(config.ok()) << config.status().ToString();
@@ -958,6 +980,8 @@ TEST(OpCodecTest, ApplyOpReachesEveryEngineMethod) {
   };
   EXPECT_TRUE(has("override")) << testing::PrintToString(replay.events.lines);
   EXPECT_TRUE(has("reservation_cancelled"))
+      << testing::PrintToString(replay.events.lines);
+  EXPECT_TRUE(has("reclaimed: holder process 99 exited"))
       << testing::PrintToString(replay.events.lines);
   EXPECT_TRUE(has("config_reloaded"))
       << testing::PrintToString(replay.events.lines);
