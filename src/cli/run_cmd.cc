@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "api/json_codec.h"
+#include "server/holders.h"
 #include "server/http_client.h"
 
 namespace qm::cli {
@@ -123,6 +124,14 @@ int RunUnderAllocation(const RunOptions& o, std::ostream& err) {
     return d;
   };
   Json body = *request;
+  // Names this process as the holder: a server on this host takes the
+  // allocation back as soon as this process is gone (even by SIGKILL),
+  // not only when its lease runs out.
+  if (auto self = server::SelfHolder(); self.ok()) {
+    body["holder"] = {{"pid", self->pid},
+                      {"start_time", self->start_time},
+                      {"boot_id", self->boot_id}};
+  }
   Duration wait = chunk();
   body["wait"] = wait.count() / 1000.0;
   auto answer = Call(client, "POST", "/v1/allocations", body.dump(),

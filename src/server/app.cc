@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "server/events.h"
+#include "server/holders.h"
 #include "server/metrics.h"
 #include "server/webhooks.h"
 
@@ -27,10 +28,33 @@ class App::Impl final : public EventSink {
 
   ~Impl() override { (void)Stop(std::chrono::seconds(5)); }
 
-  // Counts the event for /metrics, then hands it to the hub.
+  // Counts the event for /metrics, ends the watch of a finished
+  // allocation's holder, then hands it to the hub.
   void OnEvent(const Event& event) override {
     metrics_.OnEvent(event);
+    if (holders_ && !event.allocation_id.empty() &&
+        (event.type == EventType::kReleased ||
+         event.type == EventType::kExpired ||
+         event.type == EventType::kCancelled ||
+         event.type == EventType::kFailed)) {
+      holders_->Forget(event.allocation_id);
+    }
     hub_.OnEvent(event);
+  }
+
+  // A watched holder exited: its allocation is taken back now, unless it
+  // ended meanwhile (then nothing is journaled).
+  void ReclaimGone(const std::string& id, const std::string& why) {
+    auto a = engine_->Get(id);
+    if (!a.ok() || (a->status != AllocStatus::kActive &&
+                    a->status != AllocStatus::kQueued)) {
+      return;
+    }
+    auto r = engine_->Reclaim(id, why);
+    if (!r.ok() && r.status().code() != Code::kNotFound) {
+      std::cerr << "qm serve: reclaiming " << id << " (" << why
+                << "): " << r.status().ToString() << "\n";
+    }
   }
 
   Status Start() {
@@ -58,11 +82,26 @@ class App::Impl final : public EventSink {
       commit_latency_.Observe(seconds);
       commit_batch_.Observe(static_cast<double>(operations));
     };
+    // Before the engine: its events reach OnEvent from the start.
+    {
+      auto holders = HolderWatch::Start(
+          [this](const std::string& id, const std::string& why) {
+            ReclaimGone(id, why);
+          });
+      if (holders.ok()) {
+        holders_ = std::move(*holders);
+      } else {
+        std::cerr << "qm serve: holders are not watched (leases still "
+                     "expire): "
+                  << holders.status().ToString() << "\n";
+      }
+    }
     auto engine =
         DurableEngine::Open(options_.durable, options_.config, nullptr, this);
     if (!engine.ok()) return engine.status();
     engine_ = std::move(*engine);
     ServiceOptions service_options = options_.service;
+    service_options.holders = holders_.get();
     service_options.commit_latency = &commit_latency_;
     service_options.commit_batch = &commit_batch_;
     service_ = std::make_unique<Service>(engine_.get(), &hub_, &metrics_,
@@ -97,6 +136,7 @@ class App::Impl final : public EventSink {
     // they are not cut off; then requests in flight finish.
     if (service_) service_->Shutdown();
     if (http_) http_->Stop(grace);
+    if (holders_) holders_->Stop();
     if (engine_) stop_status_ = engine_->Close();
     if (webhooks_) webhooks_->Stop();
     return stop_status_;
@@ -136,6 +176,7 @@ class App::Impl final : public EventSink {
   Histogram commit_batch_{DefaultBatchBounds()};
   std::unique_ptr<WebhookSender> webhooks_;
   std::unique_ptr<DurableEngine> engine_;
+  std::unique_ptr<HolderWatch> holders_;
   std::unique_ptr<Service> service_;
   std::unique_ptr<HttpServer> http_;
   std::thread ticker_;

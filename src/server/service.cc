@@ -16,6 +16,7 @@
 
 #include "api/json_codec.h"
 #include "qm/config_loader.h"
+#include "server/holders.h"
 #include "sim/yaml_json.h"
 
 namespace qm::server {
@@ -412,6 +413,7 @@ class Service::Impl {
                       bool with_position);
   Actor ActorOf(const CallPtr& c, const std::string& reason) const;
   StatusOr<ReconfigureResult> ReloadConfig(const std::string& who);
+  static StatusOr<HolderProcess> HolderFromJson(const Json& j);
   // Authenticates the request and checks its role may use the route
   // (answering 401 / 403 / 429 and returning false when not).
   bool Authorize(const CallPtr& c);
@@ -916,12 +918,59 @@ void Service::Impl::Allocate(const CallPtr& c) {
   std::optional<Duration> wait;
   if (!Check(c, GetSeconds(body, "wait", options_.max_wait, &wait))) return;
   body.erase("wait");
+  std::optional<HolderProcess> holder;
+  if (body.contains("holder")) {
+    auto h = HolderFromJson(body["holder"]);
+    if (!Check(c, h.status())) return;
+    holder = *h;
+    body.erase("holder");
+  }
   auto req = api::RequestFromJson(body);
   if (!Check(c, req.status())) return;
   if (!Check(c, CheckProduct(c, req->product, "product"))) return;
   auto r = engine_->Allocate(*req);
   if (!Check(c, r.status())) return;
+  if (holder && options_.holders && !r->replayed &&
+      (r->allocation.status == AllocStatus::kActive ||
+       r->allocation.status == AllocStatus::kQueued)) {
+    (void)options_.holders->Watch(r->allocation.id, *holder);
+  }
   AnswerOrWait(c, std::move(r->allocation), r->replayed, wait);
+}
+
+// {"pid": N, "start_time": N, "boot_id": "..."}: see holders.h.
+StatusOr<HolderProcess> Service::Impl::HolderFromJson(const Json& j) {
+  if (!j.is_object()) {
+    return InvalidRequest(
+        "holder: must be an object {pid, start_time, boot_id}");
+  }
+  for (const auto& [key, value] : j.items()) {
+    if (key != "pid" && key != "start_time" && key != "boot_id") {
+      return InvalidRequest("holder." + key +
+                            ": unknown field (pid, start_time, boot_id)");
+    }
+  }
+  HolderProcess h;
+  if (!j.contains("pid") || !j["pid"].is_number_integer() ||
+      j["pid"].get<int64_t>() <= 0 || j["pid"].get<int64_t>() > INT32_MAX) {
+    return InvalidRequest("holder.pid: required, a process id > 0");
+  }
+  h.pid = j["pid"].get<int64_t>();
+  if (!j.contains("start_time") || !j["start_time"].is_number_unsigned()) {
+    return InvalidRequest(
+        "holder.start_time: required, field 22 of /proc/<pid>/stat (a "
+        "whole number >= 0)");
+  }
+  h.start_time = j["start_time"].get<uint64_t>();
+  if (!j.contains("boot_id") || !j["boot_id"].is_string() ||
+      j["boot_id"].get<std::string>().empty() ||
+      j["boot_id"].get<std::string>().size() > 64) {
+    return InvalidRequest(
+        "holder.boot_id: required, /proc/sys/kernel/random/boot_id of the "
+        "holder's host");
+  }
+  h.boot_id = j["boot_id"].get<std::string>();
+  return h;
 }
 
 void Service::Impl::AllocateBatch(const CallPtr& c) {

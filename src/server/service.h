@@ -30,6 +30,8 @@
 
 namespace qm::server {
 
+class HolderWatch;
+
 struct ServiceOptions {
   // Worker threads for engine calls (each waits for its group commit, so
   // this bounds the operations in one commit). Default 64.
@@ -55,6 +57,11 @@ struct ServiceOptions {
   // outlive the service).
   const Histogram* commit_latency = nullptr;
   const Histogram* commit_batch = nullptr;
+  // Watches the processes that name themselves as holders (`holder` in an
+  // allocate body), so their allocations are reclaimed when they exit. May
+  // be null (then `holder` is accepted and ignored); must outlive the
+  // service.
+  HolderWatch* holders = nullptr;
 };
 
 class Service {
