@@ -27,7 +27,6 @@
 // journal has one writer. IsLeader() turns false when the lease runs out by
 // this process's clock and true again if a renewal succeeds before anyone
 // takes over. After ResignLeadership this instance refuses its own writes.
-#include <libpq-fe.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -42,6 +41,7 @@
 #include <thread>
 #include <utility>
 
+#include "store/libpq_dl.h"
 #include "store/store_impl.h"
 
 namespace qm::store {
@@ -989,6 +989,7 @@ StatusOr<StoreInfo> PgStore::Info() {
 
 StatusOr<std::unique_ptr<Store>> OpenPostgresStore(
     const StoreOptions& options) {
+  QM_RETURN_IF_ERROR(LoadLibpq());
   const std::string shown = RedactUri(options.location);
   char* error = nullptr;
   PQconninfoOption* parsed = PQconninfoParse(options.location.c_str(), &error);
