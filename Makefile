@@ -7,6 +7,9 @@
 #   make test                     build and run the whole suite through ctest
 #   make test SANITIZE=address,undefined   the same under sanitizers
 #   make bench                    build and run the benchmarks (Release)
+#   make bench-peers              qm serve against Redis, PostgreSQL and etcd
+#                                 on the same workload (bench/peers.sh;
+#                                 SECONDS_PER_RUN=, ROUNDS=, CLIENTS=)
 #   make format / make lint       clang-format the tree / check it
 MAKEFLAGS += --no-print-directory
 JOBS ?= $(shell nproc)
@@ -21,7 +24,7 @@ endif
 
 SOURCES = $(shell find include src tests bench -name '*.h' -o -name '*.cc' 2>/dev/null)
 
-.PHONY: all deps configure build run test bench format lint clean
+.PHONY: all deps configure build run test bench bench-peers format lint clean
 
 all: build
 
@@ -54,6 +57,11 @@ bench: deps
 	  --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 	@# Memory in a process of its own, so the resident set is its alone.
 	@build-bench/bench/qm_bench --benchmark_filter=Memory
+
+# Installs and starts its own Redis, PostgreSQL and etcd (loopback, temporary
+# directories), builds in build-bench; not part of `make test`.
+bench-peers: deps
+	@JOBS=$(JOBS) bench/peers.sh
 
 format: deps
 	@clang-format -i $(SOURCES)
