@@ -150,6 +150,19 @@ class DurableEngine {
   StatusOr<AllocationInfo> Reallocate(std::string_view id,
                                       const ResourceAmounts& resources);
   StatusOr<AllocationInfo> Cancel(std::string_view id);
+
+  // Allocate, Release and Renew without waiting for the commit: the call
+  // is decided at once and `done` gets its answer on the writer thread
+  // once the commit holding it is durable (or the failure that stopped
+  // it). Nothing blocks while the commit is in flight, so a server need
+  // not park a thread per request. `done` must be quick and must not call
+  // into this engine (hand the work to another thread).
+  void AllocateAsync(const AllocationRequest& request,
+                     std::function<void(StatusOr<AllocateResult>)> done);
+  void ReleaseAsync(std::string_view id, const UsageReport& usage,
+                    std::function<void(StatusOr<AllocationInfo>)> done);
+  void RenewAsync(std::string_view id, std::optional<Duration> ttl,
+                  std::function<void(StatusOr<AllocationInfo>)> done);
   StatusOr<AllocationInfo> Reclaim(std::string_view id,
                                    const std::string& reason);
   StatusOr<AllocationInfo> ReportUsage(std::string_view id,

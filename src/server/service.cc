@@ -928,14 +928,26 @@ void Service::Impl::Allocate(const CallPtr& c) {
   auto req = api::RequestFromJson(body);
   if (!Check(c, req.status())) return;
   if (!Check(c, CheckProduct(c, req->product, "product"))) return;
-  auto r = engine_->Allocate(*req);
-  if (!Check(c, r.status())) return;
-  if (holder && options_.holders && !r->replayed &&
-      (r->allocation.status == AllocStatus::kActive ||
-       r->allocation.status == AllocStatus::kQueued)) {
-    (void)options_.holders->Watch(r->allocation.id, *holder);
-  }
-  AnswerOrWait(c, std::move(r->allocation), r->replayed, wait);
+  // Answered from the commit (no thread waits for it); a request that
+  // queues and asks to wait goes on on a worker.
+  engine_->AllocateAsync(*req, [this, c, holder,
+                                wait](StatusOr<AllocateResult> r) {
+    if (!Check(c, r.status())) return;
+    if (holder && options_.holders && !r->replayed &&
+        (r->allocation.status == AllocStatus::kActive ||
+         r->allocation.status == AllocStatus::kQueued)) {
+      (void)options_.holders->Watch(r->allocation.id, *holder);
+    }
+    if (r->allocation.status != AllocStatus::kQueued || !wait ||
+        wait->count() == 0) {
+      Ok(c, AllocationJson(r->allocation, r->replayed, wait.has_value()));
+      return;
+    }
+    auto result = std::make_shared<AllocateResult>(std::move(*r));
+    pool_.Post([this, c, result, wait] {
+      AnswerOrWait(c, std::move(result->allocation), result->replayed, wait);
+    });
+  });
 }
 
 // {"pid": N, "start_time": N, "boot_id": "..."}: see holders.h.
@@ -1100,7 +1112,8 @@ void Service::Impl::Renew(const CallPtr& c) {
     if (!Check(c, d.status())) return;
     ttl = *d;
   }
-  Reply(c, engine_->Renew(c->params["id"], ttl));
+  engine_->RenewAsync(c->params["id"], ttl,
+                      [this, c](StatusOr<AllocationInfo> r) { Reply(c, r); });
 }
 
 void Service::Impl::Release(const CallPtr& c) {
@@ -1122,7 +1135,8 @@ void Service::Impl::Release(const CallPtr& c) {
     if (!Check(c, u.status())) return;
     usage = std::move(*u);
   }
-  Reply(c, engine_->Release(c->params["id"], usage));
+  engine_->ReleaseAsync(c->params["id"], usage,
+                        [this, c](StatusOr<AllocationInfo> r) { Reply(c, r); });
 }
 
 void Service::Impl::Reallocate(const CallPtr& c) {

@@ -164,6 +164,35 @@ class DurableEngineImpl {
     return std::move(*result);
   }
 
+  // Mutate without waiting: applies `call` at once under the engine mutex,
+  // journals `op`, and calls `done(result)` on the writer thread once the
+  // commit holding it is durable (or with the failure that stopped it).
+  // `done` must be quick and must not call into the engine (hand the work
+  // to another thread).
+  template <typename Op, typename Call>
+  void MutateAsync(
+      Op op, Call call,
+      std::function<void(decltype(call(std::declval<Engine&>())))> done) {
+    using R = decltype(call(std::declval<Engine&>()));
+    std::unique_lock<std::mutex> lock(mu_);
+    if (Status s = Usable(); !s.ok()) {
+      lock.unlock();
+      done(R(s));
+      return;
+    }
+    JournalOp j{Advance(), std::move(op)};
+    std::string payload = store::EncodeOp(j);
+    auto result = std::make_shared<R>(call(*engine_));
+    Enqueue(j.at, std::move(payload),
+            [result, done = std::move(done)](const Status& s) {
+              if (s.ok()) {
+                done(std::move(*result));
+              } else {
+                done(R(s));
+              }
+            });
+  }
+
   // Answers `call(engine)` once every change before it is committed.
   template <typename Call>
   auto Read(Call call) -> StatusOr<decltype(call(std::declval<Engine&>()))> {
@@ -270,7 +299,17 @@ class DurableEngineImpl {
     int64_t time_ms = 0;
     std::string payload;
     std::vector<Event> events;
+    // MutateAsync's completion: called on the writer thread once the
+    // record is committed (OK) or cannot be (the failure).
+    std::function<void(const Status&)> done;
   };
+
+  // Calls the completions of `pending` with `s` (outside every lock).
+  static void Complete(std::deque<Pending>* pending, const Status& s) {
+    for (Pending& p : *pending) {
+      if (p.done) std::exchange(p.done, nullptr)(s);
+    }
+  }
 
   // Under mu_: the engine time for the next operation (never backwards).
   Time Advance() {
@@ -299,12 +338,23 @@ class DurableEngineImpl {
   }
 
   // Under mu_: hands the operation and its events to the writer.
-  uint64_t Enqueue(Time at, std::string payload) {
+  uint64_t Enqueue(Time at, std::string payload,
+                   std::function<void(const Status&)> done = nullptr) {
     const uint64_t seq = ++last_seq_;
     Pending p{seq, at.time_since_epoch().count(), std::move(payload),
-              sink_.Take()};
+              sink_.Take(), std::move(done)};
     {
       std::lock_guard<std::mutex> q(q_mu_);
+      if (writer_done_ && p.done) {
+        // The writer is gone (closing): nothing more will commit.
+        std::deque<Pending> late;
+        late.push_back(std::move(p));
+        Complete(&late, failed_.ok() ? Unavailable("the durable engine "
+                                                   "closed before the change "
+                                                   "was committed")
+                                     : failed_);
+        return seq;
+      }
       queue_.push_back(std::move(p));
       enqueued_seq_ = seq;
     }
@@ -738,7 +788,17 @@ void DurableEngineImpl::WriterLoop() {
     if (!ok) break;
   }
   writer_done_ = true;
+  // What will never commit now answers why.
+  std::deque<Pending> left;
+  left.swap(queue_);
+  const Status why =
+      failed_.ok() ? Unavailable(
+                         "the durable engine closed before the change was "
+                         "committed")
+                   : failed_;
+  q.unlock();
   commit_cv_.notify_all();
+  Complete(&left, why);
 }
 
 bool DurableEngineImpl::Commit(std::deque<Pending>* batch) {
@@ -766,6 +826,12 @@ bool DurableEngineImpl::Commit(std::deque<Pending>* batch) {
     Fail(Status(s.code(), "a change could not be made durable (" + s.message() +
                               "); qm stopped taking changes: restart it to "
                               "recover what was committed"));
+    Status failed;
+    {
+      std::lock_guard<std::mutex> q(q_mu_);
+      failed = failed_;
+    }
+    Complete(batch, failed);
     return false;
   }
   // The events first: a caller answered has its events delivered already.
@@ -783,6 +849,7 @@ bool DurableEngineImpl::Commit(std::deque<Pending>* batch) {
     ops_since_snapshot_ += batch->size();
   }
   commit_cv_.notify_all();
+  Complete(batch, Status::Ok());
   return true;
 }
 
@@ -1017,6 +1084,27 @@ StatusOr<AllocationInfo> DurableEngine::Release(std::string_view id,
                                                 const UsageReport& usage) {
   return impl_->Mutate(store::ReleaseOp{std::string(id), usage},
                        [&](Engine& e) { return e.Release(id, usage); });
+}
+void DurableEngine::AllocateAsync(
+    const AllocationRequest& r,
+    std::function<void(StatusOr<AllocateResult>)> done) {
+  impl_->MutateAsync(
+      store::AllocateOp{r}, [&](Engine& e) { return e.Allocate(r); },
+      std::move(done));
+}
+void DurableEngine::ReleaseAsync(
+    std::string_view id, const UsageReport& usage,
+    std::function<void(StatusOr<AllocationInfo>)> done) {
+  impl_->MutateAsync(
+      store::ReleaseOp{std::string(id), usage},
+      [&](Engine& e) { return e.Release(id, usage); }, std::move(done));
+}
+void DurableEngine::RenewAsync(
+    std::string_view id, std::optional<Duration> ttl,
+    std::function<void(StatusOr<AllocationInfo>)> done) {
+  impl_->MutateAsync(
+      store::RenewOp{std::string(id), ttl},
+      [&](Engine& e) { return e.Renew(id, ttl); }, std::move(done));
 }
 StatusOr<AllocationInfo> DurableEngine::Renew(std::string_view id,
                                               std::optional<Duration> ttl) {

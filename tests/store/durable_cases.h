@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -459,6 +460,96 @@ TEST_F(DurableEngineTest, ConcurrentCallersShareCommitsAndLoseNothing) {
   auto snap = d->GetSnapshot();
   ASSERT_TRUE(snap.ok());
   EXPECT_EQ(snap->active, 0);
+}
+
+// The async calls answer after their commit, with what the blocking calls
+// would have answered; many may be in flight at once from one thread; and
+// after Close they answer UNAVAILABLE instead of never.
+TEST_F(DurableEngineTest, AsyncCallsAnswerOnceCommitted) {
+  Config config = durable_cases::WithAgents(TestConfig(), 2);
+  std::string digest;
+  {
+    auto d = OpenEngine(config);
+    ASSERT_NE(d, nullptr);
+    std::mutex mu;
+    std::condition_variable cv;
+    std::vector<StatusOr<AllocateResult>> grants;
+    std::vector<uint64_t> committed_at_answer;
+    for (int i = 0; i < 3; ++i) {
+      d->AllocateAsync(Request("wf" + std::to_string(i)),
+                       [&](StatusOr<AllocateResult> r) {
+                         std::lock_guard<std::mutex> lock(mu);
+                         grants.push_back(std::move(r));
+                         committed_at_answer.push_back(
+                             d->stats().committed_seq);
+                         cv.notify_all();
+                       });
+    }
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      ASSERT_TRUE(cv.wait_for(lock, 10s, [&] { return grants.size() == 3; }));
+    }
+    // In call order; two granted, the third queued (capacity 2).
+    ASSERT_TRUE(grants[0].ok() && grants[1].ok() && grants[2].ok());
+    EXPECT_EQ(grants[0]->allocation.status, AllocStatus::kActive);
+    EXPECT_EQ(grants[1]->allocation.status, AllocStatus::kActive);
+    EXPECT_EQ(grants[2]->allocation.status, AllocStatus::kQueued);
+    // Each answer came after its own record was durable.
+    const uint64_t birth = 1;
+    for (size_t i = 0; i < 3; ++i) {
+      EXPECT_GE(committed_at_answer[i], birth + 1 + i);
+    }
+    StatusOr<AllocationInfo> released = Unavailable("not yet");
+    StatusOr<AllocationInfo> renewed = Unavailable("not yet");
+    int answers = 0;
+    d->RenewAsync(grants[1]->allocation.id, 10min,
+                  [&](StatusOr<AllocationInfo> r) {
+                    std::lock_guard<std::mutex> lock(mu);
+                    renewed = std::move(r);
+                    ++answers;
+                    cv.notify_all();
+                  });
+    d->ReleaseAsync(grants[0]->allocation.id, UsageReport{},
+                    [&](StatusOr<AllocationInfo> r) {
+                      std::lock_guard<std::mutex> lock(mu);
+                      released = std::move(r);
+                      ++answers;
+                      cv.notify_all();
+                    });
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      ASSERT_TRUE(cv.wait_for(lock, 10s, [&] { return answers == 2; }));
+    }
+    ASSERT_TRUE(renewed.ok()) << renewed.status().ToString();
+    ASSERT_TRUE(released.ok()) << released.status().ToString();
+    EXPECT_EQ(released->status, AllocStatus::kReleased);
+    // The release handed the slot to the queued one.
+    EXPECT_EQ(d->Get(grants[2]->allocation.id)->status, AllocStatus::kActive);
+    // Refused calls answer their error, after nothing was changed.
+    StatusOr<AllocationInfo> missing = AllocationInfo{};
+    d->ReleaseAsync("alloc_404", UsageReport{},
+                    [&](StatusOr<AllocationInfo> r) {
+                      std::lock_guard<std::mutex> lock(mu);
+                      missing = std::move(r);
+                      cv.notify_all();
+                    });
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      ASSERT_TRUE(cv.wait_for(lock, 10s, [&] { return !missing.ok(); }));
+    }
+    EXPECT_EQ(missing.status().code(), Code::kNotFound);
+    digest = *d->StateDigest();
+    ASSERT_TRUE(d->Close().ok());
+    bool closed_answer = false;
+    d->AllocateAsync(Request("late"), [&](StatusOr<AllocateResult> r) {
+      EXPECT_EQ(r.status().code(), Code::kUnavailable);
+      closed_answer = true;
+    });
+    EXPECT_TRUE(closed_answer);  // at once, on this thread
+  }
+  auto d = OpenEngine(config);
+  ASSERT_NE(d, nullptr);
+  EXPECT_EQ(*d->StateDigest(), digest);
 }
 
 TEST_F(DurableEngineTest, PeriodicSnapshotsTruncateTheJournal) {
