@@ -271,6 +271,7 @@ struct ClientCommands::State {
   std::string lock_path, lock_token;
   CLI::App* events = nullptr;
   std::string events_filter;
+  CLI::App* config_reload = nullptr;
   CLI::App* hook = nullptr;
   HookOptions hook_options;
   std::string hook_wait = "30s";
@@ -333,6 +334,20 @@ ClientCommands::ClientCommands(CLI::App* app)
                        "Query filters: types, product, workflow_id, "
                        "allocation_id, after");
   s.events->add_option("--server", s.server, server_help)->type_name("URL");
+
+  // Under `qm config` (made by cli.cc before the client commands).
+  CLI::App* config = nullptr;
+  for (CLI::App* sub : app->get_subcommands({})) {
+    if (sub->get_name() == "config") config = sub;
+  }
+  if (config != nullptr) {
+    s.config_reload = config->add_subcommand(
+        "reload",
+        "Make the server read its --config file again and apply it to the "
+        "running state (as SIGHUP does); prints what changed");
+    s.config_reload->add_option("--server", s.server, server_help)
+        ->type_name("URL");
+  }
 
   s.run = app->add_subcommand(
       "run",
@@ -451,7 +466,7 @@ ClientCommands::~ClientCommands() = default;
 bool ClientCommands::chosen() const {
   const State& s = *state_;
   if (*s.lock_verify || *s.events || *s.serve || *s.run || *s.token_new ||
-      *s.hook) {
+      *s.hook || (s.config_reload && *s.config_reload)) {
     return true;
   }
   for (const auto& c : s.cmds) {
@@ -588,6 +603,11 @@ int ClientCommands::Run(const Output& o, std::ostream& err) const {
       return 2;
     }
     return RunUnderAllocation(r, err);
+  }
+  if (s.config_reload && *s.config_reload) {
+    return Send(
+        o, s.Url(), "config_reload",
+        Request{"POST", "/v1/config/reload", "", std::chrono::seconds(60)});
   }
   if (*s.lock_verify) {
     if (s.lock_path.empty() || s.lock_path.find('\0') != std::string::npos) {

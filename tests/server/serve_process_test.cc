@@ -543,11 +543,13 @@ TEST(ServeProcessTest, ConfigReloadBySighupByApiAndAtRestart) {
     Json cfg = Call(serve.url(), "GET", "/v1/config");
     EXPECT_EQ(cfg["result"]["config"]["max_concurrent"]["total"], 2)
         << cfg.dump();
-    // The same file again: unchanged.
+    // The same file again, from the CLI: unchanged.
     write("max_concurrent:\n  total: 2\n");
-    Json same = Call(serve.url(), "POST", "/v1/config/reload");
-    EXPECT_EQ(same["status"], "success") << same.dump();
-    EXPECT_EQ(same["result"]["changed"], false);
+    CliRun same = Qm({"config", "reload"}, serve.url());
+    EXPECT_EQ(same.code, 0) << same.out << same.err;
+    Json j = Json::parse(same.out, nullptr, false);
+    EXPECT_EQ(j["status"], "success") << same.out;
+    EXPECT_EQ(j["result"]["changed"], false) << same.out;
     EXPECT_EQ(serve.Signal(SIGTERM), 0);
   }
   // Restart with an edited file: applied at start, logged.
