@@ -95,7 +95,7 @@ StatusOr<std::unique_ptr<HolderWatch>> HolderWatch::Start(Reclaim reclaim) {
   }
   epoll_event ev{};
   ev.events = EPOLLIN;
-  ev.data.fd = wake;
+  ev.data.u64 = 0;  // the wake-up; watches have keys from 1
   epoll_ctl(ep, EPOLL_CTL_ADD, wake, &ev);
   std::unique_ptr<HolderWatch> w(new HolderWatch(std::move(reclaim), ep, wake));
   w->thread_ = std::thread([p = w.get()] { p->Loop(); });
@@ -129,7 +129,7 @@ StatusOr<bool> HolderWatch::Watch(const std::string& id,
   if (by_id_.count(id)) return true;
   auto known = by_pid_.find(holder.pid);
   if (known != by_pid_.end()) {
-    by_fd_[known->second].ids.push_back(id);
+    procs_[known->second].ids.push_back(id);
     by_id_[id] = known->second;
     return true;
   }
@@ -145,17 +145,18 @@ StatusOr<bool> HolderWatch::Watch(const std::string& id,
     wake();
     return true;
   }
+  const uint64_t key = next_key_++;
   epoll_event ev{};
   ev.events = EPOLLIN;
-  ev.data.fd = fd;
+  ev.data.u64 = key;
   if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
     const int err = errno;
     close(fd);
     return Internal(std::string("epoll_ctl: ") + std::strerror(err));
   }
-  by_fd_[fd] = Proc{holder.pid, {id}};
-  by_pid_[holder.pid] = fd;
-  by_id_[id] = fd;
+  procs_[key] = Proc{fd, holder.pid, {id}};
+  by_pid_[holder.pid] = key;
+  by_id_[id] = key;
   return true;
 }
 
@@ -163,18 +164,13 @@ void HolderWatch::Forget(const std::string& id) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = by_id_.find(id);
   if (it == by_id_.end()) return;
-  const int fd = it->second;
+  const uint64_t key = it->second;
   by_id_.erase(it);
-  auto p = by_fd_.find(fd);
-  if (p == by_fd_.end()) return;
+  auto p = procs_.find(key);
+  if (p == procs_.end()) return;
   auto& ids = p->second.ids;
   ids.erase(std::remove(ids.begin(), ids.end(), id), ids.end());
-  if (ids.empty()) {
-    epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
-    by_pid_.erase(p->second.pid);
-    by_fd_.erase(p);
-    close(fd);
-  }
+  if (ids.empty()) (void)Drop(key);
 }
 
 size_t HolderWatch::size() const {
@@ -182,16 +178,16 @@ size_t HolderWatch::size() const {
   return by_id_.size();
 }
 
-std::vector<std::string> HolderWatch::Drop(int pidfd) {
+std::vector<std::string> HolderWatch::Drop(uint64_t key) {
   std::vector<std::string> ids;
-  auto p = by_fd_.find(pidfd);
-  if (p == by_fd_.end()) return ids;
+  auto p = procs_.find(key);
+  if (p == procs_.end()) return ids;
   ids = std::move(p->second.ids);
   for (const std::string& id : ids) by_id_.erase(id);
   by_pid_.erase(p->second.pid);
-  by_fd_.erase(p);
-  epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, pidfd, nullptr);
-  close(pidfd);
+  epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, p->second.fd, nullptr);
+  close(p->second.fd);
+  procs_.erase(p);
   return ids;
 }
 
@@ -205,17 +201,17 @@ void HolderWatch::Loop() {
       std::lock_guard<std::mutex> lock(mu_);
       if (stop_) return;
       for (int i = 0; i < n; ++i) {
-        const int fd = events[i].data.fd;
-        if (fd == wake_fd_) {
+        const uint64_t key = events[i].data.u64;
+        if (key == 0) {
           uint64_t v;
           (void)!read(wake_fd_, &v, sizeof v);
           continue;
         }
-        auto p = by_fd_.find(fd);
-        if (p == by_fd_.end()) continue;
+        auto p = procs_.find(key);
+        if (p == procs_.end()) continue;  // forgotten meanwhile
         const std::string why =
             "holder process " + std::to_string(p->second.pid) + " exited";
-        for (std::string& id : Drop(fd)) reclaim.emplace_back(id, why);
+        for (std::string& id : Drop(key)) reclaim.emplace_back(id, why);
       }
       for (auto& g : gone_) reclaim.push_back(std::move(g));
       gone_.clear();
@@ -234,8 +230,8 @@ void HolderWatch::Stop() {
   (void)!write(wake_fd_, &one, sizeof one);
   if (thread_.joinable()) thread_.join();
   std::lock_guard<std::mutex> lock(mu_);
-  for (auto& [fd, proc] : by_fd_) close(fd);
-  by_fd_.clear();
+  for (auto& [key, proc] : procs_) close(proc.fd);
+  procs_.clear();
   by_pid_.clear();
   by_id_.clear();
 }

@@ -79,20 +79,24 @@ class HolderWatch {
  private:
   HolderWatch(Reclaim reclaim, int epoll_fd, int wake_fd);
   void Loop();
-  // Ends the watch of `pidfd` and answers the allocations it covered.
-  std::vector<std::string> Drop(int pidfd);
+  // Ends watch `key` and answers the allocations it covered.
+  std::vector<std::string> Drop(uint64_t key);
 
   const Reclaim reclaim_;
   const int epoll_fd_, wake_fd_;
   const std::string boot_id_;
   mutable std::mutex mu_;
+  // One watched process. Keys are never reused (a pidfd's number is, once
+  // closed: an event read before the close must not reach its successor).
   struct Proc {
+    int fd = -1;  // its pidfd
     int64_t pid = 0;
     std::vector<std::string> ids;
   };
-  std::map<int, Proc> by_fd_;         // pidfd -> its process and holders
-  std::map<int64_t, int> by_pid_;     // pid -> pidfd
-  std::map<std::string, int> by_id_;  // allocation -> pidfd
+  uint64_t next_key_ = 1;
+  std::map<uint64_t, Proc> procs_;         // key -> process and holders
+  std::map<int64_t, uint64_t> by_pid_;     // pid -> key
+  std::map<std::string, uint64_t> by_id_;  // allocation -> key
   std::vector<std::pair<std::string, std::string>> gone_;  // reclaim now
   bool stop_ = false;
   std::thread thread_;
