@@ -23,6 +23,13 @@ for p in "${packages[@]}"; do
   fi
 done
 
+# The MCP SDK test runs Node.js and installs the SDK with npm. Asked for only
+# when the commands are missing: a NodeSource nodejs brings its own npm and
+# conflicts with Debian's npm package.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
+
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

@@ -10,6 +10,7 @@
 
 #include "api/json_codec.h"
 #include "cli/client_cmd.h"
+#include "cli/mcp_cmd.h"
 #include "cli/output.h"
 #include "cli/state_cmd.h"
 #include "qm/config_loader.h"
@@ -136,6 +137,8 @@ int Run(int argc, const char* const* argv, std::ostream& out,
 
   // The commands that talk to a running server, and `qm serve`.
   ClientCommands client(&app);
+  // `qm mcp`: the MCP server over stdio, for agents (docs/integrations/mcp.md).
+  McpCommand mcp(&app);
 
   try {
     app.parse(argc, argv);
@@ -157,6 +160,7 @@ int Run(int argc, const char* const* argv, std::ostream& out,
         "version", Now(), Json{{"version", "0.1.0"}}, Duration(0)));
   }
   if (state.chosen()) return state.Run(o, std::cin, err);
+  if (mcp.chosen()) return mcp.Run(out, err);
   if (client.chosen()) return client.Run(o, err);
   return 2;
 }
