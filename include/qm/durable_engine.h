@@ -225,6 +225,14 @@ class DurableEngine {
   // journal is damaged).
   Status WaitUntilLeader(Duration timeout);
 
+  // ---- Who leads (several servers on one PostgreSQL) ----
+
+  // The store's leader (Store::Leader: node id, epoch, lease left), read
+  // from the store at most once per options.tail_interval and answered
+  // from that reading in between, so a server may ask per request.
+  // UNAVAILABLE when the store cannot be reached or the engine is closed.
+  StatusOr<LeaderInfo> Leader();
+
   // ---- Durability ----
 
   // Waits until every change made so far is committed; the commit error

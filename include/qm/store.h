@@ -102,6 +102,18 @@ struct StoreInfo {
   uint64_t bytes = 0;         // payload bytes of the kept records
 };
 
+// Who leads a store, as the store itself records it (PostgreSQL: the leader
+// row), for redirecting changes to the leader and for /readyz.
+struct LeaderInfo {
+  // The leading instance's StoreOptions::node_id; "" when no instance ever
+  // led.
+  std::string node_id;
+  uint64_t epoch = 0;  // its epoch (SQLite: 1)
+  // How long its lease still lasts by the database's clock. Zero when it
+  // ran out or was given up: nobody leads until a follower takes over.
+  Duration lease_left{0};
+};
+
 // Counters since Open, for benchmarks and /metrics.
 struct StoreStats {
   uint64_t commits = 0;        // Append transactions committed
@@ -137,6 +149,10 @@ class Store {
   // Gives leadership up at once (graceful shutdown), so a follower need not
   // wait for the lease to run out.
   virtual Status ResignLeadership() = 0;
+  // Reads who leads now (any instance, leading or not). An SQLite store
+  // names itself, with a lease that never runs out. UNAVAILABLE when the
+  // database cannot be reached.
+  virtual StatusOr<LeaderInfo> Leader() = 0;
 
   // ---- Writing (leader only) ----
 

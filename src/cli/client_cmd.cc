@@ -285,6 +285,7 @@ struct ClientCommands::State {
   std::string listen = "127.0.0.1:7070", config_file, state_dir, store_uri;
   std::string tls_cert, tls_key;
   int workers = 64;
+  std::string advertise, leader_lease = "4s";
 
   std::string Url() const {
     if (!server.empty()) return server;
@@ -459,6 +460,20 @@ ClientCommands::ClientCommands(CLI::App* app)
                    "commit)")
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
+  s.serve
+      ->add_option("--advertise", s.advertise,
+                   "With --store: the URL clients reach this server at, "
+                   "which the other servers on the database redirect changes "
+                   "to while this one leads (default: http(s):// and the "
+                   "address bound)")
+      ->type_name("URL");
+  s.serve
+      ->add_option("--leader-lease", s.leader_lease,
+                   "With --store: how long the leader's lease lasts without "
+                   "renewal (renewed every quarter of it); a follower takes "
+                   "over at most this long after the leader died")
+      ->type_name("DURATION")
+      ->capture_default_str();
 }
 
 ClientCommands::~ClientCommands() = default;
@@ -523,6 +538,17 @@ int ClientCommands::Run(const Output& o, std::ostream& err) const {
     options.http.tls_cert_file = s.tls_cert;
     options.http.tls_key_file = s.tls_key;
     options.service.workers = s.workers;
+    options.advertise = s.advertise;
+    Duration lease{};
+    if (!ParseDuration(s.leader_lease, &lease) ||
+        lease < std::chrono::seconds(1) || lease > std::chrono::minutes(10)) {
+      err << "qm serve: --leader-lease must be a duration from 1s to 10m "
+             "(e.g. 4s), got \""
+          << s.leader_lease << "\"\n";
+      return 2;
+    }
+    options.durable.store.leader_lease = lease;
+    options.durable.store.lease_renew_interval = lease / 4;
     if (!s.config_file.empty()) {
       auto c = LoadConfigFile(s.config_file);
       if (!c.ok()) {

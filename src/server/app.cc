@@ -1,6 +1,7 @@
 #include "server/app.h"
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -9,6 +10,7 @@
 #include <thread>
 #include <utility>
 
+#include "server/capacity.h"
 #include "server/events.h"
 #include "server/holders.h"
 #include "server/metrics.h"
@@ -96,31 +98,115 @@ class App::Impl final : public EventSink {
                   << holders.status().ToString() << "\n";
       }
     }
+    const std::string& location = options_.durable.store.location;
+    const bool postgres = location.starts_with("postgresql://") ||
+                          location.starts_with("postgres://");
+    if (postgres) {
+      // Several servers may share the database: the one that finds another
+      // leading follows it. Each names itself in the leader row by the URL
+      // it is reached at, which needs the port bound: listen first
+      // (answering 503 until the engine is open).
+      options_.durable.follow = true;
+      QM_RETURN_IF_ERROR(Listen());
+      options_.durable.store.node_id = ServerNodeId(advertise_url_);
+    }
+    // The capacities the config file leaves unset come from the machine
+    // (server.detect); a state written under other ones is reloaded.
+    if (options_.service.auth.detect.enabled) {
+      detector_ = std::make_unique<CapacityDetector>(
+          options_.service.auth.detect, postgres ? "." : location,
+          options_.service.auth.detect.root);
+      fixed_ = options_.service.auth.fixed_resources;
+      if (auto d = detector_->Detect(); d.ok()) {
+        detected_ = *d;
+        options_.config = WithDetected(options_.config, *d, fixed_);
+      } else {
+        std::cerr << "qm serve: the machine's capacities could not be read "
+                     "(the configured ones stay): "
+                  << d.status().ToString() << "\n";
+      }
+    }
     auto engine =
         DurableEngine::Open(options_.durable, options_.config, nullptr, this);
     if (!engine.ok()) return engine.status();
     engine_ = std::move(*engine);
+    // SQLite: the state directory's lock is the first thing checked (its
+    // message names the process in the way), then the port.
+    if (!postgres) QM_RETURN_IF_ERROR(Listen());
     ServiceOptions service_options = options_.service;
     service_options.holders = holders_.get();
+    if (detector_) {
+      service_options.adjust_config =
+          [this](Config c, const std::vector<std::string>& fixed) {
+            std::lock_guard<std::mutex> lock(detect_mu_);
+            fixed_ = fixed;
+            return detected_ ? WithDetected(std::move(c), *detected_, fixed)
+                             : c;
+          };
+    }
     service_options.commit_latency = &commit_latency_;
     service_options.commit_batch = &commit_batch_;
+    service_options.advertise_url = advertise_url_;
     service_ = std::make_unique<Service>(engine_.get(), &hub_, &metrics_,
                                          std::move(service_options));
+    serving_ = service_.get();
+    ticker_ = std::thread([this] { TickLoop(); });
+    if (detector_ && options_.service.auth.detect.interval.count() > 0) {
+      follower_ = std::thread([this] { FollowMachine(); });
+    }
+    return {};
+  }
+
+  // Starts the HTTP server (requests are answered 503 until the service
+  // is set) and works out the advertised URL.
+  Status Listen() {
+    const std::string& given = options_.advertise;
+    if (!given.empty() &&
+        ((!given.starts_with("http://") && !given.starts_with("https://")) ||
+         given.find_first_of(" \t\r\n") != std::string::npos)) {
+      return InvalidRequest(
+          "--advertise: expected the URL clients reach this server at "
+          "(http://host:port or https://host:port), got \"" +
+          given + "\"");
+    }
     HttpOptions http = options_.http;
     if (!http.error_body) http.error_body = &Service::TransportErrorBody;
-    Service* service = service_.get();
-    auto server =
-        HttpServer::Start(http, [service](HttpRequest req, Responder r) {
-          service->Handle(std::move(req), std::move(r));
-        });
-    if (!server.ok()) {
-      service_->Shutdown();
-      (void)engine_->Close();
-      return server.status();
-    }
+    auto server = HttpServer::Start(http, [this](HttpRequest req, Responder r) {
+      if (Service* service = serving_.load()) {
+        service->Handle(std::move(req), std::move(r));
+        return;
+      }
+      HttpResponse res;
+      res.status = 503;
+      res.headers.emplace_back("Retry-After", "1");
+      res.body = Service::TransportErrorBody(
+          503, Unavailable("qm is starting (opening the state); retry in a "
+                           "second"));
+      r.Respond(std::move(res));
+    });
+    if (!server.ok()) return server.status();
     http_ = std::move(*server);
-    ticker_ = std::thread([this] { TickLoop(); });
-    return {};
+    advertise_url_ = given;
+    while (advertise_url_.size() > 8 && advertise_url_.back() == '/') {
+      advertise_url_.pop_back();
+    }
+    if (advertise_url_.empty()) {
+      // The address bound; a wildcard one by this host's name.
+      std::string bound = http_->address();
+      const size_t colon = bound.rfind(':');
+      std::string host = bound.substr(0, colon);
+      if (host == "0.0.0.0" || host == "[::]") {
+        char name[256] = {};
+        if (gethostname(name, sizeof name - 1) == 0 && name[0] != '\0') {
+          host = name;
+        }
+      }
+      advertise_url_ =
+          std::string(options_.http.tls_cert_file.empty() ? "http://"
+                                                          : "https://") +
+          host + bound.substr(colon);
+    }
+    return Status::Ok();
   }
 
   Status Stop(Duration grace) {
@@ -132,6 +218,7 @@ class App::Impl final : public EventSink {
     }
     cv_.notify_all();
     if (ticker_.joinable()) ticker_.join();
+    if (follower_.joinable()) follower_.join();
     // Waiting clients are answered with their allocation's state first, so
     // they are not cut off; then requests in flight finish.
     if (service_) service_->Shutdown();
@@ -143,10 +230,25 @@ class App::Impl final : public EventSink {
   }
 
   // Runs the engine's timers when they fall due (a Tick is a journaled
-  // change, so it runs only when something is due).
+  // change, so it runs only when something is due), while this server
+  // leads: a follower's copy gets the leader's ticks from the journal, and
+  // its own timers start when it takes over.
   void TickLoop() {
     std::unique_lock<std::mutex> lock(mu_);
+    bool reported = false;
+    bool followed = false;
     while (!stop_ticker_) {
+      if (!engine_->IsLeader()) {
+        // Following, or stopped by a failed commit: check again shortly.
+        followed = true;
+        cv_.wait_for(lock, std::chrono::milliseconds(100));
+        continue;
+      }
+      if (followed) {
+        followed = false;
+        std::cerr << "qm serve: took over as leader (" << advertise_url_
+                  << "): taking changes and running timers\n";
+      }
       const std::optional<Time> next = engine_->NextDeadline();
       const Time now = SystemClock::Default()->Now();
       if (next && *next <= now) {
@@ -154,9 +256,13 @@ class App::Impl final : public EventSink {
         Status s = engine_->Tick();
         lock.lock();
         if (!s.ok()) {
-          // Fail-stop or closing: nothing more to run.
-          std::cerr << "qm serve: timers stopped: " << s.ToString() << "\n";
-          return;
+          // Fail-stop (leadership lost) or closing: the timers wait for
+          // leadership again.
+          if (!reported) {
+            std::cerr << "qm serve: timers stopped: " << s.ToString() << "\n";
+            reported = true;
+          }
+          cv_.wait_for(lock, std::chrono::milliseconds(100));
         }
         continue;
       }
@@ -165,6 +271,47 @@ class App::Impl final : public EventSink {
       Duration wait = std::chrono::milliseconds(500);
       if (next) wait = std::min(wait, *next - now);
       cv_.wait_for(lock, wait);
+    }
+  }
+
+  // Looks at the machine every server.detect.interval and reloads the
+  // config with its capacities when they changed (a reload that running
+  // work would be over is refused and tried again at the next look).
+  void FollowMachine() {
+    std::unique_lock<std::mutex> lock(mu_);
+    std::string refused;  // the last refusal logged, not repeated
+    while (!stop_ticker_) {
+      cv_.wait_for(lock, options_.service.auth.detect.interval);
+      if (stop_ticker_) return;
+      lock.unlock();
+      auto d = detector_->Detect();
+      std::optional<Config> next;
+      std::string summary;
+      if (d.ok()) {
+        std::lock_guard<std::mutex> dl(detect_mu_);
+        if (!detected_ || !(*detected_ == *d)) {
+          next = WithDetected(engine_->config(), *d, fixed_);
+          summary = d->summary;
+        }
+      }
+      if (next && engine_->IsLeader()) {
+        auto r = engine_->Reconfigure(
+            *next, Actor{"qm", "the machine changed: " + summary});
+        if (r.ok()) {
+          std::lock_guard<std::mutex> dl(detect_mu_);
+          detected_ = *d;
+          refused.clear();
+          if (!r->changes.empty()) {
+            std::cerr << "qm serve: the machine changed: " << summary << "\n";
+          }
+        } else if (r.status().message() != refused) {
+          refused = r.status().message();
+          std::cerr << "qm serve: the machine changed (" << summary
+                    << ") but the capacities stay for now: "
+                    << r.status().ToString() << "\n";
+        }
+      }
+      lock.lock();
     }
   }
 
@@ -178,8 +325,15 @@ class App::Impl final : public EventSink {
   std::unique_ptr<DurableEngine> engine_;
   std::unique_ptr<HolderWatch> holders_;
   std::unique_ptr<Service> service_;
+  std::atomic<Service*> serving_{nullptr};  // service_ once it may serve
+  std::string advertise_url_;               // see ServeOptions::advertise
   std::unique_ptr<HttpServer> http_;
   std::thread ticker_;
+  std::thread follower_;  // FollowMachine
+  std::unique_ptr<CapacityDetector> detector_;
+  std::mutex detect_mu_;  // guards detected_ and fixed_
+  std::optional<DetectedCapacities> detected_;
+  std::vector<std::string> fixed_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ticker_ = false;
@@ -197,8 +351,13 @@ App::App(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 App::~App() = default;
 
 std::string App::address() const { return impl_->http_->address(); }
+const std::string& App::advertise_url() const { return impl_->advertise_url_; }
 const RecoveryInfo& App::recovery() const { return impl_->engine_->recovery(); }
 DurableEngine& App::engine() { return *impl_->engine_; }
+std::string App::DetectedSummary() const {
+  std::lock_guard<std::mutex> lock(impl_->detect_mu_);
+  return impl_->detected_ ? impl_->detected_->summary : "";
+}
 StatusOr<ReconfigureResult> App::ReloadConfig(const std::string& who) {
   return impl_->service_->ReloadConfig(who);
 }
@@ -222,6 +381,10 @@ int RunServe(ServeOptions options, std::ostream& out, std::ostream& err) {
   }
   const RecoveryInfo& r = (*app)->recovery();
   const bool tls = !options_tls_cert.empty();
+  if (const std::string d = (*app)->DetectedSummary(); !d.empty()) {
+    err << "qm serve: capacities from this machine (server.detect): " << d
+        << std::endl;
+  }
   if (!r.config_changes.empty()) {
     err << "qm serve: the config differs from the one the state was written "
            "under; applied as a reload:";
@@ -237,6 +400,20 @@ int RunServe(ServeOptions options, std::ostream& out, std::ostream& err) {
                         " journal records after snapshot " +
                         std::to_string(r.snapshot_seq))
       << ")" << std::endl;
+  const std::string listening =
+      (tls ? "https://" : "http://") + (*app)->address();
+  if ((*app)->advertise_url() != listening) {
+    err << "qm serve: advertised as " << (*app)->advertise_url() << std::endl;
+  }
+  if (!(*app)->engine().IsLeader()) {
+    auto leader = (*app)->engine().Leader();
+    const std::string url = leader.ok() ? ServerUrlOf(leader->node_id) : "";
+    err << "qm serve: following the leader"
+        << (url.empty() ? std::string() : " at " + url)
+        << ": reads are answered here, changes are redirected to the leader, "
+           "and this server takes over when the leader's lease runs out"
+        << std::endl;
+  }
   while (true) {
     int sig = 0;
     if (sigwait(&signals, &sig) != 0) continue;

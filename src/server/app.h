@@ -34,18 +34,32 @@ struct ServeOptions {
   Config config = Config::Defaults();
   // Events kept for resuming streams. Default 100,000.
   size_t event_history = 100000;
+  // The URL clients reach this server at (`--advertise`), for the other
+  // servers on one PostgreSQL to redirect changes to while this one leads.
+  // Default: http:// (https:// with TLS) and the address bound, this
+  // host's name for a wildcard address.
+  //
+  // With a PostgreSQL store several servers share the database: Start sets
+  // durable.follow (a server that finds another leading follows it: it
+  // answers reads from its copy, redirects changes to the leader, and takes
+  // over when the leader's lease runs out) and durable.store.node_id
+  // (ServerNodeId of this URL).
+  std::string advertise;
 };
 
 class App {
  public:
-  // Opens the state, then listens. INVALID_REQUEST for a listen address
-  // that is not loopback while no auth tokens are configured (then only
-  // local clients may be served); the errors of DurableEngine::Open and
-  // HttpServer::Start.
+  // Opens the state, then listens (with PostgreSQL: listens first,
+  // answering 503 until the state is open). INVALID_REQUEST for a listen
+  // address that is not loopback while no auth tokens are configured (then
+  // only local clients may be served) and for a malformed `advertise`; the
+  // errors of DurableEngine::Open and HttpServer::Start.
   static StatusOr<std::unique_ptr<App>> Start(ServeOptions options);
   ~App();  // Stop(5 s) if still running
 
   std::string address() const;  // "127.0.0.1:7070"
+  // "http://127.0.0.1:7070": see ServeOptions::advertise.
+  const std::string& advertise_url() const;
   const RecoveryInfo& recovery() const;
   DurableEngine& engine();
 
@@ -55,6 +69,10 @@ class App {
   // Graceful shutdown; see the file comment. Returns the journal flush's
   // status.
   Status Stop(Duration grace);
+
+  // What the machine's detection found at start (server.detect), for the
+  // log; "" when it is off or found nothing.
+  std::string DetectedSummary() const;
 
   class Impl;
 

@@ -320,6 +320,13 @@ class HttpClient::Impl {
     std::string path = url.path + std::string(target);
     for (int redirects = 0;; ++redirects) {
       auto res = CallOnce(url, method, path, body, deadline, limit, headers);
+      if (!res.ok() && redirects > 0) {
+        // Say who sent the client there (a follower naming a leader that
+        // just died, say).
+        return Status(res.status().code(), res.status().message() +
+                                               " (redirected there by " +
+                                               url_.Base() + ")");
+      }
       if (!res.ok()) return res;
       std::optional<std::pair<Url, std::string>> next;
       if (redirects < kMaxRedirects) next = Redirect(*res, url);

@@ -36,8 +36,9 @@ struct ClientOptions {
   // Time for a whole answer (requests may raise it, e.g. a waiting
   // allocate). Default 30 s.
   Duration timeout = std::chrono::seconds(30);
-  // Follow 307/308 redirects (a follower names its leader). Default true,
-  // at most 3.
+  // Follow 307/308 redirects with the same method, body and headers (a
+  // follower among several servers on one PostgreSQL names its leader so).
+  // Default true, at most 3 hops within the one timeout.
   bool follow_redirects = true;
   // https:// only: verify the server's certificate (and that it names the
   // URL's host) against `ca_file` (PEM), or the system's CAs when empty.

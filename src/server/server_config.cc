@@ -105,14 +105,62 @@ Status ParseWebhooks(const YAML::Node& hooks, const std::string& source,
   return {};
 }
 
+Status ParseDetect(const YAML::Node& d, const std::string& source,
+                   DetectConfig* out) {
+  if (!d || d.IsNull()) return {};
+  QM_RETURN_IF_ERROR(CheckKeys(source, d, "server.detect",
+                               {"enabled", "interval", "buffers"}));
+  if (const YAML::Node e = d["enabled"]) {
+    if (!e.IsScalar() || !YAML::convert<bool>::decode(e, out->enabled)) {
+      return InvalidRequest(Where(source, e) +
+                            "server.detect.enabled: true or false");
+    }
+  }
+  if (const YAML::Node i = d["interval"]) {
+    Duration v{};
+    if (!i.IsScalar() || !ParseDuration(i.Scalar(), &v) || v.count() < 0 ||
+        (v.count() > 0 && v < std::chrono::seconds(1))) {
+      return InvalidRequest(Where(source, i) +
+                            "server.detect.interval: a duration of at least "
+                            "1s (e.g. 30s), or 0 to detect at start only");
+    }
+    out->interval = v;
+  }
+  const YAML::Node b = d["buffers"];
+  if (!b || b.IsNull()) return {};
+  QM_RETURN_IF_ERROR(CheckKeys(source, b, "server.detect.buffers",
+                               {"cpu_cores", "memory_gb", "storage_gb"}));
+  for (auto [key, field] : {std::pair{"cpu_cores", &out->cpu_cores_buffer},
+                            std::pair{"memory_gb", &out->memory_gb_buffer},
+                            std::pair{"storage_gb", &out->storage_gb_buffer}}) {
+    const YAML::Node v = b[key];
+    if (!v) continue;
+    double x = -1;
+    if (!v.IsScalar() || !YAML::convert<double>::decode(v, x) || x < 0 ||
+        x > 1e9) {
+      return InvalidRequest(Where(source, v) + "server.detect.buffers." + key +
+                            ": a number >= 0");
+    }
+    *field = x;
+  }
+  return {};
+}
+
 StatusOr<ServerConfig> Parse(const YAML::Node& root,
                              const std::string& source) {
   ServerConfig out;
+  if (root && root.IsMap() && root["resources"] && root["resources"].IsMap()) {
+    for (const char* name : {"cpu_cores", "memory_gb", "storage_gb"}) {
+      if (root["resources"][name]) out.fixed_resources.push_back(name);
+    }
+  }
   if (!root || !root.IsMap() || !root["server"]) return out;
   const YAML::Node server = root["server"];
   if (server.IsNull()) return out;
-  QM_RETURN_IF_ERROR(CheckKeys(source, server, "server",
-                               {"auth", "rate_limit_per_second", "webhooks"}));
+  QM_RETURN_IF_ERROR(
+      CheckKeys(source, server, "server",
+                {"auth", "rate_limit_per_second", "webhooks", "detect"}));
+  QM_RETURN_IF_ERROR(ParseDetect(server["detect"], source, &out.detect));
   QM_RETURN_IF_ERROR(ParseWebhooks(server["webhooks"], source, &out));
   if (const YAML::Node r = server["rate_limit_per_second"]) {
     double v = -1;

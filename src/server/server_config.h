@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "qm/clock.h"
 #include "qm/status.h"
 
 namespace qm::server {
@@ -52,10 +53,31 @@ struct WebhookEntry {
 // notices).
 const std::vector<std::string>& DefaultAlertTypes();
 
+// `server.detect`: the capacities of cpu_cores, memory_gb and storage_gb
+// that the config file does not set are what this machine has (cgroup
+// limits included) minus a buffer kept for everything else, and follow the
+// machine while the server runs.
+struct DetectConfig {
+  bool enabled = true;
+  // Kept back from what is detected, in the resource's unit.
+  double cpu_cores_buffer = 0;
+  double memory_gb_buffer = 2;  // seed 000's buffer_gb
+  double storage_gb_buffer = 0;
+  // How often the machine is looked at again (0: at start and reload only).
+  Duration interval = std::chrono::seconds(30);
+  // The filesystem root the readers look under ("/"; tests: a fixture
+  // tree). Not a config key.
+  std::string root = "/";
+};
+
 struct ServerConfig {
   std::vector<TokenEntry> tokens;    // none: loopback clients only, as admin
   double rate_limit_per_second = 0;  // per token; 0 = unlimited
   std::vector<WebhookEntry> webhooks;
+  DetectConfig detect;
+  // Of cpu_cores, memory_gb and storage_gb, those the file's `resources`
+  // sets: they are never replaced by what is detected.
+  std::vector<std::string> fixed_resources;
 };
 
 // Reads the `server:` section of a config file (absent: the defaults).

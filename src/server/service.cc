@@ -1,5 +1,6 @@
 #include "server/service.h"
 
+#include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -7,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -341,6 +343,7 @@ class Service::Impl {
     std::string pattern;
     std::string operation;
     Where where;
+    bool leader_only = false;  // a follower redirects it (OnFollowerOf)
     std::function<void(const CallPtr&)> run;
   };
   std::vector<Route> routes_;
@@ -363,7 +366,18 @@ class Service::Impl {
     if (Check(c, r.status())) Ok(c, api::ToJson(*r));
   }
   void Fail(const CallPtr& c, const Status& s);
-  void Send(const CallPtr& c, int status, std::string body);
+  void Send(const CallPtr& c, int status, std::string body,
+            std::vector<std::pair<std::string, std::string>> headers = {});
+
+  // Parses the body and runs the route (on a worker, or here when inline).
+  void Dispatch(const CallPtr& c, const Route* route);
+  // On a worker, for a leader-only route while this server does not lead:
+  // answers 307 to the leader, or 503 with Retry-After while nobody leads;
+  // runs the route here when this server leads by now, or when no leader
+  // can be named (then the engine answers why it takes no change).
+  void ToLeader(const CallPtr& c, const Route* route);
+  // Whether `c` must be answered by the leader.
+  static bool LeaderOnly(const CallPtr& c, const Route& route);
 
   // ---- handlers ----
   void Allocate(const CallPtr& c);
@@ -567,6 +581,27 @@ Access AccessOf(std::string_view op) {
   return Access::kRead;
 }
 
+// Where each operation is answered while this server follows another
+// (several servers on one PostgreSQL): reads from the follower's own copy
+// (behind the leader by up to DurableOptions::tail_interval), health,
+// readiness and metrics about this server; everything else by the leader
+// (a 307 to it): every change, and the event stream, whose live events
+// only the leader has. A new route goes to the leader unless listed here.
+enum class OnFollower { kHere, kLeader };
+OnFollower OnFollowerOf(std::string_view op) {
+  static constexpr std::string_view kHere[] = {
+      "index",        "healthz",          "readyz",
+      "metrics",      "list_allocations", "get_allocation",
+      "queue",        "status",           "capacity",
+      "costs",        "analytics",        "conflicts",
+      "reservations", "get_reservation",  "config",
+      "monitor"};
+  for (std::string_view h : kHere) {
+    if (op == h) return OnFollower::kHere;
+  }
+  return OnFollower::kLeader;
+}
+
 std::vector<std::string> SplitPath(const std::string& p) {
   std::vector<std::string> parts;
   if (p == "/") return {""};
@@ -589,15 +624,19 @@ void Service::Impl::BuildRoutes() {
     r.parts = SplitPath(spec.pattern);
     r.operation = spec.operation;
     r.where = spec.where;
+    r.leader_only = OnFollowerOf(spec.operation) == OnFollower::kLeader;
     r.run = [this, fn = spec.run](const CallPtr& c) { (this->*fn)(c); };
     routes_.push_back(std::move(r));
   }
 }
 
-void Service::Impl::Send(const CallPtr& c, int status, std::string body) {
+void Service::Impl::Send(
+    const CallPtr& c, int status, std::string body,
+    std::vector<std::pair<std::string, std::string>> headers) {
   if (c->answered.exchange(true)) return;
   HttpResponse r;
   r.status = status;
+  r.headers = std::move(headers);
   r.body = std::move(body);
   r.body += '\n';
   // Counted before the answer leaves, so a client that scrapes /metrics
@@ -690,6 +729,81 @@ void Service::Impl::Handle(HttpRequest request, Responder responder) {
     }
   }
   if (!Authorize(c)) return;
+  if (LeaderOnly(c, *found) && !engine_->IsLeader()) {
+    // Who leads is read from the store: not on the I/O thread.
+    const Route* route = found;
+    pool_.Post([this, c, route] { ToLeader(c, route); });
+    return;
+  }
+  Dispatch(c, found);
+}
+
+bool Service::Impl::LeaderOnly(const CallPtr& c, const Route& route) {
+  // A waiting get is answered by the event that changes the allocation,
+  // and only the leader's events are live.
+  return route.leader_only ||
+         (route.operation == "get_allocation" && c->req.Query("wait"));
+}
+
+void Service::Impl::ToLeader(const CallPtr& c, const Route* route) {
+  StatusOr<LeaderInfo> leader = engine_->Leader();
+  if (engine_->IsLeader()) {  // took over meanwhile
+    Dispatch(c, route);
+    return;
+  }
+  const std::string url = leader.ok() ? ServerUrlOf(leader->node_id) : "";
+  if (leader.ok() && !url.empty() && url != options_.advertise_url &&
+      leader->lease_left > Duration(0)) {
+    // (Not a refusal: the request is answered, by the leader.)
+    const std::string location = url + c->req.target;
+    Send(c, 307,
+         api::ErrorEnvelope(
+             c->operation, WallNow(),
+             Unavailable("this server follows the leader at " + url +
+                         "; send changes there (clients that follow "
+                         "redirects, such as the qm CLI, do so by "
+                         "themselves)")
+                 .AddContext("leader", url))
+             .dump(),
+         {{"Location", location}});
+    return;
+  }
+  if (leader.ok() && leader->lease_left == Duration(0)) {
+    metrics_->OnRefusal(c->operation, Code::kUnavailable);
+    Send(c, 503,
+         api::ErrorEnvelope(
+             c->operation, WallNow(),
+             Unavailable("no server leads right now: the leader's lease ran "
+                         "out (it stopped or lost the database) and a "
+                         "follower takes over within moments; retry in a "
+                         "second"))
+             .dump(),
+         {{"Retry-After", "1"}});
+    return;
+  }
+  // Who leads cannot be read, has no address, or is this server (taking
+  // over just now, or stopped by a failed commit): a change is left to the
+  // engine, which answers why it takes none; the event stream, which would
+  // stay silent here, is refused.
+  if (route->where == Where::kWorker) {
+    Dispatch(c, route);
+    return;
+  }
+  Status why =
+      !leader.ok() ? Unavailable(
+                         "this server follows another and cannot read who "
+                         "leads: " +
+                         leader.status().message())
+      : url.empty()
+          ? Unavailable("this server follows node " + leader->node_id +
+                        ", which advertises no URL: connect to that server")
+          : Unavailable("this server takes no changes now (see /readyz)");
+  metrics_->OnRefusal(c->operation, Code::kUnavailable);
+  Send(c, 503, api::ErrorEnvelope(c->operation, WallNow(), why).dump(),
+       {{"Retry-After", "1"}});
+}
+
+void Service::Impl::Dispatch(const CallPtr& c, const Route* found) {
   if (!c->req.body.empty()) {
     if (JsonDepth(c->req.body, options_.max_json_depth) >
         options_.max_json_depth) {
@@ -1464,8 +1578,18 @@ StatusOr<ReconfigureResult> Service::Impl::ReloadConfig(
                   "the config was not reloaded (the running one stays): " +
                       config.status().message());
   }
+  qm::Config next = std::move(*config);
+  if (options_.adjust_config) {
+    auto file = LoadServerConfigFile(options_.config_source);
+    if (!file.ok()) {
+      return Status(file.status().code(),
+                    "the config was not reloaded (the running one stays): " +
+                        file.status().message());
+    }
+    next = options_.adjust_config(std::move(next), file->fixed_resources);
+  }
   return engine_->Reconfigure(
-      *config, Actor{who, "config reloaded from " + options_.config_source});
+      next, Actor{who, "config reloaded from " + options_.config_source});
 }
 
 // ---------------------------------------------------------------- streams
@@ -1692,12 +1816,29 @@ void Service::Impl::Health(const CallPtr& c) {
   Send(c, 200, Json{{"status", "ok"}}.dump());
 }
 
+// Ready when the state is open and served: this server leads, or follows
+// the leader with a warm copy (a failed engine, or a follower still
+// waiting for the leader's first snapshot, is not ready).
 void Service::Impl::Ready(const CallPtr& c) {
   Json r;
   const bool leader = engine_->IsLeader();
   auto probe = engine_->GetSnapshot();
   r["store"] = probe.ok() ? "open" : probe.status().message();
   r["role"] = leader ? "leader" : "follower";
+  if (!options_.advertise_url.empty()) r["node"] = options_.advertise_url;
+  // Who takes changes: this server, or the leader's advertised URL (null
+  // while nobody leads).
+  Json leader_url = nullptr;
+  if (leader && !options_.advertise_url.empty()) {
+    leader_url = options_.advertise_url;
+  } else if (!leader) {
+    auto l = engine_->Leader();
+    if (l.ok() && l->lease_left > Duration(0) &&
+        !ServerUrlOf(l->node_id).empty()) {
+      leader_url = ServerUrlOf(l->node_id);
+    }
+  }
+  r["leader"] = std::move(leader_url);
   const bool ready = probe.ok();
   r["ready"] = ready;
   Send(c, ready ? 200 : 503, r.dump());
@@ -1777,9 +1918,23 @@ StatusOr<ReconfigureResult> Service::ReloadConfig(const std::string& who) {
 std::vector<Service::RouteInfo> Service::Routes() {
   std::vector<RouteInfo> out;
   for (const RouteSpec& r : RouteTable()) {
-    out.push_back({r.method, r.pattern, r.operation});
+    out.push_back({r.method, r.pattern, r.operation,
+                   OnFollowerOf(r.operation) == OnFollower::kLeader});
   }
   return out;
+}
+
+std::string ServerNodeId(const std::string& advertise_url) {
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) != 0) std::strcpy(host, "unknown");
+  return advertise_url + " (" + host + ":" + std::to_string(getpid()) + ")";
+}
+
+std::string ServerUrlOf(std::string_view node_id) {
+  if (!node_id.starts_with("http://") && !node_id.starts_with("https://")) {
+    return "";
+  }
+  return std::string(node_id.substr(0, node_id.find(' ')));
 }
 
 int Service::HttpStatusFor(Code code) {

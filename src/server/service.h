@@ -9,6 +9,12 @@
 // holds no thread: it is answered by the event that changes its
 // allocation, or by a timer.
 //
+// Several servers on one PostgreSQL: while this server follows another
+// (DurableEngine::IsLeader is false), it answers reads from its warm copy
+// and redirects what only the leader can do (RouteInfo::leader_only) with
+// 307 and `Location: <leader URL><same target>`, or answers 503 with
+// `Retry-After: 1` while no server leads (an election).
+//
 // Thread safety: Handle may be called from any thread.
 #ifndef QM_SERVER_SERVICE_H_
 #define QM_SERVER_SERVICE_H_
@@ -62,7 +68,26 @@ struct ServiceOptions {
   // be null (then `holder` is accepted and ignored); must outlive the
   // service.
   HolderWatch* holders = nullptr;
+  // Turns a config read from the file (and the system resources that file
+  // sets itself) into the one to run: the machine's detected capacities
+  // for the others (src/server/capacity.h). Null: the file as it is.
+  std::function<qm::Config(qm::Config, const std::vector<std::string>& fixed)>
+      adjust_config;
+  // This server's base URL as clients reach it ("http://10.0.0.5:7070"):
+  // shown by /readyz, and what the other servers on one PostgreSQL
+  // redirect changes to while this one leads (it is in the store's node
+  // id, see ServerNodeId). "" when unknown.
+  std::string advertise_url;
 };
+
+// Several servers on one PostgreSQL: each names itself in the store's
+// leader row with its node id, its advertised URL followed by
+// " (host:pid)" (so two processes never share one), and a follower
+// redirects changes to the URL in the leader's node id.
+std::string ServerNodeId(const std::string& advertise_url);
+// The advertised URL in a node id made by ServerNodeId; "" when it holds
+// none (a store opened by another tool).
+std::string ServerUrlOf(std::string_view node_id);
 
 class Service {
  public:
@@ -90,9 +115,12 @@ class Service {
   StatusOr<ReconfigureResult> ReloadConfig(const std::string& who);
 
   // The routes, for docs and tests: method, pattern ("/v1/allocations/{id}")
-  // and operation name (the envelope's `operation`).
+  // and operation name (the envelope's `operation`). `leader_only`: a
+  // follower does not answer it from its copy but redirects it to the
+  // leader (changes, and the live event stream; also a get with `wait`).
   struct RouteInfo {
     std::string method, pattern, operation;
+    bool leader_only = false;
   };
   static std::vector<RouteInfo> Routes();
 

@@ -438,6 +438,16 @@ class DurableEngineImpl {
   std::thread follower_;  // while following another instance
 
   RecoveryInfo recovery_;
+
+  // ---- Who leads (several servers on one PostgreSQL) ----
+ public:
+  StatusOr<LeaderInfo> Leader();
+
+ private:
+  // Guards the last reading of the store's leader. Taken before store_mu_.
+  std::mutex leader_mu_;
+  std::optional<LeaderInfo> leader_;
+  std::chrono::steady_clock::time_point leader_read_;
 };
 
 Status DurableEngineImpl::Open() {
@@ -1276,5 +1286,34 @@ DurableStats DurableEngine::stats() const { return impl_->stats(); }
 StatusOr<StoreInfo> DurableEngine::StoreDescription() {
   return impl_->StoreDescription();
 }
+
+// ---- Who leads (several servers on one PostgreSQL) ----
+
+StatusOr<LeaderInfo> DurableEngineImpl::Leader() {
+  {
+    std::lock_guard<std::mutex> q(q_mu_);
+    if (closed_) return Unavailable("the durable engine is closed");
+  }
+  std::lock_guard<std::mutex> lock(leader_mu_);
+  const auto now = std::chrono::steady_clock::now();
+  if (leader_ && now - leader_read_ < options_.tail_interval) {
+    // The lease kept running down since the reading.
+    LeaderInfo info = *leader_;
+    info.lease_left = std::max(
+        Duration(0), info.lease_left - std::chrono::duration_cast<Duration>(
+                                           now - leader_read_));
+    return info;
+  }
+  StatusOr<LeaderInfo> read = [&] {
+    std::lock_guard<std::mutex> store_lock(store_mu_);
+    return store_->Leader();
+  }();
+  if (!read.ok()) return read.status();
+  leader_ = *read;
+  leader_read_ = now;
+  return read;
+}
+
+StatusOr<LeaderInfo> DurableEngine::Leader() { return impl_->Leader(); }
 
 }  // namespace qm

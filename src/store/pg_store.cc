@@ -339,6 +339,7 @@ class PgStore final : public Store {
   bool IsLeader() const override;
   uint64_t epoch() const override { return epoch_; }
   Status ResignLeadership() override;
+  StatusOr<LeaderInfo> Leader() override;
   Status Append(std::vector<JournalRecord>* records) override;
   Status WriteSnapshot(const SnapshotData& snapshot) override;
   StatusOr<std::optional<SnapshotData>> LatestSnapshot() override;
@@ -631,17 +632,33 @@ Status PgStore::AcquireLeadership(Duration timeout) {
   return Status::Ok();
 }
 
-std::string PgStore::DescribeLeader() {
+StatusOr<LeaderInfo> PgStore::Leader() {
+  QM_RETURN_IF_ERROR(EnsureConnected());
   StatusOr<Result> r =
       Run(conn_.get(),
-          "SELECT holder, epoch, greatest(0, ceil(extract(epoch FROM "
-          "lease_until - clock_timestamp()) * 1000))::bigint FROM qm_leader "
-          "WHERE id = 1",
+          // (A given-up lease is '-infinity', which older servers cannot
+          // subtract from.)
+          "SELECT holder, epoch, CASE WHEN lease_until <= clock_timestamp() "
+          "THEN 0 ELSE ceil(extract(epoch FROM lease_until - "
+          "clock_timestamp()) * 1000) END::bigint FROM qm_leader WHERE id = 1",
           Params(), "read the leader row");
-  if (!r.ok() || PQntuples(r->get()) != 1) return "another instance leads";
-  return "node " + std::string(BytesAt(r->get(), 0, 0)) + " leads with epoch " +
-         std::to_string(Int8At(r->get(), 0, 1)) + " (lease left " +
-         std::to_string(Int8At(r->get(), 0, 2)) + " ms)";
+  if (!r.ok()) return r.status();
+  if (PQntuples(r->get()) != 1) {
+    return DataLoss("PostgreSQL " + where_ + " has no leader row");
+  }
+  LeaderInfo info;
+  info.node_id = BytesAt(r->get(), 0, 0);
+  info.epoch = static_cast<uint64_t>(Int8At(r->get(), 0, 1));
+  info.lease_left = Duration(Int8At(r->get(), 0, 2));
+  return info;
+}
+
+std::string PgStore::DescribeLeader() {
+  StatusOr<LeaderInfo> leader = Leader();
+  if (!leader.ok()) return "another instance leads";
+  return "node " + leader->node_id + " leads with epoch " +
+         std::to_string(leader->epoch) + " (lease left " +
+         std::to_string(leader->lease_left.count()) + " ms)";
 }
 
 Status PgStore::ResignLeadership() {

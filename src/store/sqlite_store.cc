@@ -188,8 +188,11 @@ std::string_view ColumnBlob(sqlite3_stmt* stmt, int column) {
 
 class SqliteStore final : public Store {
  public:
-  SqliteStore(std::string dir, SyncMode sync)
-      : dir_(std::move(dir)), db_path_(dir_ + "/qm.db"), sync_(sync) {}
+  SqliteStore(std::string dir, SyncMode sync, std::string node_id)
+      : dir_(std::move(dir)),
+        db_path_(dir_ + "/qm.db"),
+        sync_(sync),
+        node_id_(std::move(node_id)) {}
 
   // Takes the directory's lock, opens and migrates the database, prepares
   // the statements and finds where the history ends.
@@ -199,6 +202,10 @@ class SqliteStore final : public Store {
   bool IsLeader() const override { return true; }
   uint64_t epoch() const override { return kEpoch; }
   Status ResignLeadership() override { return Status::Ok(); }
+  // This instance, always: it holds the directory's lock.
+  StatusOr<LeaderInfo> Leader() override {
+    return LeaderInfo{node_id_, kEpoch, Duration::max()};
+  }
 
   Status Append(std::vector<JournalRecord>* records) override;
   Status WriteSnapshot(const SnapshotData& snapshot) override;
@@ -233,6 +240,7 @@ class SqliteStore final : public Store {
   const std::string dir_;
   const std::string db_path_;
   const SyncMode sync_;
+  const std::string node_id_;  // options.node_id, or "<hostname>:<pid>"
 
   // Destroyed bottom up: statements, then the connection (which checkpoints
   // the WAL into qm.db), then the lock.
@@ -669,7 +677,14 @@ StatusOr<StoreInfo> SqliteStore::Info() {
 StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const StoreOptions& options) {
   std::string dir = options.location;
   while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
-  auto store = std::make_unique<SqliteStore>(std::move(dir), options.sync);
+  std::string node_id = options.node_id;
+  if (node_id.empty()) {
+    char host[256] = {};
+    if (gethostname(host, sizeof host - 1) != 0) std::strcpy(host, "unknown");
+    node_id = std::string(host) + ":" + std::to_string(::getpid());
+  }
+  auto store = std::make_unique<SqliteStore>(std::move(dir), options.sync,
+                                             std::move(node_id));
   QM_RETURN_IF_ERROR(store->Open());
   return std::unique_ptr<Store>(std::move(store));
 }

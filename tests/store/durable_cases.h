@@ -476,14 +476,13 @@ TEST_F(DurableEngineTest, AsyncCallsAnswerOnceCommitted) {
     std::vector<StatusOr<AllocateResult>> grants;
     std::vector<uint64_t> committed_at_answer;
     for (int i = 0; i < 3; ++i) {
-      d->AllocateAsync(Request("wf" + std::to_string(i)),
-                       [&](StatusOr<AllocateResult> r) {
-                         std::lock_guard<std::mutex> lock(mu);
-                         grants.push_back(std::move(r));
-                         committed_at_answer.push_back(
-                             d->stats().committed_seq);
-                         cv.notify_all();
-                       });
+      d->AllocateAsync(
+          Request("wf" + std::to_string(i)), [&](StatusOr<AllocateResult> r) {
+            std::lock_guard<std::mutex> lock(mu);
+            grants.push_back(std::move(r));
+            committed_at_answer.push_back(d->stats().committed_seq);
+            cv.notify_all();
+          });
     }
     {
       std::unique_lock<std::mutex> lock(mu);
