@@ -52,11 +52,13 @@ test: build
 
 bench: deps
 	@cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
-	@cmake --build build-bench -j $(JOBS) --target qm_bench qm
+	@cmake --build build-bench -j $(JOBS) --target qm_bench qm qm_monitor_bench
 	@build-bench/bench/qm_bench --benchmark_filter=-Memory \
 	  --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 	@# Memory in a process of its own, so the resident set is its alone.
 	@build-bench/bench/qm_bench --benchmark_filter=Memory
+	@# The sampler's cost and the reclaim latency on a real server.
+	@build-bench/bench/qm_monitor_bench --benchmark_repetitions=3
 
 # Installs and starts its own Redis, PostgreSQL and etcd (loopback, temporary
 # directories), builds in build-bench; not part of `make test`.

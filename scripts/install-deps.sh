@@ -30,6 +30,12 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   missing+=(nodejs npm)
 fi
 
+# The dashboard's browser test drives Debian's Chromium (headless) with
+# playwright-core from npm.
+if [ ! -x /usr/bin/chromium ]; then
+  missing+=(chromium)
+fi
+
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "qm/clock.h"
+#include "qm/status.h"
 
 namespace qm {
 
@@ -248,6 +249,43 @@ struct MonitoringIntervals {
   bool operator==(const MonitoringIntervals&) const = default;
 };
 
+// Health thresholds, alerts and the memory pressure response (issue 7;
+// seed 000 dashboard metrics, seed 003 MemoryOptimizationConfig). All are
+// fractions of the whole (0.8 = 80%). Config file section `monitoring`.
+struct MonitoringConfig {
+  // A resource (cpu, memory, storage, agents) at or above this share is
+  // `warning` and raises a capacity_warning alert (severity medium).
+  // Default 0.8 (seed 000's safe_threshold 80.0).
+  double warning_threshold = 0.8;
+  // At or above this share it is `critical` (the alert's severity becomes
+  // high). Default 0.95.
+  double critical_threshold = 0.95;
+  // Memory at or above this share (or memory PSI at or above
+  // psi_threshold): new requests that ask for memory_gb queue with that
+  // reason until it falls below again (minus the hysteresis). Default 0.8.
+  double pressure_threshold = 0.8;
+  // Memory at or above this share: preemptible low-priority allocations
+  // holding memory_gb are asked to give it back (reclaim_requested, with
+  // scheduling.preemption_grace), enough to bring memory under
+  // pressure_threshold, then preempted. Default 0.9.
+  double gc_trigger_threshold = 0.9;
+  // Memory PSI ("some avg10" as a fraction) at or above this counts as
+  // memory pressure. Default 0.1 (tasks stalled on memory 10% of the time).
+  double psi_threshold = 0.1;
+  // An alert or the pressure hold clears only when its figure falls this
+  // far below the threshold that started it, so a figure hovering at a
+  // threshold does not flap. Default 0.05.
+  double hysteresis = 0.05;
+
+  bool operator==(const MonitoringConfig&) const = default;
+};
+
+// OK, or INVALID_REQUEST naming the first monitoring.* key out of range or
+// out of order with the value given (thresholds in (0, 1], critical not
+// below warning, gc_trigger not below pressure, hysteresis in [0, 0.5] and
+// below every threshold).
+Status ValidateMonitoringConfig(const MonitoringConfig& m);
+
 // ---- Conflicts: path locks, workflow exclusion, reservations. ----
 
 // How file locks are enforced (seed 000 prevent-conflicts `enforcement`).
@@ -339,6 +377,7 @@ struct Config {
   ManualOverrideConfig manual_override;
   OptimizationTargets optimization_targets;
   MonitoringIntervals monitoring_intervals;
+  MonitoringConfig monitoring;
 
   ConflictsConfig conflicts;
   ReservationsConfig reservations;

@@ -165,6 +165,7 @@ class DurableEngine {
                   std::function<void(StatusOr<AllocationInfo>)> done);
   StatusOr<AllocationInfo> Reclaim(std::string_view id,
                                    const std::string& reason);
+  Status ObserveSystem(const SystemReading& reading);
   StatusOr<AllocationInfo> ReportUsage(std::string_view id,
                                        const UsageReport& usage);
   StatusOr<AllocationInfo> ExtendTokens(std::string_view id,

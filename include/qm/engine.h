@@ -92,6 +92,20 @@ class Engine {
   StatusOr<AllocationInfo> Reclaim(std::string_view id,
                                    const std::string& reason);
 
+  // ---- Monitoring (docs/monitoring.md) ----
+
+  // Takes a reading of the machine (the server's sampler gives one every
+  // monitoring_intervals.resource_check) and acts on it against
+  // config.monitoring: fires and clears alerts with hysteresis (kAlert
+  // events; the pool's agents are read at the same time), holds new
+  // requests that ask for memory while memory is under pressure (released
+  // by a dispatch pass when it clears), and above gc_trigger_threshold
+  // asks preemptible low-priority holders of memory to give it back
+  // (kReclaimRequested, then preemption after the grace). INVALID_REQUEST
+  // naming the field for a fraction outside 0..1 or a negative total;
+  // nothing changes then.
+  Status ObserveSystem(const SystemReading& reading);
+
   // ---- Money (docs/budgets.md) ----
 
   // Records spend of an active (or preempted, in its grace) allocation:

@@ -221,6 +221,66 @@ struct GroupUsage {  // one agent type or one product
   double share = 0;
 };
 
+// ---- Monitoring: the machine's figures, health and alerts ----
+
+// One reading of the machine the manager runs on, taken by the server's
+// sampler and handed to Engine::ObserveSystem (journaled, so replay decides
+// exactly as the live engine did). Fractions are of the whole, 0..1; an
+// unset figure was not measured (no PSI on this kernel, say) and counts as
+// neither healthy nor unhealthy.
+struct SystemReading {
+  // Busy share of the cores this process may use, since the last reading.
+  std::optional<double> cpu_utilization;
+  // 1 - available / total memory (the cgroup's when it is limited).
+  std::optional<double> memory_utilization;
+  // Memory pressure stall information: the share of the last 10 s some
+  // task stalled on memory (/proc/pressure/memory "some avg10" / 100).
+  std::optional<double> memory_pressure;
+  // Used share of the filesystem that holds the state.
+  std::optional<double> storage_utilization;
+  // The memory those fractions are of, in GB (0 = unknown); sizes how much
+  // a reclaim asks back.
+  double memory_total_gb = 0;
+
+  bool operator==(const SystemReading&) const = default;
+};
+
+enum class HealthStatus { kHealthy, kWarning, kCritical };
+const char* HealthStatusName(HealthStatus s);  // "healthy", ...
+
+// Seed 000's dashboard `system_health`: each resource's status from the
+// last reading and the pool, against the config's monitoring thresholds,
+// and the worst of them as overall.
+struct Health {
+  HealthStatus overall = HealthStatus::kHealthy;
+  // Unset: no reading of that figure yet.
+  std::optional<HealthStatus> cpu, memory, storage;
+  // Agents in use against the limit, and starvation in the queue.
+  HealthStatus agent_pool = HealthStatus::kHealthy;
+  // New requests that ask for memory are held (monitoring.pressure_threshold).
+  bool memory_pressure = false;
+};
+
+// A condition the manager warns about (seed 000 `resource_alerts`), active
+// from `since` until it clears. Alert events say when one fires, changes
+// severity and clears: once each, not at every reading.
+struct Alert {
+  // "capacity_warning", "memory_pressure".
+  std::string type;
+  // What it is about: "cpu", "memory", "storage", "agents".
+  std::string resource;
+  std::string severity;  // "medium", "high"
+  std::string message;
+  std::string recommended_action;
+  double value = 0;      // the figure that fired it (a fraction)
+  double threshold = 0;  // the threshold it crossed
+  Time since{};
+  // False on the event that says it cleared.
+  bool firing = true;
+
+  bool operator==(const Alert&) const = default;
+};
+
 struct Snapshot {
   Time time{};
   std::vector<ResourceUsage> resources;
@@ -232,6 +292,12 @@ struct Snapshot {
   // each level has waited (unset when none is queued).
   std::array<int64_t, kNumLevels> queued_by_level{};
   std::array<std::optional<Duration>, kNumLevels> oldest_wait_by_level{};
+  // The last reading of the machine (unset before the first) and when it
+  // was taken; the health it gives; the alerts active now.
+  std::optional<SystemReading> system;
+  std::optional<Time> system_time;
+  Health health;
+  std::vector<Alert> alerts;
 };
 
 // A queued request with its current score, best first.
@@ -279,9 +345,14 @@ enum class EventType {
   kReservationCancelled,  // cancelled by its owner or an operator
   // The engine runs under a new config (Engine::Reconfigure).
   kConfigReloaded,
+  // Monitoring: an alert fired, changed severity or cleared (Event::alert).
+  kAlert,
+  // Memory is above monitoring.gc_trigger_threshold: the holder is asked
+  // to give its allocation back by the deadline, then it is preempted.
+  kReclaimRequested,
 };
 // The last EventType: loops over every type run to it inclusive.
-inline constexpr EventType kLastEventType = EventType::kConfigReloaded;
+inline constexpr EventType kLastEventType = EventType::kReclaimRequested;
 const char* EventTypeName(EventType t);
 
 // Every state change of the engine, in order. `seq` increases by one per
@@ -300,6 +371,8 @@ struct Event {
   Level level = Level::kNormal;
   // Operator events: who acted (the reason says why).
   std::string actor;
+  // kAlert: the alert (its `firing` says whether it fired or cleared).
+  std::optional<Alert> alert;
 };
 
 // ---- Money reports ----

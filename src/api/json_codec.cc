@@ -512,7 +512,48 @@ Json ToJson(const Snapshot& s) {
   }
   q["queued_by_level"] = by_level;
   j["allocations"] = q;
+  const Health& h = s.health;
+  auto status = [](const std::optional<HealthStatus>& v) {
+    return v ? Json(HealthStatusName(*v)) : Json(nullptr);
+  };
+  // Seed 000's dashboard system_health; null = not measured yet.
+  j["health"] = {{"overall_status", HealthStatusName(h.overall)},
+                 {"cpu_status", status(h.cpu)},
+                 {"memory_status", status(h.memory)},
+                 {"storage_status", status(h.storage)},
+                 {"agent_pool_status", HealthStatusName(h.agent_pool)},
+                 {"memory_pressure", h.memory_pressure}};
+  if (s.system) {
+    auto percent = [](const std::optional<double>& v) {
+      return v ? Json(Round6(*v * 100)) : Json(nullptr);
+    };
+    j["system"] = {
+        {"time",
+         s.system_time ? Json(FormatTime(*s.system_time)) : Json(nullptr)},
+        {"cpu_utilization_percent", percent(s.system->cpu_utilization)},
+        {"memory_utilization_percent", percent(s.system->memory_utilization)},
+        {"memory_pressure_percent", percent(s.system->memory_pressure)},
+        {"storage_utilization_percent", percent(s.system->storage_utilization)},
+        {"memory_total_gb", Round6(s.system->memory_total_gb)}};
+  } else {
+    j["system"] = nullptr;
+  }
+  Json alerts = Json::array();
+  for (const Alert& a : s.alerts) alerts.push_back(ToJson(a));
+  j["alerts"] = std::move(alerts);
   return j;
+}
+
+Json ToJson(const Alert& a) {
+  return Json{{"type", a.type},
+              {"resource", a.resource},
+              {"severity", a.severity},
+              {"message", a.message},
+              {"recommended_action", a.recommended_action},
+              {"value_percent", Round6(a.value * 100)},
+              {"threshold_percent", Round6(a.threshold * 100)},
+              {"since", FormatTime(a.since)},
+              {"state", a.firing ? "firing" : "resolved"}};
 }
 
 Json ToJson(const QueueEntry& e) {
@@ -555,9 +596,10 @@ Json ToJson(const Event& e) {
     return j;
   }
   if (e.allocation_id.empty()) {
-    // An operator or period-budget event: no allocation, status or level;
-    // the product or agent type only when the event concerns one.
+    // An operator, period-budget or alert event: no allocation, status or
+    // level; the product or agent type only when the event concerns one.
     if (!e.reason.empty()) j["reason"] = e.reason;
+    if (e.alert) j["alert"] = ToJson(*e.alert);
     if (!e.product.empty()) j["product"] = e.product;
     if (!e.agent_type.empty()) j["agent_type"] = e.agent_type;
     if (!e.actor.empty()) j["actor"] = e.actor;

@@ -62,6 +62,8 @@ Json ToJson(const UsageReport& u);
 // accuracy (when set).
 Json ToJson(const BudgetInfo& b);
 Json ToJson(const Snapshot& s);
+// An alert (seed 000 resource_alerts) with "state": "firing" | "resolved".
+Json ToJson(const Alert& a);
 Json ToJson(const QueueEntry& e);
 // An event (with workflow_id when its allocation or reservation names one).
 // Events without an allocation (operator actions, period budget

@@ -13,6 +13,7 @@
 #include "cli/mcp_cmd.h"
 #include "cli/output.h"
 #include "cli/state_cmd.h"
+#include "cli/top_cmd.h"
 #include "qm/config_loader.h"
 #include "sim/simulator.h"
 #include "sim/yaml_json.h"
@@ -139,6 +140,8 @@ int Run(int argc, const char* const* argv, std::ostream& out,
   ClientCommands client(&app);
   // `qm mcp`: the MCP server over stdio, for agents (docs/integrations/mcp.md).
   McpCommand mcp(&app);
+  // `qm top`: a live terminal view of the server.
+  TopCommand top(&app);
 
   try {
     app.parse(argc, argv);
@@ -161,6 +164,7 @@ int Run(int argc, const char* const* argv, std::ostream& out,
   }
   if (state.chosen()) return state.Run(o, std::cin, err);
   if (mcp.chosen()) return mcp.Run(out, err);
+  if (top.chosen()) return top.Run(out, err);
   if (client.chosen()) return client.Run(o, err);
   return 2;
 }

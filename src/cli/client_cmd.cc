@@ -219,6 +219,24 @@ std::vector<ClientOp> ClientOps() {
        }},
       {"capacity", "capacity", "Capacity and availability per resource",
        get("/v1/capacity")},
+      {"monitor", "monitor_system",
+       "The machine, health, alerts and usage history: qm monitor system "
+       "['{\"include_trends\": true, \"time_range\": \"1h\", "
+       "\"detail_level\": \"full\"}']",
+       [](Args a) -> StatusOr<Request> {
+         if (!a.subject.empty() && a.subject != "system") {
+           return InvalidRequest(
+               "qm monitor: the resource type is system (qm "
+               "monitor system), got \"" +
+               a.subject + "\"");
+         }
+         std::string q;
+         for (const auto& [k, v] : a.params.items()) {
+           q += (q.empty() ? "?" : "&") + UrlEncode(k) + "=" +
+                UrlEncode(v.is_string() ? v.get<std::string>() : v.dump());
+         }
+         return Request{"GET", "/v1/monitor/system" + q, ""};
+       }},
       {"queue", "queue", "The queue, best first, with scores and reasons",
        get("/v1/queue")},
       {"analytics", "analytics",

@@ -11,6 +11,7 @@
 #include "mcp/backend.h"
 #include "mcp/mcp_server.h"
 #include "mcp/stdio.h"
+#include "server/holders.h"
 #include "server/http_client.h"
 
 namespace qm::cli {
@@ -42,10 +43,21 @@ int RunMcp(const McpCommandOptions& options, int in_fd, std::ostream& out,
         err << "qm mcp: " << line << std::endl;
       };
   log("serving MCP on stdio for the qm server at " + client.url);
+  std::shared_ptr<mcp::Backend> backend =
+      mcp::NewHttpBackend(std::move(client));
+  // This process lives as long as its client's session: naming it as the
+  // holder of what it allocates lets a server on this host take those
+  // allocations back the moment the client (and so this process) goes.
+  if (auto self = server::SelfHolderJson(); self.ok()) {
+    backend = mcp::WithHolder(std::move(backend), nlohmann::json::parse(*self));
+  } else {
+    log("allocations will not name this process as their holder (" +
+        self.status().ToString() + "); their leases still cover them");
+  }
   mcp::McpServerOptions server_options;
   server_options.log = log;
-  auto server = std::make_shared<mcp::McpServer>(
-      mcp::NewHttpBackend(std::move(client)), std::move(server_options));
+  auto server = std::make_shared<mcp::McpServer>(std::move(backend),
+                                                 std::move(server_options));
   return mcp::ServeStdio(std::move(server), in_fd, out, log);
 }
 

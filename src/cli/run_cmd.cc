@@ -127,10 +127,8 @@ int RunUnderAllocation(const RunOptions& o, std::ostream& err) {
   // Names this process as the holder: a server on this host takes the
   // allocation back as soon as this process is gone (even by SIGKILL),
   // not only when its lease runs out.
-  if (auto self = server::SelfHolder(); self.ok()) {
-    body["holder"] = {{"pid", self->pid},
-                      {"start_time", self->start_time},
-                      {"boot_id", self->boot_id}};
+  if (auto self = server::SelfHolderJson(); self.ok()) {
+    body["holder"] = Json::parse(*self);
   }
   Duration wait = chunk();
   body["wait"] = wait.count() / 1000.0;

@@ -402,6 +402,21 @@ void EmitConflicts(YAML::Emitter& out, const Config& config) {
       << reservations.preempt_running << YAML::Key << "max_reservations"
       << YAML::Value << std::to_string(reservations.max_reservations)
       << YAML::EndMap;
+
+  const MonitoringConfig& m = config.monitoring;
+  out << YAML::Key << "monitoring" << YAML::Value << YAML::BeginMap;
+  for (const auto& [key, value] :
+       {std::pair<const char*, double>{"warning_threshold",
+                                       m.warning_threshold},
+        {"critical_threshold", m.critical_threshold},
+        {"pressure_threshold", m.pressure_threshold},
+        {"gc_trigger_threshold", m.gc_trigger_threshold},
+        {"psi_threshold", m.psi_threshold},
+        {"hysteresis", m.hysteresis}}) {
+    out << YAML::Key << key << YAML::Value;
+    EmitNumber(out, value);
+  }
+  out << YAML::EndMap;
 }
 
 // LoadConfigString's work; `base_dir` as ConfigFromYamlNode takes it.

@@ -79,6 +79,7 @@ constexpr std::string_view kFileLocking = "conflicts.file_locking";
 constexpr std::string_view kProductLocking =
     "conflicts.file_locking.per_product.<name>";
 constexpr std::string_view kReservations = "reservations";
+constexpr std::string_view kMonitoring = "monitoring";
 // Seed 000's conflict_resolution block, of which only the file-conflict
 // strategy means something here (an alias of conflicts.strategy).
 constexpr std::string_view kConflictResolution = "conflict_resolution";
@@ -97,7 +98,7 @@ const std::vector<Section>& Sections() {
        {"resources", "max_concurrent", "pricing", "token_budgets",
         "priority_levels", "daily_limits", "products", "auto_model_selection",
         "circuit_breaker", "manual_override", "resource_policies",
-        "auto_release", "scheduling", "conflicts", "reservations",
+        "auto_release", "scheduling", "conflicts", "reservations", "monitoring",
         "conflict_resolution", "server"}},
       {kResourceSpec, {"capacity", "fractional"}},
       {kMaxConcurrent, {"total", "per_type"}},
@@ -148,6 +149,9 @@ const std::vector<Section>& Sections() {
       {kProductLocking, {"enforcement", "exceptions"}},
       {kReservations,
        {"horizon", "grace_period", "preempt_running", "max_reservations"}},
+      {kMonitoring,
+       {"warning_threshold", "critical_threshold", "pressure_threshold",
+        "gc_trigger_threshold", "psi_threshold", "hysteresis"}},
       // Seed 000 keys that are recognised only to be refused with a reason.
       {kConflictResolution,
        {"file_conflicts", "resource_conflicts", "workflow_conflicts"}},
@@ -692,6 +696,7 @@ class Reader {
   Status ReadStrategy(const Field& field, ConflictStrategy* out) const;
   Status ReadConflictResolution(const Field& field);
   Status ReadReservations(const Field& field);
+  Status ReadMonitoring(const Field& field);
   // Cross-key rules and settings that depend on more than one key.
   Status Finish();
   Status FinishConflicts();
@@ -1097,6 +1102,7 @@ StatusOr<Config> Reader::Read(const YAML::Node& root) {
         if (key == "scheduling") return ReadScheduling(child);
         if (key == "conflicts") return ReadConflicts(child);
         if (key == "reservations") return ReadReservations(child);
+        if (key == "monitoring") return ReadMonitoring(child);
         return ReadConflictResolution(child);
       }));
   QM_RETURN_IF_ERROR(Finish());
@@ -1768,6 +1774,30 @@ Status Reader::ReadReservations(const Field& field) {
         }
         return ReadInt(child, 1, &reservations.max_reservations);
       });
+}
+
+Status Reader::ReadMonitoring(const Field& field) {
+  MonitoringConfig& m = config_.monitoring;
+  QM_RETURN_IF_ERROR(ForEachKnownEntry(
+      field, kMonitoring, [&](const std::string& key, const Field& child) {
+        if (key == "hysteresis") {
+          return ReadNumber(child, Range{0, false, 0.5}, &m.hysteresis);
+        }
+        double* target = key == "warning_threshold"    ? &m.warning_threshold
+                         : key == "critical_threshold" ? &m.critical_threshold
+                         : key == "pressure_threshold" ? &m.pressure_threshold
+                         : key == "gc_trigger_threshold"
+                             ? &m.gc_trigger_threshold
+                             : &m.psi_threshold;
+        return ReadNumber(child, Range{0, true, 1}, target);
+      }));
+  // The ranges and orders the engine checks, reported at the section.
+  if (Status s = ValidateMonitoringConfig(m); !s.ok()) {
+    std::string what = s.message();
+    if (what.rfind("monitoring.", 0) == 0) what = what.substr(11);
+    return Error(field, what);
+  }
+  return Status::Ok();
 }
 
 Status Reader::Finish() {

@@ -1113,6 +1113,13 @@ StatusOr<ConflictReport> EngineImpl::CheckConflicts(const AllocationRequest& r,
     rep.outcome = "queue";
     rep.reason = paused_ ? "grants are paused by an operator"
                          : "the circuit breaker is open";
+  } else if (memory_pressure_ &&
+             std::any_of(p.resources.begin(), p.resources.end(),
+                         [&](const auto& r) {
+                           return r.first == memory_resource_ && r.second > 0;
+                         })) {
+    rep.outcome = "queue";
+    rep.reason = PressureText();
   } else if (waits) {
     rep.outcome = "queue";
     rep.reason = rep.conflicts.front().message;

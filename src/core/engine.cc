@@ -54,6 +54,7 @@ Status EngineImpl::Init() {
       agents_resource_ = idx;
       agents_min_ = r.fractional ? 1 : 1000;
     }
+    if (r.name == "memory_gb") memory_resource_ = idx;
   }
   for (const auto& [type, limit] : config_.per_type_limits) {
     if (limit < 0) {
@@ -63,6 +64,7 @@ Status EngineImpl::Init() {
     InternType(type);
   }
   for (const auto& [name, product] : config_.products) InternProduct(name);
+  QM_RETURN_IF_ERROR(ValidateMonitoringConfig(config_.monitoring));
   QM_RETURN_IF_ERROR(InitConflicts());
   return InitMoney();
 }
@@ -997,8 +999,21 @@ void EngineImpl::RunPass(const std::vector<uint32_t>* seeds) {
       }
     }
     Alloc& a = allocs_.at(cur.it->id);
-    if (GrantsHeld(a)) {  // the breaker holds this level: skip the lane
+    if (GrantsHeld(a.req.level)) {  // the breaker holds this level: skip
+      Unpark(a);                    // the lane
+      continue;
+    }
+    if (PressureHolds(a.demand)) {
+      // Held while memory is under pressure: it claims no counter (drop
+      // claims left from before) and the rest of the lane goes on.
+      for (const auto& [c, m] : a.demand) {
+        if (Blocker(c) != a.id) continue;
+        counters_[c].blocked_by = 0;
+        if (!full) add_lanes_of(c);
+      }
       Unpark(a);
+      const MemberIt next = std::next(cur.it);
+      if (next != lane.members.end()) push(cur.lane, next, false, cur.band_it);
       continue;
     }
     if (a.locks && a.locks->gate != AllocLocks::Gate::kNone) {
@@ -1168,14 +1183,14 @@ void EngineImpl::SendPreemptNotice(Alloc& v, Alloc& by,
                       LevelName(by.req.level) + ")" + why);
 }
 
-void EngineImpl::NoticeVictim(Alloc& v, const std::string& text) {
+void EngineImpl::NoticeVictim(Alloc& v, const std::string& text,
+                              EventType type) {
   v.status = AllocStatus::kPreempted;
   v.preempt_deadline = now_ + config_.scheduling.preemption_grace;
   for (const auto& [c, m] : v.demand) counters_[c].releasing += m;
   --active_count_;
   ++preempting_count_;
-  Emit(EventType::kPreemptionNotice, v,
-       text + "; release by " + FormatTime(v.preempt_deadline));
+  Emit(type, v, text + "; release by " + FormatTime(v.preempt_deadline));
   Schedule(v.preempt_deadline, v.id, Timer::Kind::kPreemptDeadline);
 }
 
@@ -1290,9 +1305,10 @@ StatusOr<std::vector<AllocateResult>> EngineImpl::AllocateMany(
       } else if (!lock_why.empty()) {
         why = std::move(lock_why);
         failed = i;
-      } else if (held) {
+      } else if (held || PressureHolds(d)) {
         why = paused_ ? "grants are paused by an operator"
-                      : "the circuit breaker is open";
+              : held  ? "the circuit breaker is open"
+                      : PressureText();
         failed = i;
       } else {
         for (const auto& [c, m] : d) counters_[c].used += m;
@@ -1734,10 +1750,11 @@ std::string EngineImpl::ReasonText(const Alloc& a) const {
   if (a.locks && a.locks->gate != AllocLocks::Gate::kNone) {
     return GateText(a);
   }
-  if (GrantsHeld(a)) {
+  if (GrantsHeld(a.req.level)) {
     return "circuit breaker is open (" + breaker_.condition +
            "); it closes at " + FormatTime(period_end_);
   }
+  if (PressureHolds(a.demand)) return PressureText();
   return ReasonText(a.wait);
 }
 
@@ -1813,7 +1830,7 @@ std::string EngineImpl::ReasonText(const WaitReason& w) const {
 
 std::optional<Time> EngineImpl::ExpectedStart(const Alloc& a) const {
   if (a.status != AllocStatus::kQueued) return std::nullopt;
-  if (paused_) return std::nullopt;
+  if (paused_ || PressureHolds(a.demand)) return std::nullopt;
   if (GrantsHeld(a) || a.wait.kind == WaitReason::Kind::kBudgetReset) {
     return period_end_;
   }
@@ -2011,6 +2028,10 @@ Snapshot EngineImpl::GetSnapshot() const {
       s.oldest_wait = s.oldest_wait_by_level[level];
     }
   }
+  s.system = system_;
+  if (system_) s.system_time = system_time_;
+  s.health = ComputeHealth(s);
+  for (const auto& [key, alert] : health_alerts_) s.alerts.push_back(alert);
   return s;
 }
 

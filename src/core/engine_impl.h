@@ -495,6 +495,32 @@ class EngineImpl {
                                    const std::string& reason);
   // Cancel's work on a queued allocation, with the event's reason.
   AllocationInfo CancelQueued(Alloc& a, std::string reason);
+  // Monitoring (monitor.cc).
+  Status ObserveSystem(const SystemReading& reading);
+  // The health that `s` (a snapshot being built: pool and queue filled in)
+  // and the last reading give.
+  Health ComputeHealth(const Snapshot& s) const;
+  // Fires, re-rates or clears the alert `type`/`resource` for `value`
+  // (unset: not measured, nothing changes) against the warning and
+  // critical thresholds, with hysteresis.
+  void RateAlert(const std::string& type, const std::string& resource,
+                 std::optional<double> value, double warning, double critical,
+                 const std::string& message, const std::string& action);
+  void EmitAlert(const Alert& alert);
+  // Above gc_trigger_threshold: reclaim notices to enough preemptible
+  // low-priority holders of memory.
+  void ReclaimForMemory(double memory_utilization, double memory_total_gb);
+  // The memory_gb counter, or UINT32_MAX when there is none.
+  uint32_t MemoryCounter() const {
+    return memory_resource_ == UINT32_MAX ? UINT32_MAX
+                                          : resource_counter_[memory_resource_];
+  }
+  // Memory is under pressure and `d` asks for memory.
+  bool PressureHolds(const Demand& d) const {
+    return memory_pressure_ && memory_resource_ != UINT32_MAX &&
+           AmountOn(d, MemoryCounter()) > 0;
+  }
+  std::string PressureText() const;
   StatusOr<AllocationInfo> Get(std::string_view id) const;
   StatusOr<AllocationList> List(const AllocationFilter& filter) const;
   Snapshot GetSnapshot() const;
@@ -582,8 +608,11 @@ class EngineImpl {
   // request it must reserve at least a token and a micro-dollar.
   void OnRequeueMoney(Alloc& a);
   void OnGrantMoney(const Alloc& a);
-  // Grants are withheld from `a` (pause, or the breaker).
-  bool GrantsHeld(const Alloc& a) const { return GrantsHeld(a.req.level); }
+  // Grants are withheld from `a` (pause, the breaker, or memory pressure
+  // when it asks for memory).
+  bool GrantsHeld(const Alloc& a) const {
+    return GrantsHeld(a.req.level) || PressureHolds(a.demand);
+  }
   bool GrantsHeld(Level level) const { return paused_ || BreakerHolds(level); }
   bool BreakerBlocks() const { return breaker_.open && !breaker_.overridden; }
   // The open breaker refuses and holds work of `level` (all levels under
@@ -673,8 +702,11 @@ class EngineImpl {
   Time ExpectedEnd(const Alloc& h) const;
   // A preemption notice to `v` on behalf of queued `by`.
   void SendPreemptNotice(Alloc& v, Alloc& by, const std::string& why);
-  // The notice itself: `v` is preempted with grace (`text` says by what).
-  void NoticeVictim(Alloc& v, const std::string& text);
+  // The notice itself: `v` is preempted with grace (`text` says by what),
+  // announced by an event of `type` (a preemption notice, or a reclaim
+  // request).
+  void NoticeVictim(Alloc& v, const std::string& text,
+                    EventType type = EventType::kPreemptionNotice);
   std::string ConflictSeverity(const GateFind& g, const Alloc& waiter) const;
   ConflictInfo* FindConflict(std::string_view id);
   // For all-or-nothing batches: why `p` (product `product`) cannot take its
@@ -910,6 +942,10 @@ class EngineImpl {
   std::vector<uint32_t> resource_counter_;  // resource idx -> counter
   uint32_t agents_resource_ = 0;
   Milli agents_min_ = 1000;  // the smallest non-zero agents amount
+  // The memory_gb resource's index (UINT32_MAX when not configured); its
+  // counter is resource_counter_[memory_resource_] (counters move on
+  // restore and reload, resource indexes do not).
+  uint32_t memory_resource_ = UINT32_MAX;
 
   std::vector<Counter> counters_;
   std::vector<uint32_t> free_counters_;
@@ -984,6 +1020,14 @@ class EngineImpl {
           tasks_completed_micro_ = 0;
   int64_t tasks_started_ = 0, tasks_waited_ = 0;
   double wait_ms_sum_ = 0, wait_ms_max_ = 0;
+
+  // --- monitoring state (monitor.cc) ---
+  std::optional<SystemReading> system_;  // the last reading
+  Time system_time_{};
+  // New requests asking for memory are held (pressure_threshold).
+  bool memory_pressure_ = false;
+  // Active alerts by "type/resource".
+  std::map<std::string, Alert> health_alerts_;
 
   // --- reservation state (reservations.cc) ---
   std::map<uint64_t, Reservation> reservations_;  // by num

@@ -29,6 +29,9 @@
 //     config is refused (INVALID_REQUEST naming the section).
 //   clock_, sink_, in_op_, migrate_from_: not state (in_op_ is false
 //     between calls; migrate_from_ is set only inside Reconfigure).
+//   memory_resource_: config-derived (Init finds the memory_gb resource).
+//   system_, system_time_, memory_pressure_, health_alerts_: the
+//     monitoring section (a state without it loads them empty).
 //   Caches and scratch: fs_cache_, fs_time_, fs_cached_version_ and
 //     fs_version_ (the fair-share cache: invalidated on load, recomputed on
 //     first use), task_values_ (rule evaluation scratch). Not written.
@@ -101,7 +104,12 @@ namespace {
 
 using std::chrono::hours;
 
-constexpr uint8_t kStateFormatVersion = 1;
+// 2 added the monitoring section and the monitoring_thresholds part of the
+// config fingerprint; a version 1 state still loads (without them).
+constexpr uint8_t kStateFormatVersion = 2;
+constexpr uint8_t kOldestStateFormatVersion = 1;
+// Config fingerprint parts of format version 1.
+constexpr size_t kConfigPartsV1 = 16;
 constexpr std::string_view kMagic = "QMST";
 constexpr size_t kHeaderBytes = 5;   // magic + version
 constexpr size_t kTrailerBytes = 8;  // the checksum
@@ -120,12 +128,15 @@ enum class Section : uint8_t {
   kTimers = 9,        // the timer queue
   kMoney = 10,        // periods, spend, alerts, breaker, overrides, metrics
   kConflicts = 11,    // policies, lock tables, gates, conflicts, fencing
+  // Since format version 2: a version 1 state loads with no reading, no
+  // pressure and no alerts.
+  kMonitoring = 12,  // the last system reading, memory pressure, alerts
 };
 constexpr Section kSections[] = {
-    Section::kConfig, Section::kCore,     Section::kCounters,
-    Section::kNames,  Section::kQueue,    Section::kReservations,
-    Section::kAllocs, Section::kHistory,  Section::kTimers,
-    Section::kMoney,  Section::kConflicts};
+    Section::kConfig, Section::kCore,      Section::kCounters,
+    Section::kNames,  Section::kQueue,     Section::kReservations,
+    Section::kAllocs, Section::kHistory,   Section::kTimers,
+    Section::kMoney,  Section::kConflicts, Section::kMonitoring};
 
 const char* SectionName(Section s) {
   switch (s) {
@@ -151,6 +162,8 @@ const char* SectionName(Section s) {
       return "money";
     case Section::kConflicts:
       return "conflicts";
+    case Section::kMonitoring:
+      return "monitoring";
   }
   return "?";
 }
@@ -855,6 +868,15 @@ void Put(Out& o, const MonitoringIntervals& v) {
   o.Dur(v.capacity_analysis);
   o.Dur(v.trend_analysis);
 }
+void Put(Out& o, const MonitoringConfig& v) {
+  [[maybe_unused]] const auto& [f1, f2, f3, f4, f5, f6] = v;
+  o.D(v.warning_threshold);
+  o.D(v.critical_threshold);
+  o.D(v.pressure_threshold);
+  o.D(v.gc_trigger_threshold);
+  o.D(v.psi_threshold);
+  o.D(v.hysteresis);
+}
 void Put(Out& o, const ConflictsConfig& v) {
   [[maybe_unused]] const auto& [f1, f2, f3, f4, f5] = v;
   o.S(v.workspace_root);
@@ -883,7 +905,7 @@ struct ConfigPart {
 };
 std::vector<ConfigPart> ConfigParts(const Config& c) {
   [[maybe_unused]] const auto& [f1, f2, f3, f4, f5, f6, f7, f8, f9, f10, f11,
-                                f12, f13, f14, f15, f16, f17] = c;
+                                f12, f13, f14, f15, f16, f17, f18] = c;
   std::vector<ConfigPart> parts;
   auto part = [&](const char* name, auto&& put) {
     std::string buf;
@@ -924,6 +946,9 @@ std::vector<ConfigPart> ConfigParts(const Config& c) {
   part("monitoring", [&](Out& o) { Put(o, c.monitoring_intervals); });
   part("conflicts", [&](Out& o) { Put(o, c.conflicts); });
   part("reservations", [&](Out& o) { Put(o, c.reservations); });
+  // Since format version 2 (go last: a version 1 state carries no hash for
+  // it, and matches a config that leaves it at its defaults; LoadConfig).
+  part("monitoring_thresholds", [&](Out& o) { Put(o, c.monitoring); });
   return parts;
 }
 
@@ -995,12 +1020,13 @@ class StateCodec {
   static void SaveTimers(const EngineImpl& e, Out& o);
   static void SaveMoney(const EngineImpl& e, Out& o);
   static void SaveConflicts(const EngineImpl& e, Out& o);
+  static void SaveMonitoring(const EngineImpl& e, Out& o);
   static void SaveLockTable(const EngineImpl& e, const paths::LockTable& t,
                             Out& o);
 
   // Each loads its section; problems with the bytes are recorded in `in`.
   // LoadConfig answers a config mismatch (INVALID_REQUEST).
-  static Status LoadConfig(EngineImpl& e, In& in);
+  static Status LoadConfig(EngineImpl& e, In& in, uint8_t version);
   static void LoadCore(EngineImpl& e, In& in);
   static void LoadCounters(EngineImpl& e, In& in);
   static void LoadNames(EngineImpl& e, In& in);
@@ -1012,6 +1038,7 @@ class StateCodec {
   static void LoadTimers(EngineImpl& e, In& in);
   static void LoadMoney(EngineImpl& e, In& in);
   static void LoadConflicts(EngineImpl& e, In& in);
+  static void LoadMonitoring(EngineImpl& e, In& in);
   // Checks what one section's records say about another's, and rebuilds
   // the indexes; DATA_LOSS naming the first inconsistency.
   static Status Link(EngineImpl& e);
@@ -1031,7 +1058,7 @@ std::string StateCodec::Save(const EngineImpl& e) {
   // (written, rebuilt, config-derived or cache) and, if it is state, saved
   // and loaded below: this size check is the reminder (libstdc++ x86-64).
 #if defined(__GLIBCXX__) && defined(__x86_64__) && !defined(_GLIBCXX_DEBUG)
-  static_assert(sizeof(EngineImpl) == 3976,
+  static_assert(sizeof(EngineImpl) == 4176,
                 "EngineImpl changed: classify the new members in "
                 "state_codec.cc (and raise kStateFormatVersion when the "
                 "format changes), then update this size");
@@ -1078,6 +1105,9 @@ std::string StateCodec::Save(const EngineImpl& e) {
       case Section::kConflicts:
         SaveConflicts(e, o);
         break;
+      case Section::kMonitoring:
+        SaveMonitoring(e, o);
+        break;
     }
     wire::Writer w(&out);
     w.Byte(static_cast<uint8_t>(s));
@@ -1086,6 +1116,81 @@ std::string StateCodec::Save(const EngineImpl& e) {
   const uint64_t sum = StateHash(out);
   for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>(sum >> (8 * i)));
   return out;
+}
+
+void StateCodec::SaveMonitoring(const EngineImpl& e, Out& o) {
+  o.B(e.system_.has_value());
+  if (e.system_) {
+    const SystemReading& r = *e.system_;
+    [[maybe_unused]] const auto& [f1, f2, f3, f4, f5] = r;
+    PutOptD(o, r.cpu_utilization);
+    PutOptD(o, r.memory_utilization);
+    PutOptD(o, r.memory_pressure);
+    PutOptD(o, r.storage_utilization);
+    o.D(r.memory_total_gb);
+    o.T(e.system_time_);
+  }
+  o.B(e.memory_pressure_);
+  o.U(e.health_alerts_.size());
+  for (const auto& [key, a] : e.health_alerts_) {
+    [[maybe_unused]] const auto& [f1, f2, f3, f4, f5, f6, f7, f8, f9] = a;
+    o.S(a.type);
+    o.S(a.resource);
+    o.S(a.severity);
+    o.S(a.message);
+    o.S(a.recommended_action);
+    o.D(a.value);
+    o.D(a.threshold);
+    o.T(a.since);
+  }
+}
+
+void StateCodec::LoadMonitoring(EngineImpl& e, In& in) {
+  e.system_.reset();
+  e.system_time_ = Time{};
+  if (in.B("has_reading")) {
+    SystemReading r;
+    auto fraction = [&](const char* f) {
+      const size_t at = in.Offset();
+      std::optional<double> v = GetOptD(in, f);
+      if (v && (*v < 0 || *v > 1)) {
+        in.FailAt(at, f, "not a fraction from 0 to 1");
+        v.reset();
+      }
+      return v;
+    };
+    r.cpu_utilization = fraction("cpu_utilization");
+    r.memory_utilization = fraction("memory_utilization");
+    r.memory_pressure = fraction("memory_pressure");
+    r.storage_utilization = fraction("storage_utilization");
+    {
+      const size_t at = in.Offset();
+      r.memory_total_gb = in.D("memory_total_gb");
+      if (r.memory_total_gb < 0 || r.memory_total_gb > 1e9) {
+        in.FailAt(at, "memory_total_gb", "not a number of GB from 0 to 1e9");
+      }
+    }
+    e.system_ = r;
+    e.system_time_ = in.T("system_time");
+  }
+  e.memory_pressure_ = in.B("memory_pressure");
+  e.health_alerts_.clear();
+  const size_t n = in.Count("alerts", 8);
+  for (size_t i = 0; i < n && in.ok(); ++i) {
+    Alert a;
+    in.S("alert.type", &a.type);
+    in.S("alert.resource", &a.resource);
+    in.S("alert.severity", &a.severity);
+    in.S("alert.message", &a.message);
+    in.S("alert.recommended_action", &a.recommended_action);
+    a.value = in.D("alert.value");
+    a.threshold = in.D("alert.threshold");
+    const size_t at = in.Offset();
+    a.since = in.T("alert.since");
+    if (!e.health_alerts_.emplace(a.type + "/" + a.resource, a).second) {
+      in.FailAt(at, "alert", "a second alert " + a.type + "/" + a.resource);
+    }
+  }
 }
 
 void StateCodec::SaveConfig(const EngineImpl& e, Out& o) {
@@ -1638,7 +1743,7 @@ Status StateCodec::Load(EngineImpl& e, std::string_view bytes) {
                     "): it does not start with \"QMST\"");
   }
   const uint8_t version = static_cast<uint8_t>(bytes[kMagic.size()]);
-  if (version != kStateFormatVersion) {
+  if (version < kOldestStateFormatVersion || version > kStateFormatVersion) {
     if (version > kStateFormatVersion) {
       return DataLoss("engine state has format version " +
                       std::to_string(version) + ", newer than the " +
@@ -1667,6 +1772,7 @@ Status StateCodec::Load(EngineImpl& e, std::string_view bytes) {
   size_t pos = kHeaderBytes;
   Time base = e.now_;
   for (const Section s : kSections) {
+    if (s == Section::kMonitoring && version < 2) break;
     wire::Reader head(bytes.substr(0, end), pos);
     const uint8_t tag = head.Byte("section tag");
     const size_t length_at = head.Offset();
@@ -1690,7 +1796,7 @@ Status StateCodec::Load(EngineImpl& e, std::string_view bytes) {
       wire::Scope scope(in.r(), SectionName(s));
       switch (s) {
         case Section::kConfig:
-          QM_RETURN_IF_ERROR(LoadConfig(e, in));
+          QM_RETURN_IF_ERROR(LoadConfig(e, in, version));
           break;
         case Section::kCore:
           LoadCore(e, in);
@@ -1723,6 +1829,9 @@ Status StateCodec::Load(EngineImpl& e, std::string_view bytes) {
         case Section::kConflicts:
           LoadConflicts(e, in);
           break;
+        case Section::kMonitoring:
+          LoadMonitoring(e, in);
+          break;
       }
       if (in.ok() && !in.r().AtEnd()) {
         in.r().Fail("after the last field",
@@ -1754,7 +1863,7 @@ Status StateCodec::Load(EngineImpl& e, std::string_view bytes) {
   return Status::Ok();
 }
 
-Status StateCodec::LoadConfig(EngineImpl& e, In& in) {
+Status StateCodec::LoadConfig(EngineImpl& e, In& in, uint8_t version) {
   const std::string prefix =
       "the engine state was saved under a different configuration: ";
   const std::string remedy =
@@ -1791,6 +1900,19 @@ Status StateCodec::LoadConfig(EngineImpl& e, In& in) {
     }
   }
   const std::vector<ConfigPart> parts = ConfigParts(e.config_);
+  if (version == 1 && hashes.size() == kConfigPartsV1) {
+    // Saved before the later parts existed: under their defaults.
+    const std::vector<ConfigPart> defaults = ConfigParts(Config::Defaults());
+    for (size_t i = hashes.size(); i < parts.size(); ++i) {
+      if (parts[i].hash != defaults[i].hash) {
+        return InvalidRequest(prefix + "section " + parts[i].name + " differs" +
+                              remedy);
+      }
+    }
+    for (size_t i = hashes.size(); i < parts.size(); ++i) {
+      hashes.push_back(parts[i].hash);
+    }
+  }
   if (hashes.size() != parts.size()) {
     return InvalidRequest(prefix + "it has " + std::to_string(hashes.size()) +
                           " configuration sections, this qm " +

@@ -84,8 +84,24 @@ const char* EventTypeName(EventType t) {
       return "reservation_cancelled";
     case EventType::kConfigReloaded:
       return "config_reloaded";
+    case EventType::kAlert:
+      return "alert";
+    case EventType::kReclaimRequested:
+      return "reclaim_requested";
   }
   return "unknown";
+}
+
+const char* HealthStatusName(HealthStatus s) {
+  switch (s) {
+    case HealthStatus::kHealthy:
+      return "healthy";
+    case HealthStatus::kWarning:
+      return "warning";
+    case HealthStatus::kCritical:
+      return "critical";
+  }
+  return "healthy";
 }
 
 const char* ResolveStrategyName(ResolveStrategy s) {

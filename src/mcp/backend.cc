@@ -54,10 +54,45 @@ class HttpBackend : public Backend {
   std::vector<std::unique_ptr<server::HttpClient>> idle_;  // guarded by mu_
 };
 
+class HolderBackend : public Backend {
+ public:
+  HolderBackend(std::shared_ptr<Backend> inner, Json holder)
+      : inner_(std::move(inner)), holder_(std::move(holder)) {}
+
+  StatusOr<server::HttpResponse> Call(std::string_view method,
+                                      std::string_view target,
+                                      std::string_view body,
+                                      Duration timeout) override {
+    if (method != "POST" || target != "/v1/allocations") {
+      return inner_->Call(method, target, body, timeout);
+    }
+    Json j = body.empty() ? Json::object()
+                          : Json::parse(body, nullptr, /*allow_exceptions=*/
+                                        false);
+    // A body that is not an object goes as it is: the server refuses it.
+    if (!j.is_object()) return inner_->Call(method, target, body, timeout);
+    j["holder"] = holder_;
+    return inner_->Call(method, target,
+                        j.dump(-1, ' ', false, Json::error_handler_t::replace),
+                        timeout);
+  }
+
+  std::string Describe() const override { return inner_->Describe(); }
+
+ private:
+  const std::shared_ptr<Backend> inner_;
+  const Json holder_;
+};
+
 }  // namespace
 
 std::shared_ptr<Backend> NewHttpBackend(server::ClientOptions options) {
   return std::make_shared<HttpBackend>(std::move(options));
+}
+
+std::shared_ptr<Backend> WithHolder(std::shared_ptr<Backend> backend,
+                                    Json holder) {
+  return std::make_shared<HolderBackend>(std::move(backend), std::move(holder));
 }
 
 Json MakeError(Code code, const std::string& message) {

@@ -45,6 +45,14 @@ class Backend {
 // connections for reuse; each concurrent Call uses a connection of its own.
 std::shared_ptr<Backend> NewHttpBackend(server::ClientOptions options);
 
+// `backend`, with every allocate request (POST /v1/allocations) naming
+// `holder` (the API's `holder` object: {"pid", "start_time", "boot_id"})
+// as the process that holds the allocation, so that a server on the same
+// host reclaims it as soon as that process exits. `qm mcp` names itself:
+// it lives exactly as long as its client's session.
+std::shared_ptr<Backend> WithHolder(std::shared_ptr<Backend> backend,
+                                    nlohmann::json holder);
+
 // The outcome of one /v1 call, unwrapped from the server's envelope.
 struct ApiAnswer {
   // Whether the server answered its success envelope.

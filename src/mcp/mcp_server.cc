@@ -73,6 +73,26 @@ std::string JsonRpcError(const Json& id, int code, std::string_view message) {
   return Dump(Error(id, code, message));
 }
 
+MessageInfo InspectMessage(std::string_view text,
+                           const McpServerOptions& options) {
+  MessageInfo info;
+  if (text.size() > options.max_message_bytes ||
+      Depth(text, options.max_depth) > options.max_depth) {
+    return info;
+  }
+  const Json msg = Json::parse(text, nullptr, false);
+  auto is_request = [](const Json& m) {
+    return m.is_object() && m.contains("method") && m.contains("id");
+  };
+  if (is_request(msg)) {
+    info.has_request = true;
+    info.initialize = msg["method"] == "initialize";
+  } else if (msg.is_array()) {
+    for (const Json& m : msg) info.has_request |= is_request(m);
+  }
+  return info;
+}
+
 class McpServer::Impl {
  public:
   Impl(std::shared_ptr<Backend> backend, McpServerOptions options)

@@ -81,6 +81,18 @@ struct McpServerOptions {
 std::string JsonRpcError(const nlohmann::json& id, int code,
                          std::string_view message);
 
+// What a transport needs to know of a message before it hands it to
+// McpServer: whether it holds a request (something to answer: an object
+// with a method and an id, or, in a batch array, at least one), and
+// whether that is `initialize`. Text that McpServer would refuse unread
+// (over the size or depth limits, not JSON) holds neither.
+struct MessageInfo {
+  bool has_request = false;
+  bool initialize = false;
+};
+MessageInfo InspectMessage(std::string_view message,
+                           const McpServerOptions& options);
+
 class McpServer {
  public:
   // `backend` is the qm server the tools and resources read and change.

@@ -13,7 +13,9 @@
 #include "server/capacity.h"
 #include "server/events.h"
 #include "server/holders.h"
+#include "server/mcp_endpoint.h"
 #include "server/metrics.h"
+#include "server/sampler.h"
 #include "server/webhooks.h"
 
 namespace qm::server {
@@ -135,6 +137,14 @@ class App::Impl final : public EventSink {
     if (!postgres) QM_RETURN_IF_ERROR(Listen());
     ServiceOptions service_options = options_.service;
     service_options.holders = holders_.get();
+    {
+      SamplerOptions sampling;
+      sampling.interval = options_.config.monitoring_intervals.resource_check;
+      sampling.root = options_.service.auth.detect.root;
+      sampling.storage_path = postgres ? "." : location;
+      sampler_ = std::make_unique<Sampler>(sampling, engine_.get());
+      service_options.sampler = sampler_.get();
+    }
     if (detector_) {
       service_options.adjust_config =
           [this](Config c, const std::vector<std::string>& fixed) {
@@ -147,10 +157,24 @@ class App::Impl final : public EventSink {
     service_options.commit_latency = &commit_latency_;
     service_options.commit_batch = &commit_batch_;
     service_options.advertise_url = advertise_url_;
+    service_options.mcp = [this](HttpRequest req, Responder r) {
+      mcp_->Handle(std::move(req), std::move(r));
+    };
     service_ = std::make_unique<Service>(engine_.get(), &hub_, &metrics_,
                                          std::move(service_options));
+    mcp::HttpTransportOptions mcp = options_.mcp;
+    if (options_.service.auth.mcp_allowed_origins) {
+      mcp.allowed_origins = *options_.service.auth.mcp_allowed_origins;
+    }
+    if (!mcp.log) {
+      mcp.log = [](const std::string& line) {
+        std::cerr << "qm serve: mcp: " + line + "\n";
+      };
+    }
+    mcp_ = std::make_unique<McpEndpoint>(service_.get(), std::move(mcp));
     serving_ = service_.get();
     ticker_ = std::thread([this] { TickLoop(); });
+    if (options_.sample) sampler_->Start();
     if (detector_ && options_.service.auth.detect.interval.count() > 0) {
       follower_ = std::thread([this] { FollowMachine(); });
     }
@@ -219,9 +243,12 @@ class App::Impl final : public EventSink {
     cv_.notify_all();
     if (ticker_.joinable()) ticker_.join();
     if (follower_.joinable()) follower_.join();
+    if (sampler_) sampler_->Stop();
     // Waiting clients are answered with their allocation's state first, so
     // they are not cut off; then requests in flight finish.
     if (service_) service_->Shutdown();
+    // MCP tool calls end once the service has answered their waits.
+    if (mcp_) mcp_->Stop(grace);
     if (http_) http_->Stop(grace);
     if (holders_) holders_->Stop();
     if (engine_) stop_status_ = engine_->Close();
@@ -324,7 +351,9 @@ class App::Impl final : public EventSink {
   std::unique_ptr<WebhookSender> webhooks_;
   std::unique_ptr<DurableEngine> engine_;
   std::unique_ptr<HolderWatch> holders_;
+  std::unique_ptr<Sampler> sampler_;  // reads engine_: stopped before it
   std::unique_ptr<Service> service_;
+  std::unique_ptr<McpEndpoint> mcp_;        // calls service_: after it
   std::atomic<Service*> serving_{nullptr};  // service_ once it may serve
   std::string advertise_url_;               // see ServeOptions::advertise
   std::unique_ptr<HttpServer> http_;

@@ -16,6 +16,7 @@
 #include <memory>
 #include <string>
 
+#include "mcp/http_transport.h"
 #include "qm/clock.h"
 #include "qm/config.h"
 #include "qm/durable_engine.h"
@@ -34,6 +35,15 @@ struct ServeOptions {
   Config config = Config::Defaults();
   // Events kept for resuming streams. Default 100,000.
   size_t event_history = 100000;
+  // Whether the machine is sampled every
+  // config.monitoring_intervals.resource_check (server/sampler.h): health,
+  // alerts, the pressure response and /v1/monitor/system need it. Default
+  // true; the sampler-overhead benchmark turns it off for its baseline.
+  bool sample = true;
+  // The MCP endpoint at /mcp (sessions, idle timeout, origins: see
+  // mcp/http_transport.h for the defaults). The config file's
+  // server.mcp.allowed_origins (service.auth) replaces allowed_origins.
+  mcp::HttpTransportOptions mcp;
   // The URL clients reach this server at (`--advertise`), for the other
   // servers on one PostgreSQL to redirect changes to while this one leads.
   // Default: http:// (https:// with TLS) and the address bound, this

@@ -10,6 +10,7 @@
 #include <charconv>
 #include <cstring>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 namespace qm::server {
@@ -76,6 +77,15 @@ StatusOr<HolderProcess> SelfHolder() {
   h.boot_id = BootId();
   if (h.boot_id.empty()) return NotFound("this host has no readable boot id");
   return h;
+}
+
+StatusOr<std::string> SelfHolderJson() {
+  auto self = SelfHolder();
+  if (!self.ok()) return self.status();
+  return nlohmann::json{{"pid", self->pid},
+                        {"start_time", self->start_time},
+                        {"boot_id", self->boot_id}}
+      .dump();
 }
 
 StatusOr<std::unique_ptr<HolderWatch>> HolderWatch::Start(Reclaim reclaim) {

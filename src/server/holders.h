@@ -49,6 +49,11 @@ std::string BootId(const std::string& root = "/");
 StatusOr<uint64_t> ProcessStartTime(int64_t pid, const std::string& root = "/");
 // The calling process as a holder.
 StatusOr<HolderProcess> SelfHolder();
+// The calling process as the `holder` of an allocate request, as JSON text
+// ({"pid": N, "start_time": N, "boot_id": "..."}): what a client on this
+// host (`qm run`, `qm mcp`) sends so that its allocation is reclaimed when
+// it exits. SelfHolder's error when it cannot be read.
+StatusOr<std::string> SelfHolderJson();
 
 class HolderWatch {
  public:

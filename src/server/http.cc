@@ -244,18 +244,27 @@ class SessionBase : public std::enable_shared_from_this<SessionBase> {
 struct Responder::State {
   State(std::shared_ptr<Core> c, std::shared_ptr<SessionBase> s)
       : core(std::move(c)), session(std::move(s)) {}
+  // In-process (Responder::InProcess): no connection.
+  explicit State(std::function<void(HttpResponse)> d) : done(std::move(d)) {}
   ~State() {
     if (!answered.exchange(true)) {
+      const Status why = Internal("the request's handler did not answer");
       HttpResponse r;
       r.status = 500;
-      r.body = core->options.error_body(
-          500, Internal("the request's handler did not answer"));
+      if (done) {
+        r.body = DefaultErrorBody(500, why);
+        done(std::move(r));
+        return;
+      }
+      r.body = core->options.error_body(500, why);
       session->PostResponse(std::move(r));
     }
   }
 
   std::shared_ptr<Core> core;  // first: outlives the session reference
   std::shared_ptr<SessionBase> session;
+  // Set for an in-process request (then core and session are null).
+  std::function<void(HttpResponse)> done;
   std::atomic<bool> answered{false};
 };
 
@@ -908,8 +917,23 @@ const std::string* HttpRequest::Query(std::string_view name) const {
 
 Responder::Responder(std::shared_ptr<State> state) : state_(std::move(state)) {}
 
+Responder Responder::InProcess(std::function<void(HttpResponse)> done) {
+  return Responder(std::make_shared<State>(std::move(done)));
+}
+
+void SetTarget(HttpRequest* r, std::string_view target) {
+  r->target = std::string(target);
+  r->path.clear();
+  r->query.clear();
+  SplitTarget(target, r);
+}
+
 void Responder::Respond(HttpResponse response) const {
   if (!state_ || state_->answered.exchange(true)) return;
+  if (state_->done) {
+    state_->done(std::move(response));
+    return;
+  }
   state_->session->PostResponse(std::move(response));
 }
 
@@ -919,6 +943,15 @@ std::shared_ptr<Stream> Responder::OpenStream(
   if (!state_ || state_->answered.exchange(true)) {
     return std::make_shared<StreamImpl>(nullptr, nullptr);
   }
+  if (state_->done) {
+    HttpResponse r;
+    r.status = 501;
+    r.body = DefaultErrorBody(
+        501, Unimplemented("an event stream cannot be opened by a request "
+                           "made inside the server"));
+    state_->done(std::move(r));
+    return std::make_shared<StreamImpl>(nullptr, nullptr);
+  }
   auto& session = state_->session;
   session->stream_open = !session->closed.load();
   session->PostBeginStream(std::move(content_type), std::move(headers));
@@ -926,6 +959,7 @@ std::shared_ptr<Stream> Responder::OpenStream(
 }
 
 bool Responder::connected() const {
+  if (state_ && state_->done) return true;
   return state_ && !state_->session->closed.load() &&
          !state_->core->stopping.load();
 }

@@ -84,9 +84,20 @@ class Responder {
   // Whether the client is still connected (a waiting handler may give up).
   bool connected() const;
 
+  // A Responder for a request made inside the process rather than read
+  // from a connection (the MCP endpoint calling the API as its caller):
+  // `done` gets the answer once, on the answering thread. Such a request
+  // cannot stream: OpenStream answers 501 and returns a closed stream.
+  static Responder InProcess(std::function<void(HttpResponse)> done);
+
  private:
   std::shared_ptr<State> state_;
 };
+
+// Sets `r`'s target and, from it, its path and query as the server reads
+// them off the wire (percent-decoded; '+' is a space in the query). For
+// requests made inside the process.
+void SetTarget(HttpRequest* r, std::string_view target);
 
 // Called on an I/O thread for every complete request; must not block (hand
 // slow work to another thread and answer through the responder from there).

@@ -442,6 +442,50 @@ std::string ServerMetrics::Render(const MetricsInputs& in) const {
              w ? Seconds(*w) : 0.0);
   }
 
+  // ---- Health and the machine (docs/monitoring.md) ----
+  {
+    const Health& h = s.health;
+    x.Family("qm_health_status", "gauge",
+             "Health per resource and overall: 0 healthy, 1 warning, 2 "
+             "critical (resources not measured yet are left out).");
+    auto rate = [&](const char* resource, std::optional<HealthStatus> v) {
+      if (v)
+        x.Sample("qm_health_status", {{"resource", resource}},
+                 static_cast<int>(*v));
+    };
+    rate("overall", h.overall);
+    rate("cpu", h.cpu);
+    rate("memory", h.memory);
+    rate("storage", h.storage);
+    rate("agent_pool", h.agent_pool);
+    x.Single("qm_memory_pressure", "gauge",
+             "1 while memory is under pressure (new requests that ask for "
+             "memory_gb are held), else 0.",
+             h.memory_pressure ? 1 : 0);
+    x.Family("qm_alerts_active", "gauge",
+             "Alerts firing now, by type, resource and severity.");
+    for (const Alert& a : s.alerts) {
+      x.Sample("qm_alerts_active",
+               {{"type", a.type},
+                {"resource", a.resource},
+                {"severity", a.severity}},
+               1);
+    }
+    x.Family("qm_system_utilization_ratio", "gauge",
+             "The machine's last reading (0..1): cpu, memory, "
+             "memory_pressure (PSI some avg10) and storage; figures not "
+             "measured are left out.");
+    if (s.system) {
+      auto fig = [&](const char* what, const std::optional<double>& v) {
+        if (v) x.Sample("qm_system_utilization_ratio", {{"figure", what}}, *v);
+      };
+      fig("cpu", s.system->cpu_utilization);
+      fig("memory", s.system->memory_utilization);
+      fig("memory_pressure", s.system->memory_pressure);
+      fig("storage", s.system->storage_utilization);
+    }
+  }
+
   // ---- The server's counters ----
   {
     std::lock_guard<std::mutex> lock(mu_);

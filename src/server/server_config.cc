@@ -146,6 +146,32 @@ Status ParseDetect(const YAML::Node& d, const std::string& source,
   return {};
 }
 
+Status ParseMcp(const YAML::Node& m, const std::string& source,
+                ServerConfig* out) {
+  if (!m || m.IsNull()) return {};
+  QM_RETURN_IF_ERROR(CheckKeys(source, m, "server.mcp", {"allowed_origins"}));
+  const YAML::Node o = m["allowed_origins"];
+  if (!o || o.IsNull()) return {};
+  const std::string what =
+      "server.mcp.allowed_origins: a list of origins (\"http://localhost:*\", "
+      "\"https://app.example.com\", or \"*\" for any)";
+  if (!o.IsSequence()) return InvalidRequest(Where(source, o) + what);
+  std::vector<std::string> origins;
+  for (const auto& e : o) {
+    if (!e.IsScalar() || e.Scalar().empty() ||
+        (e.Scalar() != "*" && e.Scalar().find("://") == std::string::npos) ||
+        e.Scalar().find_first_of(" \t/", e.Scalar().find("://") + 3) !=
+            std::string::npos) {
+      return InvalidRequest(Where(source, e) + what + ", got \"" +
+                            (e.IsScalar() ? e.Scalar() : std::string("?")) +
+                            "\"");
+    }
+    origins.push_back(e.Scalar());
+  }
+  out->mcp_allowed_origins = std::move(origins);
+  return {};
+}
+
 StatusOr<ServerConfig> Parse(const YAML::Node& root,
                              const std::string& source) {
   ServerConfig out;
@@ -157,10 +183,11 @@ StatusOr<ServerConfig> Parse(const YAML::Node& root,
   if (!root || !root.IsMap() || !root["server"]) return out;
   const YAML::Node server = root["server"];
   if (server.IsNull()) return out;
-  QM_RETURN_IF_ERROR(
-      CheckKeys(source, server, "server",
-                {"auth", "rate_limit_per_second", "webhooks", "detect"}));
+  QM_RETURN_IF_ERROR(CheckKeys(
+      source, server, "server",
+      {"auth", "rate_limit_per_second", "webhooks", "detect", "mcp"}));
   QM_RETURN_IF_ERROR(ParseDetect(server["detect"], source, &out.detect));
+  QM_RETURN_IF_ERROR(ParseMcp(server["mcp"], source, &out));
   QM_RETURN_IF_ERROR(ParseWebhooks(server["webhooks"], source, &out));
   if (const YAML::Node r = server["rate_limit_per_second"]) {
     double v = -1;
@@ -257,8 +284,8 @@ StatusOr<ServerConfig> Parse(const YAML::Node& root,
 
 const std::vector<std::string>& DefaultAlertTypes() {
   static const std::vector<std::string> kTypes = {
-      "budget_alert",      "circuit_tripped", "starvation",
-      "conflict_detected", "over_budget",     "preemption_notice"};
+      "budget_alert", "circuit_tripped",   "starvation", "conflict_detected",
+      "over_budget",  "preemption_notice", "alert",      "reclaim_requested"};
   return kTypes;
 }
 

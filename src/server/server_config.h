@@ -11,6 +11,9 @@
 //           role: agent                  # admin | operator | agent
 //           products: [web, api]         # agent: the products it may touch
 //     rate_limit_per_second: 200         # per token; 0 = no limit (default)
+//     mcp:
+//       allowed_origins:                 # Origins allowed to use /mcp
+//         - http://localhost:*           # (default: loopback origins)
 //     webhooks:
 //       - url: http://alerts.internal:9000/qm   # POSTed each matching event
 //         types: [budget_alert, circuit_tripped] # default: the alert types
@@ -21,6 +24,7 @@
 #ifndef QM_SERVER_SERVER_CONFIG_H_
 #define QM_SERVER_SERVER_CONFIG_H_
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -75,6 +79,10 @@ struct ServerConfig {
   double rate_limit_per_second = 0;  // per token; 0 = unlimited
   std::vector<WebhookEntry> webhooks;
   DetectConfig detect;
+  // `server.mcp.allowed_origins`: the browser origins (an `Origin`
+  // header) allowed to use /mcp ("http://localhost:*", exact origins, or
+  // "*"); unset: loopback origins only (mcp::DefaultAllowedOrigins).
+  std::optional<std::vector<std::string>> mcp_allowed_origins;
   // Of cpu_cores, memory_gb and storage_gb, those the file's `resources`
   // sets: they are never replaced by what is detected.
   std::vector<std::string> fixed_resources;

@@ -18,7 +18,9 @@
 
 #include "api/json_codec.h"
 #include "qm/config_loader.h"
+#include "server/dashboard.h"
 #include "server/holders.h"
+#include "server/monitor_api.h"
 #include "sim/yaml_json.h"
 
 namespace qm::server {
@@ -335,8 +337,9 @@ class Service::Impl {
   using CallPtr = std::shared_ptr<Call>;
 
   // How a handler runs: on a worker (engine calls), or on the I/O thread
-  // (answers that need no engine call, streams).
-  enum class Where { kWorker, kInline };
+  // (answers that need no engine call, streams); kRaw: on the I/O thread
+  // with the body unread (a protocol of its own: /mcp).
+  enum class Where { kWorker, kInline, kRaw };
   struct Route {
     std::string method;
     std::vector<std::string> parts;  // "{id}" for a parameter
@@ -414,10 +417,15 @@ class Service::Impl {
   void ConfigReload(const CallPtr& c);
   void Events(const CallPtr& c);
   void Monitor(const CallPtr& c);
+  void MonitorSystem(const CallPtr& c);
   void Health(const CallPtr& c);
   void Ready(const CallPtr& c);
   void Metrics(const CallPtr& c);
   void Index(const CallPtr& c);
+  void Dashboard(const CallPtr& c);
+  // Answers `c` with the embedded dashboard file (src/server/dashboard.h).
+  void SendDashboard(const CallPtr& c, const std::string& file);
+  void Mcp(const CallPtr& c);
 
   // Answers `c` with allocation `info` now, or, when it is still queued and
   // `wait` is given, once its state changes or the wait ends.
@@ -509,8 +517,10 @@ const std::vector<RouteSpec>& RouteTable() {
   using I = Service::Impl;
   constexpr auto w = I::Where::kWorker;
   constexpr auto in = I::Where::kInline;
+  constexpr auto raw = I::Where::kRaw;
   static const std::vector<RouteSpec> kTable = {
       {"GET", "/", "index", in, &I::Index},
+      {"GET", "/dashboard/{file}", "dashboard", in, &I::Dashboard},
       {"GET", "/healthz", "healthz", in, &I::Health},
       {"GET", "/readyz", "readyz", w, &I::Ready},
       {"GET", "/metrics", "metrics", w, &I::Metrics},
@@ -557,6 +567,10 @@ const std::vector<RouteSpec>& RouteTable() {
       {"POST", "/v1/config/reload", "config_reload", w, &I::ConfigReload},
       {"GET", "/v1/events", "events", in, &I::Events},
       {"GET", "/v1/monitor", "monitor", in, &I::Monitor},
+      {"GET", "/v1/monitor/system", "monitor_system", w, &I::MonitorSystem},
+      {"POST", "/mcp", "mcp", raw, &I::Mcp},
+      {"GET", "/mcp", "mcp", raw, &I::Mcp},
+      {"DELETE", "/mcp", "mcp", raw, &I::Mcp},
   };
   return kTable;
 }
@@ -565,7 +579,11 @@ const std::vector<RouteSpec>& RouteTable() {
 // confined to the agent's products by the handlers).
 enum class Access { kPublic, kRead, kAgent, kOperator, kAdmin };
 Access AccessOf(std::string_view op) {
-  if (op == "healthz" || op == "readyz") return Access::kPublic;
+  // The dashboard's static files hold no state (the page asks for a token
+  // itself, for the API).
+  if (op == "healthz" || op == "readyz" || op == "dashboard") {
+    return Access::kPublic;
+  }
   if (op == "config_reload") return Access::kAdmin;
   if (op == "metrics" || op == "config" || op == "resolve_conflicts" ||
       op == "prevent_conflicts" || op == "reserve" ||
@@ -595,7 +613,7 @@ OnFollower OnFollowerOf(std::string_view op) {
       "queue",        "status",           "capacity",
       "costs",        "analytics",        "conflicts",
       "reservations", "get_reservation",  "config",
-      "monitor"};
+      "monitor",      "dashboard"};
   for (std::string_view h : kHere) {
     if (op == h) return OnFollower::kHere;
   }
@@ -804,6 +822,10 @@ void Service::Impl::ToLeader(const CallPtr& c, const Route* route) {
 }
 
 void Service::Impl::Dispatch(const CallPtr& c, const Route* found) {
+  if (found->where == Where::kRaw) {
+    found->run(c);
+    return;
+  }
   if (!c->req.body.empty()) {
     if (JsonDepth(c->req.body, options_.max_json_depth) >
         options_.max_json_depth) {
@@ -847,7 +869,10 @@ Actor Service::Impl::ActorOf(const CallPtr& c,
 }
 
 bool Service::Impl::Authorize(const CallPtr& c) {
-  const Access access = AccessOf(c->operation);
+  // GET / from a browser is the dashboard page (static, like its files).
+  const Access access = c->operation == "index" && WantsDashboard(c->req)
+                            ? Access::kPublic
+                            : AccessOf(c->operation);
   const std::vector<TokenEntry>& tokens = options_.auth.tokens;
   if (tokens.empty()) {
     // Only local clients are served (the server also refuses to listen
@@ -1810,6 +1835,60 @@ void Service::Impl::Monitor(const CallPtr& c) {
   ScheduleWatch(w, true, filter, Duration(0));
 }
 
+void Service::Impl::MonitorSystem(const CallPtr& c) {
+  if (options_.sampler == nullptr) {
+    Fail(c, Unavailable("this server does not sample the machine"));
+    return;
+  }
+  MonitorSystemQuery q;
+  for (const auto& [key, value] : c->req.query) {
+    if (key == "time_range") {
+      std::optional<Duration> d;
+      if (Status s = QuerySeconds(c->req, "time_range",
+                                  std::chrono::hours(24 * 90), &d);
+          !s.ok()) {
+        Fail(c, s);
+        return;
+      }
+      if (*d <= Duration(0)) {
+        Fail(c, InvalidRequest("time_range: must be positive, such as 1h"));
+        return;
+      }
+      q.range = *d;
+    } else if (key == "include_trends") {
+      if (value != "true" && value != "false") {
+        Fail(c, InvalidRequest("include_trends: true or false, got \"" + value +
+                               "\""));
+        return;
+      }
+      q.include_trends = value == "true";
+    } else if (key == "detail_level") {
+      if (value != "basic" && value != "full") {
+        Fail(c, InvalidRequest("detail_level: basic or full, got \"" + value +
+                               "\""));
+        return;
+      }
+      q.full = value == "full";
+    } else if (key == "export_format") {
+      if (value != "json") {
+        Fail(c, InvalidRequest("export_format: only json here (Prometheus "
+                               "text is at /metrics), got \"" +
+                               value + "\""));
+        return;
+      }
+    } else {
+      Fail(c, InvalidRequest(key +
+                             ": unknown parameter (time_range, include_trends, "
+                             "detail_level, export_format)"));
+      return;
+    }
+  }
+  auto snap = engine_->GetSnapshot();
+  if (!Check(c, snap.status())) return;
+  Ok(c, MonitorSystemResult(*options_.sampler, api::ToJson(*snap), q,
+                            engine_->config().monitoring.warning_threshold));
+}
+
 // ---------------------------------------------------------------- health
 
 void Service::Impl::Health(const CallPtr& c) {
@@ -1826,6 +1905,8 @@ void Service::Impl::Ready(const CallPtr& c) {
   r["store"] = probe.ok() ? "open" : probe.status().message();
   r["role"] = leader ? "leader" : "follower";
   if (!options_.advertise_url.empty()) r["node"] = options_.advertise_url;
+  // Health is detail: a server whose machine is critical still serves.
+  if (probe.ok()) r["health"] = api::ToJson(*probe)["health"];
   // Who takes changes: this server, or the leader's advertised URL (null
   // while nobody leads).
   Json leader_url = nullptr;
@@ -1870,7 +1951,13 @@ void Service::Impl::Metrics(const CallPtr& c) {
   c->responder.Respond(std::move(r));
 }
 
+// A browser (Accept: text/html) gets the dashboard page; other clients the
+// list of routes.
 void Service::Impl::Index(const CallPtr& c) {
+  if (WantsDashboard(c->req)) {
+    SendDashboard(c, "index.html");
+    return;
+  }
   Json routes = Json::array();
   for (const RouteInfo& r : Service::Routes()) {
     routes.push_back(Json{
@@ -1880,6 +1967,34 @@ void Service::Impl::Index(const CallPtr& c) {
              {"version", "0.1.0"},
              {"docs", "docs/api.md, docs/openapi.yaml"},
              {"routes", std::move(routes)}});
+}
+
+// The MCP endpoint answers by itself, in its protocol (its requests are
+// not in the per-route metrics).
+void Service::Impl::Mcp(const CallPtr& c) {
+  if (!options_.mcp) {
+    Fail(c, NotFound("this server does not serve MCP at /mcp"));
+    return;
+  }
+  c->answered = true;
+  options_.mcp(std::move(c->req), c->responder);
+}
+
+void Service::Impl::Dashboard(const CallPtr& c) {
+  SendDashboard(c, c->params["file"]);
+}
+
+void Service::Impl::SendDashboard(const CallPtr& c, const std::string& file) {
+  if (FindDashboardFile(file) == nullptr) {
+    Fail(c, NotFound("no dashboard file " + file + " (the page is at GET /)"));
+    return;
+  }
+  if (c->answered.exchange(true)) return;
+  HttpResponse r = DashboardResponse(c->req, file);
+  metrics_->ObserveRequest(
+      c->route, c->req.method, r.status,
+      std::chrono::duration<double>(Steady::now() - c->start).count());
+  c->responder.Respond(std::move(r));
 }
 
 void Service::Impl::Shutdown() {
@@ -1907,6 +2022,11 @@ Service::~Service() = default;
 
 void Service::Handle(HttpRequest request, Responder responder) {
   impl_->Handle(std::move(request), std::move(responder));
+}
+
+void Service::Call(HttpRequest request,
+                   std::function<void(HttpResponse)> done) {
+  impl_->Handle(std::move(request), Responder::InProcess(std::move(done)));
 }
 
 void Service::Shutdown() { impl_->Shutdown(); }

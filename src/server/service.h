@@ -37,6 +37,7 @@
 namespace qm::server {
 
 class HolderWatch;
+class Sampler;
 
 struct ServiceOptions {
   // Worker threads for engine calls (each waits for its group commit, so
@@ -68,11 +69,20 @@ struct ServiceOptions {
   // be null (then `holder` is accepted and ignored); must outlive the
   // service.
   HolderWatch* holders = nullptr;
+  // The monitoring sampler, for GET /v1/monitor/system (may be null: that
+  // route then answers UNAVAILABLE); must outlive the service.
+  const Sampler* sampler = nullptr;
   // Turns a config read from the file (and the system resources that file
   // sets itself) into the one to run: the machine's detected capacities
   // for the others (src/server/capacity.h). Null: the file as it is.
   std::function<qm::Config(qm::Config, const std::vector<std::string>& fixed)>
       adjust_config;
+  // Serves /mcp (POST, GET, DELETE: the MCP Streamable HTTP transport,
+  // src/server/mcp_endpoint.h) once the request passed the same
+  // authentication as the API (any role; what the MCP tools may then do is
+  // checked call by call, as the caller). The request's body is handed
+  // over unread. Null: /mcp answers 404.
+  std::function<void(HttpRequest, Responder)> mcp;
   // This server's base URL as clients reach it ("http://10.0.0.5:7070"):
   // shown by /readyz, and what the other servers on one PostgreSQL
   // redirect changes to while this one leads (it is in the store's node
@@ -100,6 +110,15 @@ class Service {
 
   // Answers one request (through `responder`, possibly later).
   void Handle(HttpRequest request, Responder responder);
+
+  // Answers a request made inside this process (the MCP endpoint calling
+  // the API for its caller): the same routes, authentication, checks and
+  // answers as Handle, for the identity the request carries (its
+  // Authorization header and remote address). `done` gets the answer
+  // once, possibly later and on another thread. Routes that stream answer
+  // 501. `request` needs method, target, path and query (SetTarget), the
+  // headers and the body.
+  void Call(HttpRequest request, std::function<void(HttpResponse)> done);
 
   // Answers every pending wait with its allocation's current state, closes
   // the event streams, and stops the workers after the calls in progress.

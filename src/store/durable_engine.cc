@@ -1131,6 +1131,10 @@ StatusOr<AllocationInfo> DurableEngine::Reclaim(std::string_view id,
   return impl_->Mutate(store::ReclaimOp{std::string(id), reason},
                        [&](Engine& e) { return e.Reclaim(id, reason); });
 }
+Status DurableEngine::ObserveSystem(const SystemReading& reading) {
+  return impl_->Mutate(store::ObserveSystemOp{reading},
+                       [&](Engine& e) { return e.ObserveSystem(reading); });
+}
 StatusOr<AllocationInfo> DurableEngine::Cancel(std::string_view id) {
   return impl_->Mutate(store::CancelOp{std::string(id)},
                        [&](Engine& e) { return e.Cancel(id); });

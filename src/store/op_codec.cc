@@ -45,6 +45,7 @@ QM_OP_TRAITS(CancelReservationOp, 17, "cancel_reservation");
 QM_OP_TRAITS(TickOp, 18, "tick");
 QM_OP_TRAITS(ReconfigureOp, 19, "reconfigure");
 QM_OP_TRAITS(ReclaimOp, 20, "reclaim");
+QM_OP_TRAITS(ObserveSystemOp, 21, "observe_system");
 #undef QM_OP_TRAITS
 
 using OpVariant = decltype(JournalOp::op);
@@ -579,6 +580,27 @@ void GetOp(Reader& r, ReclaimOp* op) {
 }
 Status Apply(Engine& e, const ReclaimOp& op) {
   return e.Reclaim(op.id, op.reason).status();
+}
+
+void PutOp(Writer& w, const ObserveSystemOp& op) {
+  const SystemReading& r = op.reading;
+  [[maybe_unused]] const auto& [f1, f2, f3, f4, f5] = r;
+  Put(w, r.cpu_utilization);
+  Put(w, r.memory_utilization);
+  Put(w, r.memory_pressure);
+  Put(w, r.storage_utilization);
+  Put(w, r.memory_total_gb);
+}
+void GetOp(Reader& r, ObserveSystemOp* op) {
+  SystemReading& s = op->reading;
+  Get(r, "cpu_utilization", &s.cpu_utilization);
+  Get(r, "memory_utilization", &s.memory_utilization);
+  Get(r, "memory_pressure", &s.memory_pressure);
+  Get(r, "storage_utilization", &s.storage_utilization);
+  Get(r, "memory_total_gb", &s.memory_total_gb);
+}
+Status Apply(Engine& e, const ObserveSystemOp& op) {
+  return e.ObserveSystem(op.reading);
 }
 
 void PutOp(Writer&, const TickOp&) {}

@@ -122,6 +122,10 @@ struct ReclaimOp {
   std::string id;
   std::string reason;
 };
+// Engine::ObserveSystem.
+struct ObserveSystemOp {
+  SystemReading reading;
+};
 // Engine::Reconfigure, with the new config as its canonical YAML (as
 // ConfigToYaml writes it; the snapshot records the config the same way).
 struct ReconfigureOp {
@@ -142,7 +146,8 @@ struct JournalOp {
                CancelOp, ReportUsageOp, ExtendTokensOp, PauseOp, ResumeOp,
                PriorityOverrideOp, OverrideBreakerOp, RaiseLimitsOp,
                ResolveConflictOp, SetLockPolicyOp, ReserveOp,
-               CancelReservationOp, ReconfigureOp, ReclaimOp, TickOp>
+               CancelReservationOp, ReconfigureOp, ReclaimOp, ObserveSystemOp,
+               TickOp>
       op;
 };
 
@@ -168,7 +173,8 @@ Status ApplyOp(Engine& engine, const JournalOp& op);
 // "reallocate", "cancel", "report_usage", "extend_tokens", "pause",
 // "resume", "priority_override", "override_breaker", "raise_limits",
 // "resolve_conflict", "set_lock_policy", "reserve", "cancel_reservation",
-// "reconfigure", "reclaim", "tick". For `qm state export` and messages.
+// "reconfigure", "reclaim", "observe_system", "tick". For `qm state export` and
+// messages.
 std::string_view OpName(const JournalOp& op);
 
 }  // namespace qm::store

@@ -154,6 +154,7 @@ void ExpectSameConfig(const Config& a, const Config& b) {
             b.monitoring_intervals.capacity_analysis);
   EXPECT_EQ(a.monitoring_intervals.trend_analysis,
             b.monitoring_intervals.trend_analysis);
+  EXPECT_EQ(a.monitoring, b.monitoring);
   EXPECT_TRUE(a == b) << "the configs differ in a field not compared above";
 }
 

@@ -410,3 +410,56 @@ TEST(ConflictsConfigErrorTest, SeedConflictResolution) {
 
 }  // namespace
 }  // namespace qm
+
+namespace qm {
+namespace {
+
+// The monitoring section (docs/monitoring.md): every key, the dump, and
+// thresholds out of range or out of order named with their place.
+TEST(MonitoringConfigTest, EveryKeyIsReadAndDumped) {
+  const Config c = testing_util::Load(R"(monitoring:
+  warning_threshold: 0.7
+  critical_threshold: 0.9
+  pressure_threshold: 0.75
+  gc_trigger_threshold: 0.85
+  psi_threshold: 0.2
+  hysteresis: 0.1
+)");
+  EXPECT_EQ(c.monitoring.warning_threshold, 0.7);
+  EXPECT_EQ(c.monitoring.critical_threshold, 0.9);
+  EXPECT_EQ(c.monitoring.pressure_threshold, 0.75);
+  EXPECT_EQ(c.monitoring.gc_trigger_threshold, 0.85);
+  EXPECT_EQ(c.monitoring.psi_threshold, 0.2);
+  EXPECT_EQ(c.monitoring.hysteresis, 0.1);
+  const std::string yaml = ConfigToYaml(c);
+  auto again = LoadConfigString(yaml, "dump.yml");
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->monitoring, c.monitoring);
+  EXPECT_EQ(Config::Defaults().monitoring, MonitoringConfig{});
+}
+
+TEST(MonitoringConfigTest, BadThresholdsAreNamed) {
+  using ::testing::HasSubstr;
+  EXPECT_THAT(
+      testing_util::LoadError("monitoring:\n  warning_threshold: 1.5\n"),
+      HasSubstr("monitoring.warning_threshold"));
+  EXPECT_THAT(testing_util::LoadError("monitoring:\n  psi_threshold: 0\n"),
+              HasSubstr("monitoring.psi_threshold"));
+  EXPECT_THAT(testing_util::LoadError("monitoring:\n  hysteresis: 0.6\n"),
+              HasSubstr("monitoring.hysteresis"));
+  EXPECT_THAT(
+      testing_util::LoadError("monitoring:\n  critical_threshold: 0.5\n"),
+      HasSubstr("critical_threshold: 0.5 must not be below "
+                "warning_threshold (0.8)"));
+  EXPECT_THAT(
+      testing_util::LoadError("monitoring:\n  gc_trigger_threshold: 0.7\n"),
+      HasSubstr("gc_trigger_threshold: 0.7 must not be below "
+                "pressure_threshold (0.8)"));
+  EXPECT_THAT(testing_util::LoadError("monitoring:\n  psi_threshold: 0.05\n"),
+              HasSubstr("hysteresis: 0.05 must be below psi_threshold (0.05)"));
+  EXPECT_THAT(testing_util::LoadError("monitoring:\n  warning: 0.5\n"),
+              HasSubstr("warning_threshold"));  // did you mean
+}
+
+}  // namespace
+}  // namespace qm

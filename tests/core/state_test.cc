@@ -1183,6 +1183,7 @@ TEST(StateTest, GarbageIsDataLoss) {
   EXPECT_TRUE(Damaged(config, "", false));
   EXPECT_TRUE(Damaged(config, "QMST", false));
   EXPECT_TRUE(Damaged(config, Reseal("QMST\x01"), false));
+  EXPECT_TRUE(Damaged(config, Reseal("QMST\x02"), false));
   EXPECT_TRUE(Damaged(config, std::string(64, '\0'), false));
   for (int k = 0; k < 2000; ++k) {
     std::string junk(rng() % 300, '\0');
@@ -1190,6 +1191,7 @@ TEST(StateTest, GarbageIsDataLoss) {
     ASSERT_TRUE(Damaged(config, junk, false));
     // Behind a valid header and checksum the decoder meets it.
     ASSERT_TRUE(Damaged(config, Reseal("QMST\x01" + junk), false)) << k;
+    ASSERT_TRUE(Damaged(config, Reseal("QMST\x02" + junk), false)) << k;
   }
 }
 
@@ -1197,7 +1199,7 @@ TEST(StateTest, NewerFormatIsDataLossSayingSo) {
   const Config config = FeatureConfig();
   std::string state = FeatureState(config);
   ASSERT_FALSE(HasFatalFailure());
-  state[4] = 2;
+  state[4] = 3;
   ManualClock clock(TestStart());
   auto r = Engine::Restore(config, &clock, nullptr, state);
   ASSERT_FALSE(r.ok());

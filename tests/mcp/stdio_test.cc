@@ -71,6 +71,14 @@ class Child {
 
   bool started() const { return pid_ > 0; }
 
+  // SIGKILL, as a client that goes away (or a crash) ends it; waits for it.
+  void Kill() {
+    if (pid_ > 0 && !exited_) {
+      kill(pid_, SIGKILL);
+      Wait();
+    }
+  }
+
   // Writes all of `text` (from a thread of its own when large, so the
   // child's answers cannot fill the pipe while we block).
   void Write(const std::string& text) {
@@ -280,6 +288,41 @@ TEST_F(StdioTest, SubscriptionsNotifyOnStdout) {
   EXPECT_EQ(n["params"]["uri"], "qm://status");
   c.CloseInput();
   EXPECT_EQ(c.Wait(), 0);
+}
+
+// `qm mcp` names itself as the holder of what it allocates, so when its
+// process goes (its client is gone: the client ends it, or it is killed)
+// the server takes the allocation back at once instead of when its lease
+// (10 minutes here) runs out.
+TEST_F(StdioTest, AllocationsAreReclaimedWhenQmMcpIsKilled) {
+  Child c(url_);
+  ASSERT_TRUE(c.started());
+  InitializeChild(c);
+  Json req = Coder("k");
+  req["ttl_seconds"] = 600;
+  c.Send(Request(
+      1, "tools/call",
+      {{"name", "resource_allocate"}, {"arguments", {{"requirements", req}}}}));
+  Json a = c.NextResponse();
+  ASSERT_EQ(a["result"]["structuredContent"]["status"], "active") << a.dump();
+  const std::string id = a["result"]["structuredContent"]["allocation_id"];
+  auto status = [&] {
+    return Api("GET", "/v1/allocations/" + id)["result"].value("status", "?");
+  };
+  // Held while the process lives.
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  ASSERT_EQ(status(), "active");
+
+  c.Kill();
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (status() == "active" && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(status(), "expired");
+  EXPECT_EQ(
+      Api("GET", "/v1/status")["result"]["resources"]["agents"]["allocated"],
+      0);
 }
 
 }  // namespace

@@ -232,6 +232,7 @@ class MultiServerTest : public ::testing::Test {
   std::unique_ptr<App> StartApp() {
     ServeOptions o;
     o.http.listen = "127.0.0.1:0";
+    o.sample = false;  // hermetic: no readings of this machine
     o.service.workers = 8;
     o.durable.store.location = uri_;
     o.durable.store.leader_lease = 2000ms;

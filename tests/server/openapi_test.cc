@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -388,6 +389,7 @@ class OpenApiTest : public ::testing::Test {
     };
     std::map<std::string, Example> e;
     e["GET /"] = {fixed("/")};
+    e["GET /dashboard/{file}"] = {fixed("/dashboard/app.js")};
     e["GET /healthz"] = {fixed("/healthz")};
     e["GET /readyz"] = {fixed("/readyz")};
     e["GET /metrics"] = {fixed("/metrics")};
@@ -430,6 +432,9 @@ class OpenApiTest : public ::testing::Test {
     e["GET /v1/queue"] = {fixed("/v1/queue")};
     e["GET /v1/status"] = {fixed("/v1/status")};
     e["GET /v1/capacity"] = {fixed("/v1/capacity")};
+    e["GET /v1/monitor/system"] = {
+        fixed("/v1/monitor/system?time_range=1h&include_trends=true&"
+              "detail_level=full")};
     e["GET /v1/costs"] = {fixed("/v1/costs")};
     e["GET /v1/analytics"] = {fixed("/v1/analytics")};
     e["GET /v1/conflicts"] = {[this] {
@@ -502,7 +507,45 @@ class OpenApiTest : public ::testing::Test {
     e["GET /v1/events"] = {
         fixed("/v1/events?after=0&types=granted,queued&product=web")};
     e["GET /v1/monitor"] = {fixed("/v1/monitor?interval=1&product=web")};
+    // MCP (its own protocol): initialize opens a session; the stream and
+    // DELETE name one.
+    e["POST /mcp"] = {[] { return Req{"/mcp", kMcpInitialize, McpHeaders()}; }};
+    e["GET /mcp"] = {[this] {
+      Headers h = McpHeaders(OpenMcpSession());
+      h.emplace_back("Accept", "text/event-stream");
+      return Req{"/mcp", "", h};
+    }};
+    e["DELETE /mcp"] = {[this] {
+      return Req{"/mcp", "", McpHeaders(OpenMcpSession())};
+    }};
     return e;
+  }
+
+  static constexpr const char* kMcpInitialize =
+      R"({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params":)"
+      R"( {"protocolVersion": "2025-06-18", "capabilities": {},)"
+      R"( "clientInfo": {"name": "openapi_test", "version": "1"}}})";
+  // The headers of an MCP client (of a session, when given).
+  static Headers McpHeaders(const std::string& session = "") {
+    Headers h = {{"Content-Type", "application/json"}};
+    if (!session.empty()) {
+      h.emplace_back("Mcp-Session-Id", session);
+      h.emplace_back("MCP-Protocol-Version", "2025-06-18");
+    } else {
+      h.emplace_back("Accept", "application/json, text/event-stream");
+    }
+    return h;
+  }
+  // A new MCP session's id.
+  std::string OpenMcpSession() {
+    auto r = Send("POST", {"/mcp", kMcpInitialize, McpHeaders()});
+    EXPECT_TRUE(r.ok() && r->status == 200);
+    if (!r.ok()) return "";
+    for (const auto& [name, value] : r->headers) {
+      if (name == "mcp-session-id") return value;
+    }
+    ADD_FAILURE() << "no Mcp-Session-Id in " << r->body;
+    return "";
   }
 
   // Checks an answer of `op` against its documented responses; `want` (when
@@ -747,7 +790,8 @@ TEST_F(OpenApiTest, StreamsAnswerAsDocumented) {
   std::map<std::string, Example> examples = Examples();
   int streams = 0;
   for (const Operation& op : Operations(spec_)) {
-    if (!IsStream(op)) continue;
+    // GET /mcp needs a session: McpAnswersAsDocumented.
+    if (!IsStream(op) || op.path == "/mcp") continue;
     ++streams;
     SCOPED_TRACE(op.Key());
     const Req req = examples.at(op.Key()).make();
@@ -842,6 +886,107 @@ TEST_F(OpenApiTest, MonitorProductFilterKeepsTheProductsShape) {
   EXPECT_TRUE(snapshot["products"].contains("web"));
 }
 
+// /mcp: its stream (with a session and something to notify) and its
+// documented refusals.
+TEST_F(OpenApiTest, McpAnswersAsDocumented) {
+  const std::vector<Operation> ops = Operations(spec_);
+  auto find = [&](const std::string& method) -> const Operation* {
+    for (const Operation& op : ops) {
+      if (op.path == "/mcp" && op.method == method) return &op;
+    }
+    return nullptr;
+  };
+  const Operation* post_op = find("POST");
+  const Operation* get_op = find("GET");
+  const Operation* del_op = find("DELETE");
+  ASSERT_TRUE(post_op && get_op && del_op);
+  const Operation& post = *post_op;
+  const Operation& get = *get_op;
+  const Operation& del = *del_op;
+  const std::string session = OpenMcpSession();
+  ASSERT_FALSE(session.empty());
+  const std::string subscribe =
+      R"({"jsonrpc": "2.0", "id": 2, "method": "resources/subscribe",)"
+      R"( "params": {"uri": "qm://status"}})";
+  auto sub = Send("POST", {"/mcp", subscribe, McpHeaders(session)});
+  ASSERT_TRUE(sub.ok());
+  CheckAnswer(post, *sub, 200);
+  const std::string note =
+      R"({"jsonrpc": "2.0", "method": "notifications/initialized"})";
+  auto accepted = Send("POST", {"/mcp", note, McpHeaders(session)});
+  ASSERT_TRUE(accepted.ok());
+  EXPECT_EQ(accepted->status, 202);
+  EXPECT_TRUE(Child(Child(post.node, "responses"), "202"));
+
+  // The stream: its head off the wire, then one event once something
+  // changes.
+  Headers stream_headers = McpHeaders(session);
+  stream_headers.emplace_back("Accept", "text/event-stream");
+  const auto [media, entry] =
+      Media(spec_, Child(Child(get.node, "responses"), "200"));
+  int seen = 0;
+  std::thread reader([&, entry = entry] {
+    HttpClient c = Client();
+    Status s = c.Stream(
+        "/mcp",
+        [&](const std::string&, const std::string& event,
+            const std::string& data) {
+          if (data.empty()) return true;
+          ++seen;
+          const YAML::Node schema = Child(Child(entry, "x-sse-events"), event);
+          EXPECT_TRUE(schema) << "event " << event << " is not documented";
+          if (!schema) return false;
+          std::vector<std::string> errors;
+          Check(spec_, schema, Json::parse(data, nullptr, false), event,
+                &errors);
+          EXPECT_TRUE(errors.empty()) << JoinErrors(errors);
+          return false;
+        },
+        std::chrono::seconds(10), stream_headers);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  Allocate();
+  reader.join();
+  EXPECT_EQ(seen, 1);
+  EXPECT_EQ(media, "text/event-stream");
+
+  // Refusals, each documented.
+  struct Refusal {
+    const Operation* op;
+    Req req;
+    int status;
+  };
+  Headers html = McpHeaders();
+  html.emplace_back("Accept", "text/html");
+  Headers form = {{"Content-Type", "application/x-www-form-urlencoded"}};
+  Headers evil = McpHeaders();
+  evil.emplace_back("Origin", "http://evil.example");
+  Headers json_only = McpHeaders(session);
+  json_only.emplace_back("Accept", "application/json");
+  Headers old_version = {{"Mcp-Session-Id", session},
+                         {"MCP-Protocol-Version", "2024-11-05"}};
+  const std::string ping = R"({"jsonrpc": "2.0", "id": 3, "method": "ping"})";
+  const std::vector<Refusal> refusals = {
+      {&post, {"/mcp", ping, McpHeaders()}, 400},
+      {&post, {"/mcp", ping, McpHeaders("mcp-unknown")}, 404},
+      {&post, {"/mcp", ping, old_version}, 400},
+      {&post, {"/mcp", "{oops", McpHeaders(session)}, 400},
+      {&post, {"/mcp", kMcpInitialize, html}, 406},
+      {&post, {"/mcp", kMcpInitialize, form}, 415},
+      {&post, {"/mcp", kMcpInitialize, evil}, 403},
+      {&get, {"/mcp", "", {}}, 400},
+      {&get, {"/mcp", "", json_only}, 406},
+      {&del, {"/mcp", "", McpHeaders("mcp-unknown")}, 404},
+  };
+  for (const Refusal& r : refusals) {
+    SCOPED_TRACE(r.op->Key() + " " + r.req.body);
+    auto a = Send(r.op->method, r.req);
+    ASSERT_TRUE(a.ok()) << a.status().ToString();
+    CheckAnswer(*r.op, *a, r.status);
+  }
+}
+
 // ---------------------------------------------------------------- c. refusals
 
 TEST_F(OpenApiTest, UnknownFieldsAreRefusedAsDocumented) {
@@ -850,6 +995,8 @@ TEST_F(OpenApiTest, UnknownFieldsAreRefusedAsDocumented) {
   for (const Operation& op : Operations(spec_)) {
     if (op.method != "POST" || !Child(op.node, "requestBody")) continue;
     if (!Child(Child(op.node, "responses"), "400")) continue;
+    // A JSON-RPC message, not an operation's fields: McpAnswersAsDocumented.
+    if (op.path == "/mcp") continue;
     SCOPED_TRACE(op.Key());
     Req req = examples.at(op.Key()).make();
     req.body = R"({"bogus_field": 1})";

@@ -586,6 +586,62 @@ TEST_F(DurableEngineTest, ClosedEngineAnswersUnavailable) {
   EXPECT_TRUE(d->Close().ok());  // idempotent
 }
 
+// The machine's readings are journaled: a restart (and a follower)
+// replays the same alerts, pressure hold and reclaims.
+TEST_F(DurableEngineTest, SystemReadingsReplayToTheSameState) {
+  options_.snapshot_every_records = 1000000;
+  std::string digest, held;
+  {
+    auto d = OpenEngine();
+    ASSERT_NE(d, nullptr);
+    for (int i = 0; i < 4; ++i) {
+      AllocationRequest r = Request("low" + std::to_string(i));
+      r.priority = "low";
+      r.resources = {{"memory_gb", 2}};
+      ASSERT_TRUE(d->Allocate(r).ok());
+      clock_.Advance(1s);
+    }
+    for (double m : {0.5, 0.85, 0.95, 0.9, 0.7}) {
+      SystemReading reading;
+      reading.memory_utilization = m;
+      reading.cpu_utilization = m;
+      reading.memory_total_gb = 16;
+      ASSERT_TRUE(d->ObserveSystem(reading).ok());
+      if (m == 0.85) {
+        AllocationRequest r = Request("held");
+        r.resources = {{"memory_gb", 1}};
+        auto a = d->Allocate(r);
+        ASSERT_TRUE(a.ok()) << a.status().ToString();
+        EXPECT_EQ(a->allocation.status, AllocStatus::kQueued);
+        held = a->allocation.id;
+      }
+      clock_.Advance(30s);
+    }
+    SystemReading bad;
+    bad.cpu_utilization = 2;  // refused, journaled as refused
+    EXPECT_EQ(d->ObserveSystem(bad).code(), Code::kInvalidRequest);
+    // Due timers (the reclaimed holders' deadlines) run now, as the
+    // recovery's own tick would run them at this time.
+    ASSERT_TRUE(d->Tick().ok());
+    auto s = d->GetSnapshot();
+    ASSERT_TRUE(s.ok());
+    EXPECT_FALSE(s->health.memory_pressure);
+    digest = *d->StateDigest();
+    ASSERT_TRUE(d->Close().ok());
+  }
+  auto d = OpenEngine();
+  ASSERT_NE(d, nullptr);
+  EXPECT_EQ(*d->StateDigest(), digest);
+  auto a = d->Get(held);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->status, AllocStatus::kActive);  // granted when it eased
+  int reclaims = 0;
+  for (const Event& e : log_.events()) {
+    reclaims += e.type == EventType::kReclaimRequested;
+  }
+  EXPECT_GT(reclaims, 0);
+}
+
 }  // namespace
 }  // namespace qm
 

@@ -188,6 +188,9 @@ void ExpectSameOp(const ReclaimOp& a, const ReclaimOp& b) {
   EXPECT_EQ(a.id, b.id);
   EXPECT_EQ(a.reason, b.reason);
 }
+void ExpectSameOp(const ObserveSystemOp& a, const ObserveSystemOp& b) {
+  EXPECT_EQ(a.reading, b.reading);
+}
 void ExpectSameOp(const TickOp&, const TickOp&) {}
 
 void ExpectSame(const JournalOp& a, const JournalOp& b) {
@@ -292,6 +295,7 @@ std::vector<JournalOp> AllOps(bool full) {
     add(CancelReservationOp{});
     add(ReconfigureOp{});
     add(ReclaimOp{});
+    add(ObserveSystemOp{});
     add(TickOp{});
     return ops;
   }
@@ -318,6 +322,7 @@ std::vector<JournalOp> AllOps(bool full) {
   add(CancelReservationOp{"nightly", FullActor()});
   add(ReconfigureOp{"resources:\n  agents: 12\n", FullActor()});
   add(ReclaimOp{"alloc_17", "holder process 4242 exited"});
+  add(ObserveSystemOp{SystemReading{0.4375, 0.921875, 0.125, 0.6, 23.5}});
   add(TickOp{});
   return ops;
 }
@@ -458,26 +463,14 @@ TEST(OpCodecTest, ExtremeValuesRoundTrip) {
 TEST(OpCodecTest, OpNames) {
   std::vector<std::string> names;
   for (const JournalOp& op : AllOps(false)) names.emplace_back(OpName(op));
-  EXPECT_EQ(names, (std::vector<std::string>{"allocate",
-                                             "allocate_batch",
-                                             "release",
-                                             "renew",
-                                             "reallocate",
-                                             "cancel",
-                                             "report_usage",
-                                             "extend_tokens",
-                                             "pause",
-                                             "resume",
-                                             "priority_override",
-                                             "override_breaker",
-                                             "raise_limits",
-                                             "resolve_conflict",
-                                             "set_lock_policy",
-                                             "reserve",
-                                             "cancel_reservation",
-                                             "reconfigure",
-                                             "reclaim",
-                                             "tick"}));
+  EXPECT_EQ(names, (std::vector<std::string>{
+                       "allocate",     "allocate_batch",     "release",
+                       "renew",        "reallocate",         "cancel",
+                       "report_usage", "extend_tokens",      "pause",
+                       "resume",       "priority_override",  "override_breaker",
+                       "raise_limits", "resolve_conflict",   "set_lock_policy",
+                       "reserve",      "cancel_reservation", "reconfigure",
+                       "reclaim",      "observe_system",     "tick"}));
 }
 
 // The bytes are the durable format: pin a few so an accidental change (a
@@ -614,7 +607,7 @@ TEST(OpCodecTest, NewerVersionIsDataLoss) {
 }
 
 TEST(OpCodecTest, UnknownTagIsDataLoss) {
-  for (uint8_t tag : {0, 21, 99, 255}) {
+  for (uint8_t tag : {0, 22, 99, 255}) {
     std::string bytes = EncodeOp(JournalOp{At(5), CancelOp{"a"}});
     bytes[1] = static_cast<char>(tag);
     StatusOr<JournalOp> got = DecodeOp(bytes);
@@ -911,6 +904,8 @@ TEST(OpCodecTest, ApplyOpReachesEveryEngineMethod) {
       {t0 + 4s, CancelReservationOp{"res_1", Actor{"c", "z"}}},
       {t0 + 4s, ReconfigureOp{ReloadedYaml(), Actor{"ops", "bigger"}}},
       {t0 + 4s, ReclaimOp{"alloc_2", "holder process 99 exited"}},
+      {t0 + 4s, ObserveSystemOp{SystemReading{0.9, 0.95, 0.2, 0.5, 16}}},
+      {t0 + 4s, ObserveSystemOp{SystemReading{1.5, {}, {}, {}, 0}}},
       {t0 + 5s, TickOp{}},
   };
   std::vector<Code> live_codes;
@@ -948,6 +943,8 @@ TEST(OpCodecTest, ApplyOpReachesEveryEngineMethod) {
             return e.CancelReservation(o.id, o.actor).status();
           if constexpr (std::is_same_v<T, ReclaimOp>)
             return e.Reclaim(o.id, o.reason).status();
+          if constexpr (std::is_same_v<T, ObserveSystemOp>)
+            return e.ObserveSystem(o.reading);
           if constexpr (std::is_same_v<T, ReconfigureOp>) {
             auto config = LoadConfigString(o.config_yaml, "test");
             EXPECT_TRUE(config.ok()) << config.status().ToString();

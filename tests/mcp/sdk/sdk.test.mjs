@@ -1,7 +1,10 @@
 // qm's MCP server driven by the official TypeScript SDK's Client over
 // stdio, against a real `qm serve`: initialize, list the tools and check
 // their schemas, allocate, see the allocation in resource_monitor, release,
-// invalid arguments as tool errors, resources and a subscription.
+// invalid arguments as tool errors, resources and a subscription. Then the
+// same through the Streamable HTTP transport (/mcp on a second `qm serve`
+// that has auth tokens) with the SDK's StreamableHTTPClientTransport and a
+// bearer token: an agent token confined to its product.
 //
 // Run by ctest (mcp_sdk) as `node --test sdk.test.mjs` with QM_BINARY (the
 // qm executable, for `qm serve`) and QM_MCP_BINARY (the MCP stdio server:
@@ -10,12 +13,14 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import {
   ErrorCode,
   McpError,
@@ -46,11 +51,12 @@ let negotiated;
 let mcpStderr = '';
 const updates = [];
 
-// Starts `qm serve` on port 0 and resolves with its URL (from the line it
-// prints: "qm serve: listening on http://127.0.0.1:PORT (...)").
-function startServer() {
+// Starts `qm serve` on port 0 with its state in `dir` (and `args`);
+// resolves with the child process and its URL (from the line it prints:
+// "qm serve: listening on http://127.0.0.1:PORT (...)").
+function startQm(dir, args = []) {
   return new Promise((resolve, reject) => {
-    server = spawn(QM, ['serve', '--listen', '127.0.0.1:0', '--state', stateDir], {
+    const child = spawn(QM, ['serve', '--listen', '127.0.0.1:0', '--state', dir, ...args], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
@@ -59,20 +65,34 @@ function startServer() {
       () => reject(new Error(`qm serve did not say where it listens: ${out} ${err}`)),
       20000,
     );
-    server.stderr.on('data', (d) => (err += d));
-    server.stdout.on('data', (d) => {
+    child.stderr.on('data', (d) => (err += d));
+    child.stdout.on('data', (d) => {
       out += d;
       const m = out.match(/listening on (https?:\/\/[^\s]+)/);
       if (m) {
         clearTimeout(timer);
-        resolve(m[1]);
+        resolve({ child, url: m[1] });
       }
     });
-    server.on('exit', (code) => {
+    child.on('exit', (code) => {
       clearTimeout(timer);
       reject(new Error(`qm serve exited (${code}): ${err}`));
     });
   });
+}
+
+async function startServer() {
+  const started = await startQm(stateDir);
+  server = started.child;
+  return started.url;
+}
+
+async function stopQm(child) {
+  if (child && child.exitCode === null) {
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGTERM');
+    await exited;
+  }
 }
 
 function structured(result) {
@@ -116,11 +136,7 @@ before(async () => {
 
 after(async () => {
   await client?.close();
-  if (server && server.exitCode === null) {
-    const exited = new Promise((resolve) => server.once('exit', resolve));
-    server.kill('SIGTERM');
-    await exited;
-  }
+  await stopQm(server);
   if (stateDir) rmSync(stateDir, { recursive: true, force: true });
 });
 
@@ -274,4 +290,154 @@ test('resources: list, read, subscribe', async () => {
     name: 'resource_release',
     arguments: { allocation_id: structured(a).allocation_id },
   });
+});
+
+// ---------------------------------------------------------------- over HTTP
+
+// A second server with auth tokens: an agent token for product `web` and an
+// admin token, their SHA-256 in the config file (never the tokens).
+async function startServerWithTokens() {
+  const dir = mkdtempSync(path.join(tmpdir(), 'qm-mcp-sdk-http-'));
+  const agent = `qm_${randomBytes(24).toString('hex')}`;
+  const admin = `qm_${randomBytes(24).toString('hex')}`;
+  const sha = (t) => createHash('sha256').update(t).digest('hex');
+  const config = path.join(dir, 'qm.yml');
+  writeFileSync(
+    config,
+    [
+      'max_concurrent:',
+      '  total: 4',
+      'server:',
+      '  auth:',
+      '    tokens:',
+      `      - {name: sdk-agent, sha256: ${sha(agent)}, role: agent, products: [web]}`,
+      `      - {name: sdk-admin, sha256: ${sha(admin)}, role: admin}`,
+      '',
+    ].join('\n'),
+  );
+  const { child, url: base } = await startQm(path.join(dir, 'state'), ['--config', config]);
+  return { dir, child, base, agent, admin };
+}
+
+test('Streamable HTTP at /mcp with a bearer token', async (t) => {
+  const qm = await startServerWithTokens();
+  const endpoint = new URL(`${qm.base}/mcp`);
+  const bearer = (token) => ({ requestInit: { headers: { Authorization: `Bearer ${token}` } } });
+  const api = async (method, target, body, token = qm.admin) => {
+    const r = await fetch(`${qm.base}${target}`, {
+      method,
+      headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    return r.json();
+  };
+  const httpUpdates = [];
+  let http;
+  t.after(async () => {
+    await http?.close();
+    await stopQm(qm.child);
+    rmSync(qm.dir, { recursive: true, force: true });
+  });
+
+  // Without a token the server refuses the connection (401, as on /v1).
+  const anonymous = new Client({ name: 'qm-sdk-anon', version: '1.0.0' });
+  await assert.rejects(anonymous.connect(new StreamableHTTPClientTransport(endpoint)), (e) =>
+    /401|UNAUTHENTICATED/.test(`${e.code} ${e.message}`),
+  );
+
+  const transport = new StreamableHTTPClientTransport(endpoint, bearer(qm.agent));
+  http = new Client({ name: 'qm-sdk-http', version: '1.0.0' });
+  http.setNotificationHandler(ResourceUpdatedNotificationSchema, (n) => {
+    httpUpdates.push(n.params.uri);
+  });
+  await http.connect(transport);
+  const session = transport.sessionId;
+  assert.match(session, /^[\x21-\x7e]+$/);
+  assert.equal(transport.protocolVersion, '2025-06-18');
+  assert.equal(http.getServerVersion().name, 'qm');
+
+  const { tools } = await http.listTools();
+  assert.deepEqual(tools.map((x) => x.name).sort(), [...TOOLS].sort());
+
+  // Allocate in the token's product, see it, release it.
+  const a = await http.callTool({
+    name: 'resource_allocate',
+    arguments: { requirements: { workflow_id: 'http-w1', agent_type: 'coder', product: 'web' }, timeout: 10 },
+  });
+  assert.equal(a.isError, false, text(a));
+  const alloc = structured(a);
+  assert.equal(alloc.status, 'active');
+  const seen = structured(await http.callTool({ name: 'resource_monitor', arguments: {} }));
+  assert.ok(seen.allocations.some((x) => x.allocation_id === alloc.allocation_id), JSON.stringify(seen));
+
+  // Another product's allocation (the admin's) is invisible and untouchable.
+  const other = await api('POST', '/v1/allocations', { workflow_id: 'api-w', agent_type: 'coder', product: 'api' });
+  assert.equal(other.status, 'success', JSON.stringify(other));
+  const otherId = other.result.allocation_id;
+  const seen2 = structured(await http.callTool({ name: 'resource_monitor', arguments: {} }));
+  assert.ok(!seen2.allocations.some((x) => x.allocation_id === otherId), JSON.stringify(seen2));
+  const steal = await http.callTool({ name: 'resource_release', arguments: { allocation_id: otherId } });
+  assert.equal(steal.isError, true);
+  assert.equal(structured(steal).error.code, 'NOT_FOUND');
+  const cross = await http.callTool({
+    name: 'resource_allocate',
+    arguments: { requirements: { workflow_id: 'x', agent_type: 'coder', product: 'api' } },
+  });
+  assert.equal(cross.isError, true);
+  assert.equal(structured(cross).error.code, 'PERMISSION_DENIED');
+
+  // Invalid arguments are tool errors.
+  const invalid = await http.callTool({ name: 'resource_allocate', arguments: { requirements: { workflow_id: 'w' } } });
+  assert.equal(invalid.isError, true);
+  assert.equal(structured(invalid).error.code, 'INVALID_REQUEST');
+
+  // A subscription notifies over the session's GET stream.
+  await http.subscribeResource({ uri: 'qm://status' });
+  const b = await http.callTool({
+    name: 'resource_allocate',
+    arguments: { requirements: { workflow_id: 'http-w2', agent_type: 'coder', product: 'web' } },
+  });
+  assert.equal(b.isError, false, text(b));
+  const deadline = Date.now() + 10000;
+  while (!httpUpdates.includes('qm://status') && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.ok(httpUpdates.includes('qm://status'), 'no notifications/resources/updated over HTTP');
+
+  const r = await http.callTool({ name: 'resource_release', arguments: { allocation_id: alloc.allocation_id } });
+  assert.equal(r.isError, false, text(r));
+  assert.equal(structured(r).status, 'released');
+
+  // A browser page from another origin is refused (DNS rebinding).
+  const evil = await fetch(endpoint, {
+    method: 'POST',
+    headers: {
+      Authorization: `Bearer ${qm.agent}`,
+      Origin: 'http://evil.example',
+      'Content-Type': 'application/json',
+      Accept: 'application/json, text/event-stream',
+      'Mcp-Session-Id': session,
+    },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 99, method: 'ping' }),
+  });
+  assert.equal(evil.status, 403);
+
+  // Ending the session gives back what it still holds (http-w2).
+  await transport.terminateSession();
+  assert.equal(transport.sessionId, undefined);
+  const after = await api('GET', `/v1/allocations/${structured(b).allocation_id}`);
+  assert.equal(after.result.status, 'released', JSON.stringify(after));
+  const gone = await fetch(endpoint, {
+    method: 'POST',
+    headers: {
+      Authorization: `Bearer ${qm.agent}`,
+      'Content-Type': 'application/json',
+      Accept: 'application/json, text/event-stream',
+      'Mcp-Session-Id': session,
+      'MCP-Protocol-Version': '2025-06-18',
+    },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 100, method: 'ping' }),
+  });
+  assert.equal(gone.status, 404);
+  assert.equal((await api('GET', `/v1/allocations/${otherId}`)).result.status, 'active');
 });

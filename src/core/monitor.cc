@@ -1,0 +1,360 @@
+// Monitoring in the engine (Engine::ObserveSystem, docs/monitoring.md):
+// the machine's readings rated against config.monitoring into health and
+// alerts, and the memory pressure response. The engine decides; the
+// server's sampler only reads the machine and hands the reading over, so
+// the decisions are journaled and replayed like any other.
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "core/engine_impl.h"
+#include "core/text.h"
+
+namespace qm {
+
+namespace {
+
+// "83%" (whole percent; "0.4%" under 1%).
+std::string Percent(double fraction) {
+  const double p = fraction * 100;
+  if (p > 0 && p < 1) return FormatNumber(std::round(p * 10) / 10) + "%";
+  return FormatNumber(std::round(p)) + "%";
+}
+
+Status CheckFraction(const char* field, const std::optional<double>& v) {
+  if (v && (!std::isfinite(*v) || *v < 0 || *v > 1)) {
+    return InvalidRequest(std::string(field) +
+                          ": must be a fraction from 0 to 1, got " +
+                          (std::isfinite(*v) ? FormatNumber(*v) : "nan/inf"));
+  }
+  return Status::Ok();
+}
+
+HealthStatus Worst(HealthStatus a, HealthStatus b) { return std::max(a, b); }
+
+// What a resource's capacity_warning says and recommends.
+struct AlertText {
+  const char* resource;
+  const char* what;  // "CPU utilization"
+  const char* action;
+};
+constexpr AlertText kCpu{"cpu", "CPU utilization",
+                         "Reduce concurrent agents (max_concurrent) or move "
+                         "work to another machine"};
+constexpr AlertText kStorage{"storage", "Storage utilization",
+                             "Clean temporary files or move the state to a "
+                             "larger disk"};
+constexpr AlertText kAgents{"agents", "Agent pool utilization",
+                            "Consider scaling the agent pool "
+                            "(max_concurrent.total) or lowering the load"};
+
+}  // namespace
+
+Status ValidateMonitoringConfig(const MonitoringConfig& m) {
+  struct Field {
+    const char* name;
+    double value;
+  };
+  const Field thresholds[] = {{"warning_threshold", m.warning_threshold},
+                              {"critical_threshold", m.critical_threshold},
+                              {"pressure_threshold", m.pressure_threshold},
+                              {"gc_trigger_threshold", m.gc_trigger_threshold},
+                              {"psi_threshold", m.psi_threshold}};
+  for (const Field& f : thresholds) {
+    if (!std::isfinite(f.value) || f.value <= 0 || f.value > 1) {
+      return InvalidRequest(std::string("monitoring.") + f.name +
+                            ": must be a fraction above 0 and at most 1, got " +
+                            FormatNumber(f.value));
+    }
+  }
+  if (!std::isfinite(m.hysteresis) || m.hysteresis < 0 || m.hysteresis > 0.5) {
+    return InvalidRequest(
+        "monitoring.hysteresis: must be a fraction from 0 to 0.5, got " +
+        FormatNumber(m.hysteresis));
+  }
+  if (m.critical_threshold < m.warning_threshold) {
+    return InvalidRequest(
+        "monitoring.critical_threshold: " + FormatNumber(m.critical_threshold) +
+        " must not be below warning_threshold (" +
+        FormatNumber(m.warning_threshold) + ")");
+  }
+  if (m.gc_trigger_threshold < m.pressure_threshold) {
+    return InvalidRequest("monitoring.gc_trigger_threshold: " +
+                          FormatNumber(m.gc_trigger_threshold) +
+                          " must not be below pressure_threshold (" +
+                          FormatNumber(m.pressure_threshold) + ")");
+  }
+  // A figure clears at its threshold less the hysteresis: that must be
+  // above 0, or it could never clear.
+  for (const Field& f : thresholds) {
+    if (m.hysteresis >= f.value) {
+      return InvalidRequest(
+          "monitoring.hysteresis: " + FormatNumber(m.hysteresis) +
+          " must be below " + f.name + " (" + FormatNumber(f.value) +
+          "), or what it raises could never clear");
+    }
+  }
+  return Status::Ok();
+}
+
+std::string EngineImpl::PressureText() const {
+  std::string figures;
+  if (system_ && system_->memory_utilization) {
+    figures = Percent(*system_->memory_utilization) + " of memory in use";
+  }
+  if (system_ && system_->memory_pressure &&
+      *system_->memory_pressure >= config_.monitoring.psi_threshold) {
+    figures += std::string(figures.empty() ? "" : ", ") +
+               "tasks stalled on memory " + Percent(*system_->memory_pressure) +
+               " of the last 10 s";
+  }
+  return "memory pressure (" + figures + "; pressure_threshold " +
+         Percent(config_.monitoring.pressure_threshold) +
+         "): requests that ask for memory_gb wait until it eases";
+}
+
+Health EngineImpl::ComputeHealth(const Snapshot& s) const {
+  const MonitoringConfig& m = config_.monitoring;
+  Health h;
+  auto rate = [](std::optional<double> v, double warning,
+                 double critical) -> std::optional<HealthStatus> {
+    if (!v) return std::nullopt;
+    if (*v >= critical) return HealthStatus::kCritical;
+    if (*v >= warning) return HealthStatus::kWarning;
+    return HealthStatus::kHealthy;
+  };
+  if (system_) {
+    h.cpu = rate(system_->cpu_utilization, m.warning_threshold,
+                 m.critical_threshold);
+    h.memory = rate(system_->memory_utilization, m.pressure_threshold,
+                    m.gc_trigger_threshold);
+    if (system_->memory_pressure) {
+      const HealthStatus psi = *system_->memory_pressure >= m.psi_threshold
+                                   ? HealthStatus::kWarning
+                                   : HealthStatus::kHealthy;
+      h.memory = Worst(h.memory.value_or(HealthStatus::kHealthy), psi);
+    }
+    h.storage = rate(system_->storage_utilization, m.warning_threshold,
+                     m.critical_threshold);
+  }
+  h.memory_pressure = memory_pressure_;
+  if (memory_pressure_) {
+    h.memory = Worst(h.memory.value_or(HealthStatus::kWarning),
+                     HealthStatus::kWarning);
+  }
+  // The pool: critical while a queued request waited past its level's
+  // max_wait_time_minutes (starvation), warning while it is nearly full
+  // and work waits.
+  for (int level = 0; level < kNumLevels; ++level) {
+    const auto& w = s.oldest_wait_by_level[level];
+    if (w && *w > std::chrono::duration_cast<Duration>(
+                      std::chrono::duration<double, std::ratio<60>>(
+                          config_.levels[level].max_wait_minutes))) {
+      h.agent_pool = HealthStatus::kCritical;
+    }
+  }
+  const Counter& agents = counters_[resource_counter_[agents_resource_]];
+  if (s.queued > 0 && agents.limit > 0) {
+    const double use = static_cast<double>(agents.used) / agents.limit;
+    const HealthStatus pool =
+        use >= m.critical_threshold  ? HealthStatus::kCritical
+        : use >= m.warning_threshold ? HealthStatus::kWarning
+                                     : HealthStatus::kHealthy;
+    h.agent_pool = Worst(h.agent_pool, pool);
+  }
+  h.overall = h.agent_pool;
+  for (const auto& r : {h.cpu, h.memory, h.storage}) {
+    if (r) h.overall = Worst(h.overall, *r);
+  }
+  return h;
+}
+
+void EngineImpl::EmitAlert(const Alert& alert) {
+  Event e;
+  if (!NextEvent(EventType::kAlert,
+                 alert.firing ? alert.message : alert.message + " (cleared)",
+                 &e)) {
+    return;
+  }
+  e.alert = alert;
+  sink_->OnEvent(e);
+}
+
+void EngineImpl::RateAlert(const std::string& type, const std::string& resource,
+                           std::optional<double> value, double warning,
+                           double critical, const std::string& what,
+                           const std::string& action) {
+  if (!value) return;
+  const double v = *value;
+  const double hysteresis = config_.monitoring.hysteresis;
+  const std::string key = type + "/" + resource;
+  auto it = health_alerts_.find(key);
+  auto text = [&](double threshold) {
+    return what + " at " + Percent(v) + " (threshold " + Percent(threshold) +
+           ")";
+  };
+  if (it == health_alerts_.end()) {
+    if (v < warning) return;
+    Alert a;
+    a.type = type;
+    a.resource = resource;
+    a.severity = v >= critical ? "high" : "medium";
+    a.threshold = v >= critical ? critical : warning;
+    a.value = v;
+    a.message = text(a.threshold);
+    a.recommended_action = action;
+    a.since = now_;
+    health_alerts_.emplace(key, a);
+    EmitAlert(a);
+    return;
+  }
+  Alert& a = it->second;
+  a.value = v;
+  if (v < warning - hysteresis) {
+    Alert cleared = a;
+    cleared.firing = false;
+    cleared.message = what + " back to " + Percent(v) + " (threshold " +
+                      Percent(warning) + ")";
+    health_alerts_.erase(it);
+    EmitAlert(cleared);
+    return;
+  }
+  const bool high =
+      v >= critical || (a.severity == "high" && v >= critical - hysteresis);
+  const std::string severity = high ? "high" : "medium";
+  if (severity == a.severity) return;
+  a.severity = severity;
+  a.threshold = high ? critical : warning;
+  a.message = text(a.threshold);
+  EmitAlert(a);
+}
+
+void EngineImpl::ReclaimForMemory(double memory_utilization,
+                                  double memory_total_gb) {
+  const uint32_t memory = MemoryCounter();
+  if (memory == UINT32_MAX || memory_total_gb <= 0) return;
+  const MonitoringConfig& m = config_.monitoring;
+  // Enough to come back under the pressure threshold, less what holders
+  // already asked to give back are releasing.
+  const double need_gb =
+      (memory_utilization - m.pressure_threshold) * memory_total_gb -
+      FromMilli(counters_[memory].releasing);
+  if (need_gb <= 0) return;
+  std::vector<Alloc*> candidates;
+  for (auto& [id, a] : allocs_) {
+    if (a.status != AllocStatus::kActive || !a.holding || !a.req.preemptible ||
+        a.req.level != Level::kLow || AmountOn(a.demand, memory) <= 0) {
+      continue;
+    }
+    candidates.push_back(&a);
+  }
+  std::sort(candidates.begin(), candidates.end(), VictimBefore);
+  const std::string why =
+      "reclaim requested: memory at " + Percent(memory_utilization) + " of " +
+      FormatNumber(std::round(memory_total_gb * 10) / 10) +
+      " GiB (gc_trigger_threshold " + Percent(m.gc_trigger_threshold) + ")";
+  double asked = 0;
+  for (Alloc* v : candidates) {
+    if (asked >= need_gb) break;
+    asked += FromMilli(AmountOn(v->demand, memory));
+    NoticeVictim(*v, why, EventType::kReclaimRequested);
+  }
+}
+
+Status EngineImpl::ObserveSystem(const SystemReading& r) {
+  QM_RETURN_IF_ERROR(CheckFraction("cpu_utilization", r.cpu_utilization));
+  QM_RETURN_IF_ERROR(CheckFraction("memory_utilization", r.memory_utilization));
+  QM_RETURN_IF_ERROR(CheckFraction("memory_pressure", r.memory_pressure));
+  QM_RETURN_IF_ERROR(
+      CheckFraction("storage_utilization", r.storage_utilization));
+  if (!std::isfinite(r.memory_total_gb) || r.memory_total_gb < 0 ||
+      r.memory_total_gb > 1e9) {
+    return InvalidRequest(
+        "memory_total_gb: must be a number of GB from 0 to 1e9");
+  }
+  OpScope op(this);
+  const MonitoringConfig& m = config_.monitoring;
+  system_ = r;
+  system_time_ = now_;
+
+  RateAlert("capacity_warning", kCpu.resource, r.cpu_utilization,
+            m.warning_threshold, m.critical_threshold, kCpu.what, kCpu.action);
+  RateAlert("capacity_warning", kStorage.resource, r.storage_utilization,
+            m.warning_threshold, m.critical_threshold, kStorage.what,
+            kStorage.action);
+  // The pool counts as used up only while work waits for it.
+  const Counter& agents = counters_[resource_counter_[agents_resource_]];
+  const double pool =
+      queued_count_ > 0 && agents.limit > 0
+          ? static_cast<double>(agents.used) / static_cast<double>(agents.limit)
+          : 0.0;
+  RateAlert("capacity_warning", kAgents.resource, std::min(pool, 1.0),
+            m.warning_threshold, m.critical_threshold, kAgents.what,
+            kAgents.action);
+
+  // Memory pressure: on at either threshold, off below both (less the
+  // hysteresis); unknown figures leave it as it is.
+  const auto& mu = r.memory_utilization;
+  const auto& psi = r.memory_pressure;
+  if (mu || psi) {
+    const bool over =
+        (mu && *mu >= m.pressure_threshold) || (psi && *psi >= m.psi_threshold);
+    const bool under = (!mu || *mu < m.pressure_threshold - m.hysteresis) &&
+                       (!psi || *psi < m.psi_threshold - m.hysteresis);
+    const std::string key = "memory_pressure/memory";
+    const bool by_use = mu && *mu >= m.pressure_threshold;
+    if (!memory_pressure_ && over) {
+      memory_pressure_ = true;
+      Alert a;
+      a.type = "memory_pressure";
+      a.resource = "memory";
+      a.severity = "high";
+      a.value = by_use ? *mu : *psi;
+      a.threshold = by_use ? m.pressure_threshold : m.psi_threshold;
+      a.message = PressureText();
+      a.recommended_action =
+          "Release idle allocations or pause memory-intensive work; new "
+          "requests that ask for memory queue until it eases";
+      a.since = now_;
+      health_alerts_[key] = a;
+      EmitAlert(a);
+      // Held requests give up the claims they had on counters, so that
+      // what queues behind them is looked at again.
+      Dispatch();
+    } else if (memory_pressure_ && under) {
+      memory_pressure_ = false;
+      Alert cleared;
+      if (auto it = health_alerts_.find(key); it != health_alerts_.end()) {
+        cleared = it->second;
+        health_alerts_.erase(it);
+      }
+      cleared.type = "memory_pressure";
+      cleared.resource = "memory";
+      cleared.firing = false;
+      cleared.value = mu.value_or(psi.value_or(0));
+      cleared.message =
+          "memory pressure eased" +
+          (mu ? ": " + Percent(*mu) + " of memory in use" : std::string()) +
+          "; requests that ask for memory_gb are granted again";
+      EmitAlert(cleared);
+      Dispatch();
+    } else if (memory_pressure_) {
+      // Still on: the alert shows the latest figures (no new event).
+      if (auto it = health_alerts_.find(key); it != health_alerts_.end()) {
+        it->second.value = by_use ? *mu : psi.value_or(mu.value_or(0));
+        it->second.message = PressureText();
+      }
+    }
+  }
+  if (mu && *mu >= m.gc_trigger_threshold) {
+    ReclaimForMemory(*mu, r.memory_total_gb);
+  }
+  return Status::Ok();
+}
+
+Status Engine::ObserveSystem(const SystemReading& reading) {
+  return impl_->ObserveSystem(reading);
+}
+
+}  // namespace qm
