@@ -4,6 +4,9 @@
 #   make run                      start the qm server (127.0.0.1:7070, state
 #                                 in ./var/qm; LISTEN=, STATE=, CONFIG= change
 #                                 them); Ctrl-C stops it
+#   make demo                     the same with a demo workload (qm serve
+#                                 --demo, state in var/qm-demo): open
+#                                 http://127.0.0.1:7070/ to watch it
 #   make test                     build and run the whole suite through ctest
 #   make test SANITIZE=address,undefined   the same under sanitizers
 #   make bench                    build and run the benchmarks (Release)
@@ -24,7 +27,7 @@ endif
 
 SOURCES = $(shell find include src tests bench -name '*.h' -o -name '*.cc' 2>/dev/null)
 
-.PHONY: all deps configure build run test bench bench-peers format lint clean
+.PHONY: all deps configure build run demo test bench bench-peers format lint clean
 
 all: build
 
@@ -45,7 +48,12 @@ CONFIG ?=
 run: configure
 	@cmake --build $(BUILD_DIR) -j $(JOBS) --target qm >/dev/null
 	@exec $(BUILD_DIR)/qm serve --listen $(LISTEN) --state $(STATE) \
-	  $(if $(CONFIG),--config $(CONFIG))
+	  $(if $(CONFIG),--config $(CONFIG)) $(if $(DEMO),--demo)
+
+# `make run` with a made-up fleet (qm serve --demo) in a state of its own,
+# so the dashboard (http://127.0.0.1:7070/) and `qm top` show something move.
+demo:
+	@$(MAKE) run STATE=var/qm-demo DEMO=1
 
 test: build
 	@cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)

@@ -7,7 +7,9 @@
 // the leader epoch that wrote it and a checksum; a snapshot is an opaque
 // payload that stands for every record up to its `seq`, with the engine's
 // state digest beside it. What a payload means is the durable engine's
-// business (src/store/durable_engine.h), not the store's.
+// business (src/store/durable_engine.h), not the store's. Beside them a
+// store keeps the server's usage history (HistoryRecord): time-stamped
+// payloads by tier, outside the journal and the snapshots.
 //
 // Durability: Append returns OK only once the records are committed (SQLite
 // WAL with synchronous=FULL by default; PostgreSQL's commit). A store never
@@ -114,6 +116,17 @@ struct LeaderInfo {
   Duration lease_left{0};
 };
 
+// One entry of the usage history that the server's sampler keeps
+// (src/server/sampler.h, docs/monitoring.md): a reading of the machine and
+// the pool, or an average of several. It is not engine state: it is not in
+// the journal or the snapshots, recovery never replays it, and `qm state
+// export` leaves it behind.
+struct HistoryRecord {
+  int tier = 0;         // the sampler's: 0 raw samples, 1 5-minute averages
+  int64_t time_ms = 0;  // when it was taken, ms since the epoch
+  std::string payload;  // opaque to the store
+};
+
 // Counters since Open, for benchmarks and /metrics.
 struct StoreStats {
   uint64_t commits = 0;        // Append transactions committed
@@ -169,6 +182,36 @@ class Store {
   // (no journal, no snapshot: `qm state import`), where it may start the
   // history at any seq and the journal continues after it.
   virtual Status WriteSnapshot(const SnapshotData& snapshot) = 0;
+
+  // ---- Usage history (not engine state; see HistoryRecord) ----
+
+  // Appends `records` (any tiers, any order; several may share a time) in
+  // one transaction: all of them or none. OK means committed; SQLite
+  // commits history without an fsync of its own (synchronous=NORMAL for
+  // that transaction), so it survives a process crash at once and a power
+  // loss from the next journal commit or checkpoint on (a sample a second
+  // must not cost an fsync a second). Leader only, fenced like the
+  // journal: on PostgreSQL every row carries this instance's epoch and the
+  // database refuses it when that is no longer the current one, so a
+  // paused ex-leader cannot slip its machine's readings in among the new
+  // leader's. UNAVAILABLE when this instance does not lead (or no longer
+  // does) or the database cannot be reached; INVALID_REQUEST for a
+  // negative tier.
+  virtual Status AppendHistory(const std::vector<HistoryRecord>& records) = 0;
+
+  // The records of `tier` taken at `from_ms` or later, oldest first
+  // (records of one time in the order they were appended), at most `limit`
+  // of them: the oldest ones (read on from the last one's time to page).
+  // Any instance, leading or not. Payloads come back as stored: checking
+  // them is the reader's business.
+  virtual StatusOr<std::vector<HistoryRecord>> ReadHistory(int tier,
+                                                           int64_t from_ms,
+                                                           size_t limit) = 0;
+
+  // Deletes the records of `tier` taken before `before_ms`. Leader only
+  // (PostgreSQL: refused with UNAVAILABLE, nothing deleted, when the
+  // database's leader epoch is no longer this instance's).
+  virtual Status PruneHistory(int tier, int64_t before_ms) = 0;
 
   // ---- Reading ----
 

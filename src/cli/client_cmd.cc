@@ -304,6 +304,7 @@ struct ClientCommands::State {
   std::string tls_cert, tls_key;
   int workers = 64;
   std::string advertise, leader_lease = "4s";
+  bool demo = false;
 
   std::string Url() const {
     if (!server.empty()) return server;
@@ -492,6 +493,12 @@ ClientCommands::ClientCommands(CLI::App* app)
                    "over at most this long after the leader died")
       ->type_name("DURATION")
       ->capture_default_str();
+  s.serve->add_flag(
+      "--demo", s.demo,
+      "Run a made-up fleet against this server's state (requester "
+      "\"qm-demo\": agents of four types in three products asking, "
+      "queueing, reporting tokens and releasing) so the dashboard and `qm "
+      "top` move; use a state of its own (make demo)");
 }
 
 ClientCommands::~ClientCommands() = default;
@@ -557,6 +564,7 @@ int ClientCommands::Run(const Output& o, std::ostream& err) const {
     options.http.tls_key_file = s.tls_key;
     options.service.workers = s.workers;
     options.advertise = s.advertise;
+    options.demo = s.demo;
     Duration lease{};
     if (!ParseDuration(s.leader_lease, &lease) ||
         lease < std::chrono::seconds(1) || lease > std::chrono::minutes(10)) {

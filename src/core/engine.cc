@@ -284,8 +284,12 @@ void EngineImpl::HandleTimer(const Timer& t) {
       }
       const Time force = t.at + config_.auto_release.grace_period;
       Emit(EventType::kLeaseExpiring, a,
-           "lease expired without a heartbeat; released at " +
-               FormatTime(force) + " unless renewed");
+           ReachedMaxDuration(a)
+               ? "reached its max_duration of " +
+                     FormatDuration(a.req.max_duration) + "; released at " +
+                     FormatTime(force) + " unless released before"
+               : "lease expired without a heartbeat; released at " +
+                     FormatTime(force) + " unless renewed");
       Schedule(force, a.id, Timer::Kind::kForceExpire,
                static_cast<uint64_t>(a.expires_at.time_since_epoch().count()));
       return;
@@ -296,9 +300,14 @@ void EngineImpl::HandleTimer(const Timer& t) {
               t.gen) {
         return;
       }
-      ForceRelease(a, AllocStatus::kExpired, EventType::kExpired,
-                   "lease expired at " + FormatTime(a.expires_at) +
-                       " and the grace period ended");
+      ForceRelease(
+          a, AllocStatus::kExpired, EventType::kExpired,
+          ReachedMaxDuration(a)
+              ? "reached its max_duration of " +
+                    FormatDuration(a.req.max_duration) + " at " +
+                    FormatTime(a.expires_at) + " and the grace period ended"
+              : "no heartbeat: lease expired at " + FormatTime(a.expires_at) +
+                    " and the grace period ended");
       return;
     case Timer::Kind::kPreemptDeadline:
       if (a.status != AllocStatus::kPreempted || !a.holding ||

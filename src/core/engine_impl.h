@@ -608,6 +608,11 @@ class EngineImpl {
   // request it must reserve at least a token and a micro-dollar.
   void OnRequeueMoney(Alloc& a);
   void OnGrantMoney(const Alloc& a);
+  // `a`'s lease ends at its max_duration (no renewal can extend it), so
+  // its expiry is that, not a missed heartbeat.
+  bool ReachedMaxDuration(const Alloc& a) const {
+    return a.expires_at >= a.granted_at + a.req.max_duration;
+  }
   // Grants are withheld from `a` (pause, the breaker, or memory pressure
   // when it asks for memory).
   bool GrantsHeld(const Alloc& a) const {

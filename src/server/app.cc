@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "server/capacity.h"
+#include "server/demo.h"
 #include "server/events.h"
 #include "server/holders.h"
 #include "server/mcp_endpoint.h"
@@ -132,6 +133,10 @@ class App::Impl final : public EventSink {
         DurableEngine::Open(options_.durable, options_.config, nullptr, this);
     if (!engine.ok()) return engine.status();
     engine_ = std::move(*engine);
+    // Events from before the restart that the recovery regenerated: a
+    // client resuming its stream from one of them gets the rest, not a
+    // reset.
+    hub_.Preload(engine_->TakeRecoveredEvents());
     // SQLite: the state directory's lock is the first thing checked (its
     // message names the process in the way), then the port.
     if (!postgres) QM_RETURN_IF_ERROR(Listen());
@@ -175,6 +180,10 @@ class App::Impl final : public EventSink {
     serving_ = service_.get();
     ticker_ = std::thread([this] { TickLoop(); });
     if (options_.sample) sampler_->Start();
+    if (options_.demo) {
+      demo_ = std::make_unique<DemoWorkload>(engine_.get());
+      demo_->Start();
+    }
     if (detector_ && options_.service.auth.detect.interval.count() > 0) {
       follower_ = std::thread([this] { FollowMachine(); });
     }
@@ -244,6 +253,8 @@ class App::Impl final : public EventSink {
     if (ticker_.joinable()) ticker_.join();
     if (follower_.joinable()) follower_.join();
     if (sampler_) sampler_->Stop();
+    // The demo gives back what it holds while the engine still takes it.
+    if (demo_) demo_->Stop();
     // Waiting clients are answered with their allocation's state first, so
     // they are not cut off; then requests in flight finish.
     if (service_) service_->Shutdown();
@@ -351,7 +362,8 @@ class App::Impl final : public EventSink {
   std::unique_ptr<WebhookSender> webhooks_;
   std::unique_ptr<DurableEngine> engine_;
   std::unique_ptr<HolderWatch> holders_;
-  std::unique_ptr<Sampler> sampler_;  // reads engine_: stopped before it
+  std::unique_ptr<Sampler> sampler_;    // reads engine_: stopped before it
+  std::unique_ptr<DemoWorkload> demo_;  // likewise
   std::unique_ptr<Service> service_;
   std::unique_ptr<McpEndpoint> mcp_;        // calls service_: after it
   std::atomic<Service*> serving_{nullptr};  // service_ once it may serve
@@ -403,6 +415,7 @@ int RunServe(ServeOptions options, std::ostream& out, std::ostream& err) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   const std::string where = options.durable.store.location;
   const std::string options_tls_cert = options.http.tls_cert_file;
+  const bool demo = options.demo;
   auto app = App::Start(std::move(options));
   if (!app.ok()) {
     err << "qm serve: " << app.status().ToString() << "\n";
@@ -431,6 +444,9 @@ int RunServe(ServeOptions options, std::ostream& out, std::ostream& err) {
       << ")" << std::endl;
   const std::string listening =
       (tls ? "https://" : "http://") + (*app)->address();
+  err << "qm serve: dashboard at " << listening << "/ ; `qm top` in a terminal"
+      << (demo ? " (demo workload running: requester qm-demo)" : "")
+      << std::endl;
   if ((*app)->advertise_url() != listening) {
     err << "qm serve: advertised as " << (*app)->advertise_url() << std::endl;
   }

@@ -40,6 +40,9 @@ struct ServeOptions {
   // alerts, the pressure response and /v1/monitor/system need it. Default
   // true; the sampler-overhead benchmark turns it off for its baseline.
   bool sample = true;
+  // Runs the demo workload (server/demo.h) while this server leads.
+  // Default false.
+  bool demo = false;
   // The MCP endpoint at /mcp (sessions, idle timeout, origins: see
   // mcp/http_transport.h for the defaults). The config file's
   // server.mcp.allowed_origins (service.auth) replaces allowed_origins.

@@ -56,6 +56,20 @@ void EventHub::OnEvent(const Event& event) {
   }
 }
 
+void EventHub::Preload(const std::vector<Event>& events) {
+  std::lock_guard<std::mutex> deliver(deliver_mu_);
+  std::lock_guard<std::mutex> lock(mu_);
+  const uint64_t first = history_.empty() ? UINT64_MAX : history_.front().seq;
+  // Newest first onto the front, while there is room.
+  for (auto it = events.rbegin(); it != events.rend(); ++it) {
+    if (history_.size() >= history_limit_) break;
+    if (it->seq >= first) continue;
+    if (!history_.empty() && it->seq >= history_.front().seq) continue;
+    history_.push_front(*it);
+  }
+  if (!history_.empty()) last_seq_ = std::max(last_seq_, history_.back().seq);
+}
+
 EventHub::Subscription EventHub::Subscribe(
     uint64_t after, bool replay, EventFilter filter, Callback callback,
     const std::function<void(const Subscription&)>& on_start) {

@@ -78,6 +78,12 @@ class EventHub final : public EventSink {
   // False when the waiter already fired (or never existed).
   bool CancelWait(uint64_t handle);
 
+  // Adds `events` (in seq order, older than any event kept: those of a
+  // recovery's journal replay) to the front of the history, for streams
+  // that resume from before a restart. Nobody is called: they were
+  // delivered before.
+  void Preload(const std::vector<Event>& events);
+
   // The seq of the last event delivered (0: none yet).
   uint64_t last_seq() const;
   size_t subscribers() const;

@@ -6,9 +6,15 @@
 // figures as the usage history that GET /v1/monitor/system, the dashboard
 // and analytics read.
 //
-// History is kept in memory in two bounded rings: every sample for a day,
-// and 5-minute averages for 90 days. It starts empty at each start of the
-// server (it is not in the store yet).
+// History is kept in two bounded rings in memory (every sample for a day,
+// and 5-minute averages for 90 days) and in the store beside the journal
+// (Store::AppendHistory: tier 0 raw samples, tier 1 averages; not engine
+// state, never replayed). A new sampler loads the stored rings, so the
+// history survives restarts; while this server leads, each sample is
+// appended as it is taken, each average as its bucket closes, and what
+// falls out of a tier's range is pruned then. A follower reads the stored
+// history at start but writes none. When the store fails, the failure is
+// logged once and the rings in memory go on.
 //
 // Thread safety: every method may be called from any thread.
 #ifndef QM_SERVER_SAMPLER_H_
@@ -18,6 +24,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "qm/clock.h"
@@ -72,7 +79,13 @@ struct Trend {
 
 class Sampler {
  public:
-  // `engine` must outlive the sampler.
+  // `engine` must outlive the sampler. Loads the stored history of the last
+  // raw_range (tier 0) and long_range (tier 1) before `options.clock`'s
+  // now; damaged records are skipped with a log, and a store that cannot
+  // be read leaves the rings empty (logged). Raw samples newer than the
+  // last stored average are put back in their buckets: those that closed
+  // while the server was down are averaged (and stored, when leading),
+  // the last one stays open.
   Sampler(SamplerOptions options, DurableEngine* engine);
   ~Sampler();  // Stop()
   Sampler(const Sampler&) = delete;
@@ -106,6 +119,13 @@ class Sampler {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// A sample's stored form (the payload of a HistoryRecord; its time is the
+// record's): compact versioned JSON. DecodeSample refuses anything else
+// (not JSON, another version, a field of the wrong type, a count under 1)
+// with DATA_LOSS naming the problem.
+std::string EncodeSample(const Sample& sample);
+StatusOr<Sample> DecodeSample(Time time, std::string_view payload);
 
 // The used share (0..1) of something with `available` of `total` bytes
 // free; unset when `total` is 0. One definition for the sampler's readings

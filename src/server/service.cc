@@ -1778,9 +1778,10 @@ void Service::Impl::Events(const CallPtr& c) {
             {"after", after},
             {"oldest_kept", found.oldest},
             {"message", "events after " + std::to_string(after) +
-                            " are no longer kept by this server (it restarted, "
-                            "or they are older than its history); read the "
-                            "current state with GET /v1/allocations"}};
+                            " are no longer kept by this server (they came "
+                            "before its last snapshot when it restarted, or "
+                            "are older than its history); read the current "
+                            "state with GET /v1/allocations"}};
         stream->Send("event: reset\ndata: " + gap.dump() + "\n\n");
       });
   if (sub.id == 0) {

@@ -118,14 +118,27 @@ std::string FirstDifference(const std::string& a_text,
 class BufferSink final : public EventSink {
  public:
   void OnEvent(const Event& event) override {
-    if (!drop_) events_.push_back(event);
+    if (!drop_) {
+      events_.push_back(event);
+    } else if (keep_ != nullptr && keep_limit_ > 0) {
+      keep_->push_back(event);
+      if (keep_->size() > keep_limit_) keep_->pop_front();
+    }
   }
   std::vector<Event> Take() { return std::exchange(events_, {}); }
   void set_drop(bool drop) { drop_ = drop; }
+  // While dropping, keep the last `limit` events in `*keep` instead (the
+  // recovery's replay, for the server's event history); null: none.
+  void set_keep(std::deque<Event>* keep, size_t limit) {
+    keep_ = keep;
+    keep_limit_ = limit;
+  }
 
  private:
   std::vector<Event> events_;
   bool drop_ = false;
+  std::deque<Event>* keep_ = nullptr;
+  size_t keep_limit_ = 0;
 };
 
 }  // namespace
@@ -292,6 +305,43 @@ class DurableEngineImpl {
     std::lock_guard<std::mutex> lock(store_mu_);
     return store_->Info();
   }
+  // The usage history: straight to the store, never through the journal.
+  Status AppendHistory(const std::vector<HistoryRecord>& records) {
+    QM_RETURN_IF_ERROR(HistoryWritable());
+    std::lock_guard<std::mutex> lock(store_mu_);
+    return store_->AppendHistory(records);
+  }
+  StatusOr<std::vector<HistoryRecord>> ReadHistory(int tier, int64_t from_ms,
+                                                   size_t limit) {
+    {
+      std::lock_guard<std::mutex> q(q_mu_);
+      if (closed_) return Unavailable("the durable engine is closed");
+    }
+    std::lock_guard<std::mutex> lock(store_mu_);
+    return store_->ReadHistory(tier, from_ms, limit);
+  }
+  Status PruneHistory(int tier, int64_t before_ms) {
+    QM_RETURN_IF_ERROR(HistoryWritable());
+    std::lock_guard<std::mutex> lock(store_mu_);
+    return store_->PruneHistory(tier, before_ms);
+  }
+  // OK while this instance leads: closed, failed or following refuse.
+  Status HistoryWritable() const {
+    std::lock_guard<std::mutex> q(q_mu_);
+    if (closed_) return Unavailable("the durable engine is closed");
+    if (!failed_.ok()) return failed_;
+    if (!leading_) {
+      return Unavailable(
+          "not the leader: a follower does not write the usage history");
+    }
+    return Status::Ok();
+  }
+  std::vector<Event> TakeRecoveredEvents() {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<Event> out(recovered_events_.begin(), recovered_events_.end());
+    recovered_events_.clear();
+    return out;
+  }
 
  private:
   struct Pending {
@@ -412,6 +462,9 @@ class DurableEngineImpl {
   std::mutex mu_;
   ManualClock engine_clock_;
   BufferSink sink_;
+  // The events the recovery's journal replay regenerated (the last
+  // options_.recovered_events of them), until TakeRecoveredEvents.
+  std::deque<Event> recovered_events_;
   std::unique_ptr<Engine> engine_;
   uint64_t last_seq_ = 0;  // the last operation applied and enqueued
 
@@ -638,6 +691,7 @@ Status DurableEngineImpl::Recover(bool may_create) {
   config_yaml_ = stored_yaml;
   engine_clock_.Set(Time(Duration(s.time_ms)));
   sink_.set_drop(true);
+  recovered_events_.clear();
   const auto restore_start = std::chrono::steady_clock::now();
   auto engine = RestoreSnapshot(std::move(*recorded), &engine_clock_, &sink_,
                                 s.seq, state, s.digest);
@@ -651,7 +705,9 @@ Status DurableEngineImpl::Recover(bool may_create) {
   const auto replay_start = std::chrono::steady_clock::now();
   recovery_.restore_took =
       std::chrono::duration_cast<Duration>(replay_start - restore_start);
+  sink_.set_keep(&recovered_events_, options_.recovered_events);
   Status replay = ReplayJournal(s.seq);
+  sink_.set_keep(nullptr, 0);
   recovery_.replay_took = std::chrono::duration_cast<Duration>(
       std::chrono::steady_clock::now() - replay_start);
   sink_.set_drop(false);
@@ -1283,6 +1339,22 @@ Status DurableEngine::WaitUntilLeader(Duration timeout) {
 Status DurableEngine::Flush() { return impl_->Flush(); }
 Status DurableEngine::WriteSnapshot() { return impl_->WriteSnapshotNow(); }
 Status DurableEngine::Close() { return impl_->Close(); }
+
+Status DurableEngine::AppendHistory(const std::vector<HistoryRecord>& records) {
+  return impl_->AppendHistory(records);
+}
+StatusOr<std::vector<HistoryRecord>> DurableEngine::ReadHistory(int tier,
+                                                                int64_t from_ms,
+                                                                size_t limit) {
+  return impl_->ReadHistory(tier, from_ms, limit);
+}
+Status DurableEngine::PruneHistory(int tier, int64_t before_ms) {
+  return impl_->PruneHistory(tier, before_ms);
+}
+
+std::vector<Event> DurableEngine::TakeRecoveredEvents() {
+  return impl_->TakeRecoveredEvents();
+}
 const RecoveryInfo& DurableEngine::recovery() const {
   return impl_->recovery();
 }

@@ -7,6 +7,8 @@
 //   qm_journal(seq, time_ms, epoch, crc, payload)
 //   qm_snapshot(seq, time_ms, digest, crc, payload, epoch)
 //   qm_leader(id = 1, epoch, holder, lease_until)
+//   qm_history(id, tier, time_ms, epoch, payload)   (version 2) the
+//     sampler's usage history, indexed by (tier, time_ms); not engine state
 //
 // Leadership: the leader row's epoch grows by one at every change of
 // leader; the lease is measured by the database's clock. A follower takes
@@ -14,9 +16,9 @@
 // renews it from a background thread on a connection of its own.
 //
 // Fencing lives in the database, not in this process: a BEFORE INSERT
-// trigger on qm_journal and qm_snapshot reads the leader row FOR SHARE and
-// refuses a row whose epoch is not the current one (SQLSTATE QMF01). The
-// share lock orders every write against an epoch bump: a takeover's UPDATE
+// trigger on qm_journal, qm_snapshot and qm_history reads the leader row FOR
+// SHARE and refuses a row whose epoch is not the current one (SQLSTATE QMF01).
+// The share lock orders every write against an epoch bump: a takeover's UPDATE
 // waits for the old leader's open write to commit, and a write that comes
 // after the bump sees the new epoch and fails. The new leader reads the
 // last seq only after its bump committed, so it continues exactly where the
@@ -36,6 +38,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <limits>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -49,7 +52,7 @@ namespace {
 
 using SteadyClock = std::chrono::steady_clock;
 
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;
 // pg_advisory_xact_lock key that serialises schema migrations ("qmschema").
 constexpr int64_t kMigrationLockKey = 0x716d736368656d61;
 // The fencing trigger's SQLSTATE.
@@ -106,6 +109,19 @@ CREATE TRIGGER qm_journal_fence BEFORE INSERT ON qm_journal
 CREATE TRIGGER qm_snapshot_fence BEFORE INSERT ON qm_snapshot
   FOR EACH ROW EXECUTE FUNCTION qm_fence();
 )sql",
+    // 2: the usage history, fenced like the journal. id keeps records of
+    // one time in the order they were appended.
+    R"sql(
+CREATE TABLE qm_history (
+  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  tier integer NOT NULL,
+  time_ms bigint NOT NULL,
+  epoch bigint NOT NULL,
+  payload bytea NOT NULL);
+CREATE INDEX qm_history_by_time ON qm_history (tier, time_ms);
+CREATE TRIGGER qm_history_fence BEFORE INSERT ON qm_history
+  FOR EACH ROW EXECUTE FUNCTION qm_fence();
+)sql",
 };
 static_assert(std::size(kMigrations) == kSchemaVersion);
 
@@ -113,6 +129,22 @@ constexpr char kAppendSql[] =
     "INSERT INTO qm_journal (seq, time_ms, epoch, crc, payload) "
     "SELECT s, t, $3, c, p FROM unnest($1::int8[], $2::int8[], $4::int8[], "
     "$5::bytea[]) AS r(s, t, c, p)";
+// Rows are inserted in the batch's order, so their ids follow it.
+constexpr char kAppendHistorySql[] =
+    "INSERT INTO qm_history (tier, time_ms, epoch, payload) "
+    "SELECT t, m, $3, p FROM unnest($1::int8[], $2::int8[], $4::bytea[]) "
+    "WITH ORDINALITY AS r(t, m, p, o) ORDER BY o";
+constexpr char kReadHistorySql[] =
+    "SELECT time_ms, payload FROM qm_history WHERE tier = $1 AND "
+    "time_ms >= $2 ORDER BY time_ms, id LIMIT $3";
+// Deletes only while $3 is still the leader epoch (the leader row read FOR
+// SHARE, as the fencing trigger does); answers the current epoch and how
+// many rows went.
+constexpr char kPruneHistorySql[] =
+    "WITH leader AS (SELECT epoch FROM qm_leader WHERE id = 1 FOR SHARE), "
+    "gone AS (DELETE FROM qm_history WHERE tier = $1 AND time_ms < $2 "
+    "AND (SELECT epoch FROM leader) = $3 RETURNING 1) "
+    "SELECT (SELECT epoch FROM leader), (SELECT count(*) FROM gone)";
 constexpr char kAcquireSql[] =
     "UPDATE qm_leader SET epoch = epoch + 1, holder = $1, "
     "lease_until = clock_timestamp() + $2 * interval '1 millisecond' "
@@ -349,6 +381,11 @@ class PgStore final : public Store {
   Status Check() override;
   StatusOr<StoreInfo> Info() override;
   StoreStats stats() const override { return stats_; }
+
+  Status AppendHistory(const std::vector<HistoryRecord>& records) override;
+  StatusOr<std::vector<HistoryRecord>> ReadHistory(int tier, int64_t from_ms,
+                                                   size_t limit) override;
+  Status PruneHistory(int tier, int64_t before_ms) override;
 
  private:
   StatusOr<Conn> Connect() const;
@@ -854,6 +891,85 @@ Status PgStore::WriteSnapshot(const SnapshotData& snapshot) {
   snapshot_seq_ = snapshot.seq;
   last_seq_ = std::max(last_seq_, snapshot.seq);
   ++stats_.snapshots;
+  return Status::Ok();
+}
+
+// ---- Usage history ----
+
+Status PgStore::AppendHistory(const std::vector<HistoryRecord>& records) {
+  if (records.empty()) return Status::Ok();
+  for (const HistoryRecord& r : records) {
+    if (r.tier < 0) {
+      return InvalidRequest("history tier " + std::to_string(r.tier) +
+                            " is negative");
+    }
+  }
+  if (epoch_ == 0) return NotLeader("this instance never acquired the lease");
+  if (resigned_) return NotLeader("this instance resigned");
+  QM_RETURN_IF_ERROR(EnsureConnected());
+  const size_t n = records.size();
+  BinaryArray tiers(kInt8Oid, n), times(kInt8Oid, n), payloads(kByteaOid, n);
+  for (const HistoryRecord& r : records) {
+    tiers.AddInt8(r.tier);
+    times.AddInt8(r.time_ms);
+    payloads.AddBytes(r.payload);
+  }
+  Params params;
+  params.Array(kInt8ArrayOid, tiers.Take())
+      .Array(kInt8ArrayOid, times.Take())
+      .Int8(static_cast<int64_t>(epoch_))
+      .Array(kByteaArrayOid, payloads.Take());
+  // One statement is one transaction: all the rows or none.
+  StatusOr<Result> r = RunPrepared("qm_append_history", kAppendHistorySql,
+                                   params, "append to the usage history");
+  if (!r.ok()) {
+    if (IsFenced(r.status())) return Fenced(r.status());
+    return r.status();
+  }
+  return Status::Ok();
+}
+
+StatusOr<std::vector<HistoryRecord>> PgStore::ReadHistory(int tier,
+                                                          int64_t from_ms,
+                                                          size_t limit) {
+  std::vector<HistoryRecord> out;
+  if (limit == 0) return out;
+  QM_RETURN_IF_ERROR(EnsureConnected());
+  const int64_t max_rows = static_cast<int64_t>(std::min<uint64_t>(
+      limit, static_cast<uint64_t>(std::numeric_limits<int64_t>::max())));
+  StatusOr<Result> r =
+      RunPrepared("qm_read_history", kReadHistorySql,
+                  Params().Int8(tier).Int8(from_ms).Int8(max_rows),
+                  "read the usage history");
+  if (!r.ok()) return r.status();
+  const PGresult* res = r->get();
+  const int rows = PQntuples(res);
+  out.reserve(static_cast<size_t>(rows));
+  for (int i = 0; i < rows; ++i) {
+    HistoryRecord& record = out.emplace_back();
+    record.tier = tier;
+    record.time_ms = Int8At(res, i, 0);
+    record.payload.assign(BytesAt(res, i, 1));
+  }
+  return out;
+}
+
+Status PgStore::PruneHistory(int tier, int64_t before_ms) {
+  if (epoch_ == 0) return NotLeader("this instance never acquired the lease");
+  if (resigned_) return NotLeader("this instance resigned");
+  QM_RETURN_IF_ERROR(EnsureConnected());
+  StatusOr<Result> r = Run(
+      conn_.get(), kPruneHistorySql,
+      Params().Int8(tier).Int8(before_ms).Int8(static_cast<int64_t>(epoch_)),
+      "prune the usage history");
+  if (!r.ok()) return r.status();
+  const uint64_t current = static_cast<uint64_t>(Int8At(r->get(), 0, 0));
+  if (current != epoch_) {
+    lost_ = true;
+    return NotLeader("epoch " + std::to_string(epoch_) + " was superseded by " +
+                     std::to_string(current))
+        .AddContext("sqlstate", kFencedSqlState);
+  }
   return Status::Ok();
 }
 

@@ -1,10 +1,12 @@
 // The SQLite store: one database file (`qm.db`, WAL mode) in a state
 // directory that one process at a time holds through an flock on `qm.lock`.
 //
-// Layout (schema version 1):
+// Layout (schema version 2):
 //   schema_version(id = 1, version)          one row
 //   journal(seq, time_ms, epoch, crc, payload)  seq is the rowid
 //   snapshot(seq, time_ms, digest, crc, payload)  at most one row kept
+//   history(id, tier, time_ms, payload)      the sampler's usage history,
+//                                            indexed by (tier, time_ms)
 // Every table is STRICT, so a value of the wrong type can never be stored.
 //
 // The database is opened in EXCLUSIVE locking mode: the flock already keeps
@@ -21,6 +23,7 @@
 #include <cerrno>
 #include <cstring>
 #include <iterator>
+#include <limits>
 #include <string>
 #include <utility>
 
@@ -49,6 +52,15 @@ constexpr const char* kMigrations[] = {
     "  digest TEXT NOT NULL,"
     "  crc INTEGER NOT NULL,"
     "  payload BLOB NOT NULL) STRICT;",
+    // 1 -> 2: the usage history (not engine state: outside the journal and
+    // the snapshot). id (the rowid) keeps records of one time in the order
+    // they were appended.
+    "CREATE TABLE history("
+    "  id INTEGER PRIMARY KEY,"
+    "  tier INTEGER NOT NULL,"
+    "  time_ms INTEGER NOT NULL,"
+    "  payload BLOB NOT NULL) STRICT;"
+    "CREATE INDEX history_by_time ON history(tier, time_ms);",
 };
 constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
 
@@ -218,6 +230,11 @@ class SqliteStore final : public Store {
   StatusOr<StoreInfo> Info() override;
   StoreStats stats() const override { return stats_; }
 
+  Status AppendHistory(const std::vector<HistoryRecord>& records) override;
+  StatusOr<std::vector<HistoryRecord>> ReadHistory(int tier, int64_t from_ms,
+                                                   size_t limit) override;
+  Status PruneHistory(int tier, int64_t before_ms) override;
+
  private:
   Status LockDirectory();
   Status OpenDatabase();
@@ -236,6 +253,8 @@ class SqliteStore final : public Store {
   Status Run(sqlite3_stmt* stmt, std::string_view what);
   // Ends the open transaction, if any, without its changes.
   void Rollback();
+  // Puts synchronous=FULL back after a history append relaxed it.
+  Status RestoreSync();
 
   const std::string dir_;
   const std::string db_path_;
@@ -249,12 +268,16 @@ class SqliteStore final : public Store {
   Statement begin_, commit_, rollback_;
   Statement insert_record_, read_journal_;
   Statement insert_snapshot_, trim_journal_, trim_snapshots_, read_snapshot_;
+  Statement insert_history_, read_history_, prune_history_;
 
   // The last seq the store holds (a record's, or the snapshot's when it
   // swallowed the whole journal); 0 when empty.
   uint64_t last_seq_ = 0;
   // The kept snapshot's seq; 0 when none.
   uint64_t snapshot_seq_ = 0;
+  // A history append relaxed synchronous and could not restore it yet:
+  // journal and snapshot writes restore it first (or fail).
+  bool sync_relaxed_ = false;
   StoreStats stats_;
 };
 
@@ -451,6 +474,12 @@ Status SqliteStore::PrepareStatements() {
       {&read_snapshot_,
        "SELECT seq, time_ms, digest, crc, payload FROM snapshot "
        "ORDER BY seq DESC LIMIT 1"},
+      {&insert_history_,
+       "INSERT INTO history(tier, time_ms, payload) VALUES(?1, ?2, ?3)"},
+      {&read_history_,
+       "SELECT time_ms, payload FROM history WHERE tier = ?1 AND "
+       "time_ms >= ?2 ORDER BY time_ms, id LIMIT ?3"},
+      {&prune_history_, "DELETE FROM history WHERE tier = ?1 AND time_ms < ?2"},
   };
   for (const auto& [stmt, sql] : statements) {
     const int rc = sqlite3_prepare_v3(
@@ -479,6 +508,7 @@ Status SqliteStore::Append(std::vector<JournalRecord>* records) {
   const uint64_t last = first + records->size() - 1;
   const std::string what = "appending journal records " +
                            std::to_string(first) + ".." + std::to_string(last);
+  if (sync_relaxed_) QM_RETURN_IF_ERROR(RestoreSync());
   QM_RETURN_IF_ERROR(Run(begin_.get(), what));
   sqlite3_stmt* insert = insert_record_.get();
   uint64_t bytes = 0;
@@ -533,6 +563,7 @@ Status SqliteStore::WriteSnapshot(const SnapshotData& snapshot) {
                           std::to_string(snapshot_seq_) + ")");
   }
   const std::string what = "writing the snapshot at seq " + std::to_string(seq);
+  if (sync_relaxed_) QM_RETURN_IF_ERROR(RestoreSync());
   QM_RETURN_IF_ERROR(Run(begin_.get(), what));
   sqlite3_stmt* insert = insert_snapshot_.get();
   sqlite3_bind_int64(insert, 1, static_cast<int64_t>(seq));
@@ -649,6 +680,87 @@ Status SqliteStore::Check() {
   if (!snapshot.ok()) return snapshot.status();
   const uint64_t from = snapshot->has_value() ? (*snapshot)->seq : 0;
   return ReadJournal(from, [](const JournalRecord&) { return Status::Ok(); });
+}
+
+Status SqliteStore::AppendHistory(const std::vector<HistoryRecord>& records) {
+  if (records.empty()) return Status::Ok();
+  for (const HistoryRecord& record : records) {
+    if (record.tier < 0) {
+      return InvalidRequest("history tier " + std::to_string(record.tier) +
+                            " is negative");
+    }
+  }
+  const std::string what = "appending " + std::to_string(records.size()) +
+                           " usage history record(s)";
+  // A sample every second must not cost an fsync every second: under
+  // kFull the history commits with synchronous=NORMAL (safe against a
+  // process crash, not a power loss, until the next journal commit's fsync
+  // or checkpoint covers it); the journal's setting is back before anything
+  // else runs.
+  const bool relax = sync_ == SyncMode::kFull;
+  if (relax) {
+    sync_relaxed_ = true;
+    QM_RETURN_IF_ERROR(Exec("PRAGMA synchronous=NORMAL", what));
+  }
+  Status status = Run(begin_.get(), what);
+  if (status.ok())
+    status = [&]() -> Status {
+      sqlite3_stmt* insert = insert_history_.get();
+      for (const HistoryRecord& record : records) {
+        sqlite3_bind_int64(insert, 1, record.tier);
+        sqlite3_bind_int64(insert, 2, record.time_ms);
+        const int rc = BindBlob(insert, 3, record.payload);
+        if (rc != SQLITE_OK) {
+          sqlite3_reset(insert);
+          return SqlError(rc, what);
+        }
+        QM_RETURN_IF_ERROR(Run(insert, what));
+      }
+      return Run(commit_.get(), what);
+    }();
+  if (!status.ok()) Rollback();
+  if (relax) {
+    const Status restored = RestoreSync();
+    if (status.ok()) status = restored;
+  }
+  return status;
+}
+
+Status SqliteStore::RestoreSync() {
+  QM_RETURN_IF_ERROR(
+      Exec("PRAGMA synchronous=FULL", "restoring the sync mode"));
+  sync_relaxed_ = false;
+  return Status::Ok();
+}
+
+StatusOr<std::vector<HistoryRecord>> SqliteStore::ReadHistory(int tier,
+                                                              int64_t from_ms,
+                                                              size_t limit) {
+  std::vector<HistoryRecord> out;
+  if (limit == 0) return out;
+  sqlite3_stmt* stmt = read_history_.get();
+  ResetOnExit reset(stmt);
+  sqlite3_bind_int64(stmt, 1, tier);
+  sqlite3_bind_int64(stmt, 2, from_ms);
+  sqlite3_bind_int64(
+      stmt, 3,
+      static_cast<int64_t>(std::min<uint64_t>(
+          limit, static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))));
+  int rc;
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    HistoryRecord& record = out.emplace_back();
+    record.tier = tier;
+    record.time_ms = sqlite3_column_int64(stmt, 0);
+    record.payload.assign(ColumnBlob(stmt, 1));
+  }
+  if (rc != SQLITE_DONE) return SqlError(rc, "reading the usage history");
+  return out;
+}
+
+Status SqliteStore::PruneHistory(int tier, int64_t before_ms) {
+  sqlite3_bind_int64(prune_history_.get(), 1, tier);
+  sqlite3_bind_int64(prune_history_.get(), 2, before_ms);
+  return Run(prune_history_.get(), "pruning the usage history");
 }
 
 StatusOr<StoreInfo> SqliteStore::Info() {

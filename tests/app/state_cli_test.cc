@@ -221,7 +221,7 @@ TEST_F(StateCliTest, CheckReportsTheStateTheEngineWrote) {
   const Json& s = j["result"];
   EXPECT_EQ(s["kind"], "sqlite");
   EXPECT_EQ(s["location"], dir + "/qm.db");
-  EXPECT_EQ(s["schema_version"], 1);
+  EXPECT_EQ(s["schema_version"], 2);
   EXPECT_EQ(s["snapshot_seq"], w.snapshot_seq);
   EXPECT_EQ(s["last_seq"], w.committed_seq);
   EXPECT_EQ(s["records_replayed"], w.committed_seq - w.snapshot_seq);

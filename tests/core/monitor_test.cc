@@ -353,6 +353,39 @@ TEST(MonitorTest, TheHoldFollowsMemoryAcrossAReload) {
   EXPECT_EQ(b->allocation.status, AllocStatus::kActive);
 }
 
+// Leak detection: an allocation taken back says why - its heartbeats
+// stopped, or it outlived its max_duration (renewing cannot help then).
+TEST(MonitorTest, ExpiriesNameWhyTheAllocationWasTakenBack) {
+  Harness h(Pool());
+  AllocationRequest silent = Req("silent", "dev");
+  silent.ttl = minutes(10);
+  const std::string silent_id = IdOf(h.engine->Allocate(silent));
+  AllocationRequest capped = Req("capped", "dev");
+  capped.ttl = minutes(30);
+  capped.max_duration = minutes(45);
+  const std::string capped_id = IdOf(h.engine->Allocate(capped));
+  // The capped one renews faithfully, up to its max_duration.
+  for (int i = 0; i < 4; ++i) {
+    h.clock.Advance(minutes(10));
+    h.engine->Tick();
+    ASSERT_TRUE(h.engine->Renew(capped_id).ok());
+  }
+  h.clock.Advance(hours(1));
+  h.engine->Tick();
+  const Event* a = h.Find(EventType::kExpired, silent_id);
+  ASSERT_NE(a, nullptr);
+  EXPECT_NE(a->reason.find("no heartbeat: lease expired at"), std::string::npos)
+      << a->reason;
+  const Event* b = h.Find(EventType::kExpired, capped_id);
+  ASSERT_NE(b, nullptr);
+  EXPECT_NE(b->reason.find("reached its max_duration of 45m"),
+            std::string::npos)
+      << b->reason;
+  const Event* warn = h.Find(EventType::kLeaseExpiring, capped_id);
+  ASSERT_NE(warn, nullptr);
+  EXPECT_NE(warn->reason.find("reached its max_duration"), std::string::npos);
+}
+
 TEST(MonitorTest, BadReadingsAreRefusedAndChangeNothing) {
   Harness h(Pool());
   ASSERT_TRUE(h.engine->ObserveSystem(Cpu(0.9)).ok());

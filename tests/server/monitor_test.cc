@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "qm/store.h"
 #include "server/sampler.h"
 #include "tests/server/test_util.h"
 
@@ -247,6 +248,205 @@ TEST(SamplerTest, KeepsRawSamplesAndFiveMinuteAverages) {
   ASSERT_TRUE(hour.front().memory_utilization.has_value());
   EXPECT_GT(*hour.front().memory_utilization, 0);
   ASSERT_TRUE(sampler.Latest().ok());
+}
+
+// Samplers over the fixture tree, on a manual clock that starts on a bucket
+// boundary long ago (so the history is nothing a server sampling the real
+// clock would load or prune).
+SamplerOptions FixtureSampling(ManualClock* clock, const std::string& dir) {
+  SamplerOptions o;
+  o.clock = clock;
+  o.root = std::string(QM_SOURCE_DIR) +
+           "/tests/sys/fixtures/container-cgroup-limited";
+  o.storage_path = dir;
+  o.raw_range = std::chrono::minutes(30);
+  return o;
+}
+const Time kLongAgo(Duration(999999900000LL));  // 2001-09-09T01:45:00Z
+
+// What a user would compare between two histories.
+void ExpectSameSamples(const std::vector<Sample>& got,
+                       const std::vector<Sample>& want) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    SCOPED_TRACE("sample " + std::to_string(i));
+    EXPECT_EQ(got[i].time, want[i].time);
+    EXPECT_EQ(got[i].count, want[i].count);
+    EXPECT_EQ(got[i].memory_utilization.has_value(),
+              want[i].memory_utilization.has_value());
+    if (got[i].memory_utilization && want[i].memory_utilization) {
+      EXPECT_DOUBLE_EQ(*got[i].memory_utilization, *want[i].memory_utilization);
+    }
+    EXPECT_EQ(got[i].cpu_utilization.has_value(),
+              want[i].cpu_utilization.has_value());
+    EXPECT_DOUBLE_EQ(got[i].agents_limit, want[i].agents_limit);
+    EXPECT_DOUBLE_EQ(got[i].queued, want[i].queued);
+  }
+}
+
+// The history is in the store: a new sampler after a restart on the same
+// state directory answers with what the old one recorded, raw samples and
+// 5-minute averages alike, and goes on filling the bucket that was open.
+TEST(SamplerTest, HistorySurvivesARestartInBothTiers) {
+  testing::TempDir dir;
+  ManualClock clock(kLongAgo);
+  const SamplerOptions o = FixtureSampling(&clock, dir.path());
+  std::vector<Sample> raw_before, hour_before;
+  {
+    auto app = testing::StartApp(dir.path() + "/state", "");
+    ASSERT_NE(app, nullptr);
+    Sampler sampler(o, &app->engine());
+    EXPECT_TRUE(sampler.History(std::chrono::hours(1)).empty());
+    for (int i = 0; i < 120; ++i) {  // an hour, every 30 s
+      ASSERT_TRUE(sampler.SampleOnce().ok());
+      clock.Advance(seconds(30));
+    }
+    raw_before = sampler.History(std::chrono::minutes(30));
+    hour_before = sampler.History(std::chrono::hours(1));
+    ASSERT_EQ(raw_before.size(), 60u);
+    ASSERT_EQ(hour_before.size(), 12u);
+    ASSERT_TRUE(app->Stop(seconds(5)).ok());
+  }
+
+  auto app = testing::StartApp(dir.path() + "/state", "");
+  ASSERT_NE(app, nullptr);
+  Sampler sampler(o, &app->engine());
+  EXPECT_EQ(sampler.samples_taken(), 0);
+  // The raw tier: the last 30 minutes, as they were.
+  ExpectSameSamples(sampler.History(std::chrono::minutes(30)), raw_before);
+  // The averaged tier: the first half hour is older than the raw range,
+  // so only the stored averages can answer for it; the open bucket (the
+  // last 10 samples) was rebuilt from the raw ones.
+  const std::vector<Sample> hour = sampler.History(std::chrono::hours(1));
+  ExpectSameSamples(hour, hour_before);
+  ASSERT_EQ(hour.size(), 12u);
+  EXPECT_EQ(hour.front().time, kLongAgo);
+  EXPECT_EQ(hour.front().count, 10);
+  EXPECT_EQ(hour.back().count, 10);
+
+  // The next sample closes the rebuilt bucket with all its 10 samples, and
+  // its average is stored: yet another sampler finds 12 closed buckets.
+  ASSERT_TRUE(sampler.SampleOnce().ok());
+  const std::vector<Sample> after = sampler.History(std::chrono::hours(2));
+  ASSERT_EQ(after.size(), 13u);
+  EXPECT_EQ(after[11].count, 10);
+  EXPECT_EQ(after[12].count, 1);
+  Sampler another(o, &app->engine());
+  const std::vector<Sample> stored = another.History(std::chrono::hours(2));
+  ASSERT_EQ(stored.size(), 13u);
+  EXPECT_EQ(stored[11].time, kLongAgo + std::chrono::minutes(55));
+  EXPECT_EQ(stored[11].count, 10);
+
+  // What falls out of a tier's range is pruned from the store too: 30
+  // minutes later only the raw samples of the last half hour are stored.
+  for (int i = 0; i < 61; ++i) {
+    clock.Advance(seconds(30));
+    ASSERT_TRUE(sampler.SampleOnce().ok());
+  }
+  auto raw_stored = app->engine().ReadHistory(0, 0, 1000);
+  ASSERT_TRUE(raw_stored.ok()) << raw_stored.status().ToString();
+  ASSERT_FALSE(raw_stored->empty());
+  EXPECT_GE(
+      raw_stored->front().time_ms,
+      (clock.Now() - std::chrono::minutes(35)).time_since_epoch().count());
+}
+
+// Damaged records in the stored history are skipped with a message; the
+// rest loads and sampling goes on.
+TEST(SamplerTest, DamagedStoredHistoryIsSkippedWithALog) {
+  testing::TempDir dir;
+  ManualClock clock(kLongAgo);
+  const SamplerOptions o = FixtureSampling(&clock, dir.path());
+  const std::string state = dir.path() + "/state";
+  {
+    auto app = testing::StartApp(state, "");
+    ASSERT_NE(app, nullptr);
+    Sampler sampler(o, &app->engine());
+    for (int i = 0; i < 20; ++i) {  // two buckets, the second still open
+      ASSERT_TRUE(sampler.SampleOnce().ok());
+      clock.Advance(seconds(30));
+    }
+  }
+  {
+    StoreOptions so;
+    so.location = state;
+    auto store = Store::Open(so);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    const int64_t t = kLongAgo.time_since_epoch().count();
+    ASSERT_TRUE((*store)
+                    ->AppendHistory({
+                        {0, t + 1000, "not json"},
+                        {0, t + 2000,
+                         R"({"v":1,"agents":1,"limit":2,)"
+                         R"("queued":0,"tokens":0,"cost":0,)"
+                         R"("n":"many"})"},
+                        {0, t + 3000, "[1,2,3]"},
+                        {0, t + 4000, std::string("\xff\xfe\0{", 4)},
+                        {0, t + 5000, R"({"v":1,"cpu":"high"})"},
+                        {1, t, R"({"v":99})"},
+                    })
+                    .ok());
+  }
+  auto app = testing::StartApp(state, "");
+  ASSERT_NE(app, nullptr);
+  ::testing::internal::CaptureStderr();
+  Sampler sampler(o, &app->engine());
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(log.find("skipped 6 damaged usage history record(s)"),
+            std::string::npos)
+      << log;
+  const std::vector<Sample> raw = sampler.History(std::chrono::minutes(30));
+  ASSERT_EQ(raw.size(), 20u);
+  for (const Sample& s : raw) EXPECT_EQ(s.count, 1);
+  const std::vector<Sample> hour = sampler.History(std::chrono::hours(1));
+  ASSERT_EQ(hour.size(), 2u);
+  EXPECT_EQ(hour[0].count, 10);
+  EXPECT_EQ(hour[1].count, 10);
+  EXPECT_TRUE(sampler.SampleOnce().ok());
+  EXPECT_EQ(sampler.History(std::chrono::minutes(30)).size(), 21u);
+}
+
+// The stored form: round trips, and anything else is refused, not guessed.
+TEST(SamplerTest, StoredSamplesRoundTripAndGarbageIsRefused) {
+  Sample s;
+  s.time = kLongAgo;
+  s.cpu_utilization = 0.123456789;
+  s.memory_pressure = 0;
+  s.agents_active = 3;
+  s.agents_limit = 8;
+  s.queued = 1.5;
+  s.tokens_today = 123456789;
+  s.cost_today_usd = 0.1 + 0.2;
+  s.count = 7;
+  auto back = DecodeSample(kLongAgo, EncodeSample(s));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->time, kLongAgo);
+  ASSERT_TRUE(back->cpu_utilization.has_value());
+  EXPECT_EQ(*back->cpu_utilization, 0.123456789);
+  EXPECT_FALSE(back->memory_utilization.has_value());
+  ASSERT_TRUE(back->memory_pressure.has_value());
+  EXPECT_EQ(*back->memory_pressure, 0.0);
+  EXPECT_FALSE(back->storage_utilization.has_value());
+  EXPECT_EQ(back->agents_active, 3);
+  EXPECT_EQ(back->agents_limit, 8);
+  EXPECT_EQ(back->queued, 1.5);
+  EXPECT_EQ(back->tokens_today, 123456789);
+  EXPECT_EQ(back->cost_today_usd, 0.1 + 0.2);
+  EXPECT_EQ(back->count, 7);
+  for (const std::string& bad :
+       {std::string(), std::string("null"), std::string("{}"),
+        std::string(R"({"v":2})"), std::string(R"({"v":"1"})"),
+        EncodeSample(s).substr(0, 20), std::string("\0\0\0", 3),
+        std::string(R"({"v":1,"agents":0,"limit":0,"queued":0,"tokens":0,)"
+                    R"("cost":0,"n":0})"),
+        std::string(R"({"v":1,"agents":0,"limit":0,"queued":0,"tokens":0,)"
+                    R"("cost":0})"),
+        std::string(R"({"v":1,"agents":[],"limit":0,"queued":0,"tokens":0,)"
+                    R"("cost":0,"n":1})")}) {
+    auto r = DecodeSample(kLongAgo, bad);
+    EXPECT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.status().code(), Code::kDataLoss) << bad;
+  }
 }
 
 TEST(SamplerTest, TrendsFitALine) {

@@ -577,6 +577,50 @@ TEST_F(DurableEngineTest, PeriodicSnapshotsTruncateTheJournal) {
   EXPECT_EQ(*d->StateDigest(), digest);
 }
 
+// The usage history goes straight to the store: not journaled, not in the
+// state, kept across a restart; refused once the engine is closed.
+TEST_F(DurableEngineTest, UsageHistoryIsKeptOffTheJournal) {
+  std::string digest;
+  {
+    auto d = OpenEngine();
+    ASSERT_NE(d, nullptr);
+    ASSERT_TRUE(d->Allocate(Request("wf")).ok());
+    const uint64_t ops = d->stats().operations;
+    const uint64_t last = d->stats().last_seq;
+    const uint64_t records = d->StoreDescription()->records;
+    digest = *d->StateDigest();
+    ASSERT_TRUE(d->AppendHistory(
+                     {{0, 1000, "raw-1"}, {0, 2000, "raw-2"}, {1, 0, "avg-0"}})
+                    .ok());
+    ASSERT_TRUE(d->PruneHistory(0, 1500).ok());
+    auto read = d->ReadHistory(0, 0, 10);
+    ASSERT_TRUE(read.ok()) << read.status().ToString();
+    ASSERT_EQ(read->size(), 1u);
+    EXPECT_EQ((*read)[0].payload, "raw-2");
+    EXPECT_EQ((*read)[0].time_ms, 2000);
+    ASSERT_TRUE(d->Flush().ok());
+    EXPECT_EQ(d->stats().operations, ops);
+    EXPECT_EQ(d->stats().last_seq, last);
+    EXPECT_EQ(d->StoreDescription()->records, records);
+    EXPECT_EQ(*d->StateDigest(), digest);
+    ASSERT_TRUE(d->Close().ok());
+    EXPECT_EQ(d->AppendHistory({{0, 3000, "late"}}).code(), Code::kUnavailable);
+    EXPECT_EQ(d->ReadHistory(0, 0, 10).status().code(), Code::kUnavailable);
+    EXPECT_EQ(d->PruneHistory(0, 0).code(), Code::kUnavailable);
+  }
+  auto d = OpenEngine();
+  ASSERT_NE(d, nullptr);
+  EXPECT_EQ(*d->StateDigest(), digest);
+  auto raw = d->ReadHistory(0, 0, 10);
+  ASSERT_TRUE(raw.ok()) << raw.status().ToString();
+  ASSERT_EQ(raw->size(), 1u);
+  EXPECT_EQ((*raw)[0].payload, "raw-2");
+  auto averaged = d->ReadHistory(1, 0, 10);
+  ASSERT_TRUE(averaged.ok());
+  ASSERT_EQ(averaged->size(), 1u);
+  EXPECT_EQ((*averaged)[0].payload, "avg-0");
+}
+
 TEST_F(DurableEngineTest, ClosedEngineAnswersUnavailable) {
   auto d = OpenEngine();
   ASSERT_NE(d, nullptr);

@@ -365,14 +365,14 @@ TEST_F(PgStoreTest, OpensAFreshDatabaseAndDescribesIt) {
   ASSERT_TRUE(info.ok()) << info.status().ToString();
   EXPECT_EQ(info->kind, "postgresql");
   EXPECT_EQ(info->location, uri_);
-  EXPECT_EQ(info->schema_version, 1);
+  EXPECT_EQ(info->schema_version, 2);
   EXPECT_EQ(info->snapshot_seq, 0u);
   EXPECT_EQ(info->last_seq, 0u);
   EXPECT_EQ(info->records, 0u);
   EXPECT_FALSE(store->IsLeader());
   EXPECT_EQ(store->epoch(), 0u);
   EXPECT_TRUE(store->Check().ok());
-  EXPECT_EQ(Sql("SELECT version FROM qm_schema_version"), "1");
+  EXPECT_EQ(Sql("SELECT version FROM qm_schema_version"), "2");
   EXPECT_EQ(Sql("SELECT epoch FROM qm_leader"), "0");
   StatusOr<std::optional<SnapshotData>> snapshot = store->LatestSnapshot();
   ASSERT_TRUE(snapshot.ok());
@@ -640,6 +640,124 @@ TEST_F(PgStoreTest, ReopeningKeepsTheState) {
   ASSERT_EQ(Seqs(tail), Range(4, 8));
   EXPECT_EQ(tail.front().epoch, 1u);
   EXPECT_EQ(tail.back().epoch, 2u);
+}
+
+// ---- The usage history ----
+
+std::vector<std::string> Payloads(
+    const StatusOr<std::vector<HistoryRecord>>& records) {
+  std::vector<std::string> out;
+  EXPECT_TRUE(records.ok()) << records.status().ToString();
+  if (!records.ok()) return out;
+  for (const HistoryRecord& r : *records) out.push_back(r.payload);
+  return out;
+}
+
+TEST_F(PgStoreTest, HistoryIsReadByTierInTimeOrderAndPruned) {
+  constexpr int64_t t0 = 1'760'000'000'000;
+  std::unique_ptr<Store> follower = Open("b");
+  ASSERT_NE(follower, nullptr);
+  // Leader only.
+  EXPECT_EQ(follower->AppendHistory({{0, t0, "x"}}).code(), Code::kUnavailable);
+  EXPECT_EQ(follower->PruneHistory(0, t0).code(), Code::kUnavailable);
+
+  std::unique_ptr<Store> store = OpenLeader("a");
+  ASSERT_NE(store, nullptr);
+  const std::string binary("b2\0\xff", 4);
+  ASSERT_TRUE(store
+                  ->AppendHistory({{0, t0 + 30, "c"},
+                                   {0, t0 + 10, "a"},
+                                   {1, t0 + 10, "avg"},
+                                   {0, t0 + 20, "b1"},
+                                   {0, t0 + 20, binary}})
+                  .ok());
+  ASSERT_TRUE(store->AppendHistory({}).ok());
+  StatusOr<std::vector<HistoryRecord>> all = store->ReadHistory(0, 0, 100);
+  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  ASSERT_EQ(all->size(), 4u);
+  EXPECT_EQ((*all)[0].time_ms, t0 + 10);
+  EXPECT_EQ((*all)[3].time_ms, t0 + 30);
+  for (const HistoryRecord& r : *all) EXPECT_EQ(r.tier, 0);
+  EXPECT_EQ(Payloads(all), (std::vector<std::string>{"a", "b1", binary, "c"}));
+  EXPECT_EQ(Payloads(store->ReadHistory(0, t0 + 20, 100)),
+            (std::vector<std::string>{"b1", binary, "c"}));
+  EXPECT_EQ(Payloads(store->ReadHistory(0, 0, 2)),
+            (std::vector<std::string>{"a", "b1"}));
+  EXPECT_EQ(Payloads(store->ReadHistory(1, 0, 100)),
+            (std::vector<std::string>{"avg"}));
+  // A follower reads it too.
+  EXPECT_EQ(Payloads(follower->ReadHistory(0, t0 + 30, 100)),
+            (std::vector<std::string>{"c"}));
+  EXPECT_EQ(store->AppendHistory({{-1, t0, "x"}}).code(),
+            Code::kInvalidRequest);
+
+  ASSERT_TRUE(store->PruneHistory(0, t0 + 20).ok());
+  EXPECT_EQ(Payloads(store->ReadHistory(0, 0, 100)),
+            (std::vector<std::string>{"b1", binary, "c"}));
+  EXPECT_EQ(Payloads(store->ReadHistory(1, 0, 100)),
+            (std::vector<std::string>{"avg"}));
+  // Not engine state: the journal stays empty.
+  EXPECT_EQ(store->Info()->records, 0u);
+  EXPECT_TRUE(store->Check().ok());
+
+  // Fenced like the journal: after a takeover behind its back, neither
+  // writes nor prunes of the old epoch get through.
+  Sql("UPDATE qm_leader SET epoch = epoch + 1, holder = 'intruder', "
+      "lease_until = clock_timestamp() + interval '1 minute'");
+  const Status late = store->AppendHistory({{0, t0 + 40, "late"}});
+  EXPECT_EQ(late.code(), Code::kUnavailable);
+  EXPECT_EQ(late.message(), "not the leader: epoch 1 was superseded");
+  EXPECT_FALSE(store->IsLeader());
+  const Status prune = store->PruneHistory(0, t0 + 100);
+  EXPECT_EQ(prune.code(), Code::kUnavailable) << prune.ToString();
+  EXPECT_EQ(Sql("SELECT count(*) FROM qm_history"), "4");
+  EXPECT_TRUE(
+      Contains(Sql("INSERT INTO qm_history (tier, time_ms, epoch, payload) "
+                   "VALUES (0, 0, 1, '')"),
+               "ERROR QMF01"));
+}
+
+TEST_F(PgStoreTest, SchemaOneDatabaseMigratesAndKeepsItsJournal) {
+  {
+    std::unique_ptr<Store> store = OpenLeader("a");
+    ASSERT_NE(store, nullptr);
+    std::vector<JournalRecord> batch = Batch(1, 6);
+    ASSERT_TRUE(store->Append(&batch).ok());
+    ASSERT_TRUE(store->WriteSnapshot({2, batch[1].time_ms, "d2", "s2"}).ok());
+    ASSERT_TRUE(store->ResignLeadership().ok());
+  }
+  // What a qm of schema version 1 left: no history table.
+  EXPECT_EQ(Sql("DROP TABLE qm_history; "
+                "UPDATE qm_schema_version SET version = 1"),
+            "");
+  ASSERT_EQ(Sql("SELECT version FROM qm_schema_version"), "1");
+  ASSERT_EQ(Sql("SELECT to_regclass('qm_history') IS NULL"), "t");
+
+  std::unique_ptr<Store> store = OpenLeader("a");
+  ASSERT_NE(store, nullptr);
+  StatusOr<StoreInfo> info = store->Info();
+  ASSERT_TRUE(info.ok()) << info.status().ToString();
+  EXPECT_EQ(info->schema_version, 2);
+  EXPECT_EQ(Sql("SELECT version FROM qm_schema_version"), "2");
+  EXPECT_EQ(Sql("SELECT count(*) FROM qm_schema_version"), "1");
+  // The snapshot and the journal after it are as they were.
+  StatusOr<std::optional<SnapshotData>> snap = store->LatestSnapshot();
+  ASSERT_TRUE(snap.ok() && snap->has_value());
+  EXPECT_EQ((*snap)->payload, "s2");
+  std::vector<JournalRecord> tail = ReadAll(store.get(), 2);
+  ASSERT_EQ(Seqs(tail), Range(3, 6));
+  EXPECT_EQ(tail.front().payload, Batch(3, 1)[0].payload);
+  EXPECT_TRUE(store->Check().ok());
+  std::vector<JournalRecord> more = Batch(7, 1);
+  EXPECT_TRUE(store->Append(&more).ok());
+  // The history works, fenced.
+  ASSERT_TRUE(store->AppendHistory({{1, 5, "h"}}).ok());
+  EXPECT_EQ(Payloads(store->ReadHistory(1, 0, 10)),
+            (std::vector<std::string>{"h"}));
+  EXPECT_TRUE(
+      Contains(Sql("INSERT INTO qm_history (tier, time_ms, epoch, payload) "
+                   "VALUES (0, 0, 1, '')"),
+               "ERROR QMF01"));
 }
 
 // ---- Damage ----
@@ -1074,6 +1192,30 @@ bool Knows(DurableEngine& d, const std::string& id, Duration within) {
     std::this_thread::sleep_for(20ms);
   }
   return false;
+}
+
+// The usage history through durable engines on one database: the leader
+// writes it, a follower reads it and is refused writes.
+TEST_F(PgStoreTest, DurableFollowerReadsTheHistoryButDoesNotWriteIt) {
+  auto l = DurableEngine::Open(DurableOpts(uri_, "leader", false),
+                               durable_cases::TestConfig());
+  ASSERT_TRUE(l.ok()) << l.status().ToString();
+  DurableEngine& leader = **l;
+  ASSERT_TRUE(leader.AppendHistory({{0, 100, "a"}, {1, 0, "avg"}}).ok());
+  auto f = DurableEngine::Open(DurableOpts(uri_, "follower", true),
+                               durable_cases::TestConfig());
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  DurableEngine& follower = **f;
+  ASSERT_FALSE(follower.IsLeader());
+  auto read = follower.ReadHistory(0, 0, 10);
+  ASSERT_TRUE(read.ok()) << read.status().ToString();
+  ASSERT_EQ(read->size(), 1u);
+  EXPECT_EQ((*read)[0].payload, "a");
+  EXPECT_EQ(follower.AppendHistory({{0, 200, "b"}}).code(), Code::kUnavailable);
+  EXPECT_EQ(follower.PruneHistory(0, 1000).code(), Code::kUnavailable);
+  EXPECT_EQ(Sql("SELECT count(*) FROM qm_history"), "2");
+  ASSERT_TRUE(leader.PruneHistory(0, 1000).ok());
+  EXPECT_EQ(Sql("SELECT count(*) FROM qm_history"), "1");
 }
 
 TEST_F(PgStoreTest, DurableFollowerTakesOverWhenTheLeaderIsKilled) {

@@ -467,7 +467,7 @@ TEST(SqliteStoreTest, NewerSchemaVersionIsRefused) {
   {
     auto store = OpenOrDie(tmp.state());
     ASSERT_NE(store, nullptr);
-    EXPECT_EQ(store->Info()->schema_version, 1);
+    EXPECT_EQ(store->Info()->schema_version, 2);
   }
   Tamper(tmp.db(), "UPDATE schema_version SET version = 99");
   const Status status = OpenStatus(tmp.state());
@@ -484,7 +484,7 @@ TEST(SqliteStoreTest, InfoAndStatsDescribeTheStore) {
   ASSERT_TRUE(empty.ok());
   EXPECT_EQ(empty->kind, "sqlite");
   EXPECT_EQ(empty->location, tmp.db());
-  EXPECT_EQ(empty->schema_version, 1);
+  EXPECT_EQ(empty->schema_version, 2);
   EXPECT_EQ(empty->records, 0u);
   EXPECT_EQ(empty->first_seq, 0u);
   EXPECT_EQ(empty->last_seq, 0u);
@@ -550,6 +550,139 @@ std::string InChild(const std::function<std::string()>& body) {
     failure += " (child exited abnormally)";
   }
   return failure;
+}
+
+// ---- The usage history ----
+
+std::vector<int64_t> Times(const std::vector<HistoryRecord>& records) {
+  std::vector<int64_t> out;
+  for (const HistoryRecord& r : records) out.push_back(r.time_ms);
+  return out;
+}
+std::vector<std::string> Payloads(const std::vector<HistoryRecord>& records) {
+  std::vector<std::string> out;
+  for (const HistoryRecord& r : records) out.push_back(r.payload);
+  return out;
+}
+
+// The value of `sql` (first column of the first row) on a closed store's
+// database, "" when no row.
+std::string QueryDb(const std::string& db, const std::string& sql) {
+  sqlite3* conn = nullptr;
+  std::string out;
+  if (sqlite3_open(db.c_str(), &conn) == SQLITE_OK) {
+    sqlite3_stmt* stmt = nullptr;
+    if (sqlite3_prepare_v2(conn, sql.c_str(), -1, &stmt, nullptr) ==
+            SQLITE_OK &&
+        sqlite3_step(stmt) == SQLITE_ROW) {
+      const unsigned char* text = sqlite3_column_text(stmt, 0);
+      out = text ? reinterpret_cast<const char*>(text) : "";
+    }
+    sqlite3_finalize(stmt);
+  }
+  sqlite3_close(conn);
+  return out;
+}
+
+TEST(SqliteStoreTest, HistoryIsReadByTierInTimeOrderAndPruned) {
+  TempDir tmp;
+  const int64_t t0 = 1767225600000;
+  {
+    auto store = OpenOrDie(tmp.state());
+    ASSERT_NE(store, nullptr);
+    // Out of order, two of one time, two tiers, binary payloads.
+    ASSERT_TRUE(store
+                    ->AppendHistory({{0, t0 + 30, "c"},
+                                     {0, t0 + 10, "a"},
+                                     {1, t0 + 10, "avg"},
+                                     {0, t0 + 20, "b1"},
+                                     {0, t0 + 20, std::string("b2\0\xff", 4)}})
+                    .ok());
+    ASSERT_TRUE(store->AppendHistory({}).ok());
+    auto all = store->ReadHistory(0, 0, 100);
+    ASSERT_TRUE(all.ok()) << all.status().ToString();
+    EXPECT_EQ(Times(*all),
+              (std::vector<int64_t>{t0 + 10, t0 + 20, t0 + 20, t0 + 30}));
+    EXPECT_EQ(Payloads(*all), (std::vector<std::string>{
+                                  "a", "b1", std::string("b2\0\xff", 4), "c"}));
+    for (const HistoryRecord& r : *all) EXPECT_EQ(r.tier, 0);
+    // From a time on (inclusive), and the oldest `limit` of them.
+    EXPECT_EQ(
+        Payloads(*store->ReadHistory(0, t0 + 20, 100)),
+        (std::vector<std::string>{"b1", std::string("b2\0\xff", 4), "c"}));
+    EXPECT_EQ(Payloads(*store->ReadHistory(0, 0, 2)),
+              (std::vector<std::string>{"a", "b1"}));
+    EXPECT_TRUE(store->ReadHistory(0, 0, 0)->empty());
+    EXPECT_EQ(Payloads(*store->ReadHistory(1, 0, 100)),
+              (std::vector<std::string>{"avg"}));
+    EXPECT_TRUE(store->ReadHistory(2, 0, 100)->empty());
+    EXPECT_EQ(store->AppendHistory({{-1, t0, "x"}}).code(),
+              Code::kInvalidRequest);
+
+    // Pruning drops what is older than the cut, in that tier only.
+    ASSERT_TRUE(store->PruneHistory(0, t0 + 20).ok());
+    EXPECT_EQ(Times(*store->ReadHistory(0, 0, 100)),
+              (std::vector<int64_t>{t0 + 20, t0 + 20, t0 + 30}));
+    EXPECT_EQ(store->ReadHistory(1, 0, 100)->size(), 1u);
+
+    // None of it is engine state: the journal stays empty.
+    EXPECT_EQ(store->Info()->records, 0u);
+    EXPECT_TRUE(ReadAll(store.get(), 0).records.empty());
+    EXPECT_TRUE(store->Check().ok());
+  }
+  // It is durable.
+  auto store = OpenOrDie(tmp.state());
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(Payloads(*store->ReadHistory(0, 0, 100)),
+            (std::vector<std::string>{"b1", std::string("b2\0\xff", 4), "c"}));
+  EXPECT_EQ(Payloads(*store->ReadHistory(1, 0, 100)),
+            (std::vector<std::string>{"avg"}));
+}
+
+TEST(SqliteStoreTest, SchemaOneDatabaseMigratesAndKeepsItsJournal) {
+  TempDir tmp;
+  {
+    auto store = OpenOrDie(tmp.state());
+    ASSERT_NE(store, nullptr);
+    ASSERT_TRUE(AppendRange(store.get(), 1, 20).ok());
+    ASSERT_TRUE(store->WriteSnapshot({5, TimeFor(5), "d5", "s5"}).ok());
+  }
+  // What a qm of schema version 1 left: no history table.
+  Tamper(tmp.db(), "DROP TABLE history; UPDATE schema_version SET version = 1");
+  ASSERT_EQ(QueryDb(tmp.db(), "SELECT version FROM schema_version"), "1");
+  ASSERT_EQ(QueryDb(tmp.db(),
+                    "SELECT count(*) FROM sqlite_schema WHERE name = "
+                    "'history'"),
+            "0");
+
+  {
+    auto store = OpenOrDie(tmp.state());
+    ASSERT_NE(store, nullptr);
+    EXPECT_EQ(store->Info()->schema_version, 2);
+    // The journal and the snapshot are as they were.
+    EXPECT_EQ(store->LatestSnapshot()->value().payload, "s5");
+    ReadResult journal = ReadAll(store.get(), 5);
+    ASSERT_TRUE(journal.status.ok()) << journal.status.ToString();
+    ASSERT_EQ(journal.seqs(), Seqs(6, 20));
+    EXPECT_EQ(journal.records[0].payload, PayloadFor(6));
+    EXPECT_EQ(journal.records[14].time_ms, TimeFor(20));
+    EXPECT_TRUE(store->Check().ok());
+    EXPECT_TRUE(AppendRange(store.get(), 21, 1).ok());
+    // And the history works.
+    ASSERT_TRUE(store->AppendHistory({{0, TimeFor(21), "h"}}).ok());
+    EXPECT_EQ(Payloads(*store->ReadHistory(0, 0, 10)),
+              (std::vector<std::string>{"h"}));
+  }
+  EXPECT_EQ(QueryDb(tmp.db(), "SELECT version FROM schema_version"), "2");
+  // STRICT, with its index.
+  EXPECT_NE(
+      QueryDb(tmp.db(), "SELECT sql FROM sqlite_schema WHERE name = 'history'")
+          .find("STRICT"),
+      std::string::npos);
+  EXPECT_EQ(QueryDb(tmp.db(),
+                    "SELECT count(*) FROM sqlite_schema WHERE type = 'index' "
+                    "AND tbl_name = 'history'"),
+            "1");
 }
 
 TEST(SqliteStoreTest, DiskFullFailsTheBatchAndKeepsTheLastSeq) {
