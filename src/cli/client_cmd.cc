@@ -65,20 +65,7 @@ StatusOr<Args> ParseArgs(const std::vector<std::string>& raw,
   return a;
 }
 
-std::string UrlEncode(std::string_view s) {
-  static const char* kHex = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    }
-  }
-  return out;
-}
+using server::UrlEncode;
 
 // Takes the allocation id from the subject or from params[key] (removing
 // it from the params).

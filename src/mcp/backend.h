@@ -79,8 +79,7 @@ ApiAnswer Unwrap(const Backend& backend,
 // An error in ApiAnswer's `error` shape, made here (not by the server).
 nlohmann::json MakeError(Code code, const std::string& message);
 
-// "a/b c" -> "a%2Fb%20c", for ids and query values in targets.
-std::string UrlEncode(std::string_view s);
+using server::UrlEncode;
 
 }  // namespace qm::mcp
 

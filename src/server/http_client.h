@@ -25,6 +25,10 @@
 
 namespace qm::server {
 
+// "a/b c" -> "a%2Fb%20c": percent-encodes everything but the unreserved
+// characters (RFC 3986), for ids and query values in request targets.
+std::string UrlEncode(std::string_view s);
+
 struct ClientOptions {
   // "http://host:port" (https:// when the server has TLS). Default
   // http://127.0.0.1:7070.
