@@ -348,30 +348,30 @@ ToolResult Allocate(Backend& backend, const Json& args) {
   return Ok(out, DescribeAllocation(out));
 }
 
-ToolResult Release(Backend& backend, const Json& args) {
-  Json body = Json::object();
-  if (args.contains("usage")) body["usage"] = args["usage"];
+// POSTs `body` to /v1/allocations/{allocation_id}/`action` and answers the
+// allocation (resource_release, resource_renew).
+ToolResult OnAllocation(Backend& backend, const Json& args,
+                        const std::string& action, const Json& body) {
   ApiAnswer a = CallApi(
       backend, "POST",
       "/v1/allocations/" + UrlEncode(args["allocation_id"].get<std::string>()) +
-          "/release",
+          "/" + action,
       body);
   if (!a.ok) return ErrorResult(a.error);
   Json out = WithRecommendations(a.result, a.recommendations);
   return Ok(out, DescribeAllocation(out));
 }
 
+ToolResult Release(Backend& backend, const Json& args) {
+  Json body = Json::object();
+  if (args.contains("usage")) body["usage"] = args["usage"];
+  return OnAllocation(backend, args, "release", body);
+}
+
 ToolResult Renew(Backend& backend, const Json& args) {
   Json body = Json::object();
   if (args.contains("ttl_seconds")) body["ttl"] = args["ttl_seconds"];
-  ApiAnswer a = CallApi(
-      backend, "POST",
-      "/v1/allocations/" + UrlEncode(args["allocation_id"].get<std::string>()) +
-          "/renew",
-      body);
-  if (!a.ok) return ErrorResult(a.error);
-  Json out = WithRecommendations(a.result, a.recommendations);
-  return Ok(out, DescribeAllocation(out));
+  return OnAllocation(backend, args, "renew", body);
 }
 
 // Keeps the agent type and product groups of a status snapshot that match
