@@ -277,13 +277,41 @@ struct MonitoringConfig {
   // threshold does not flap. Default 0.05.
   double hysteresis = 0.05;
 
+  // The degraded_performance alert (seed 000 performance_degradation,
+  // detection_method baseline_comparison): the mean queue wait of the
+  // grants of the last `window` against that of the `baseline` before it.
+  struct Degradation {
+    // It fires when the recent mean is above the baseline's by this
+    // fraction (seed 000's degradation_threshold 25 = 0.25) and by at
+    // least min_increase; it clears when the rise falls below threshold
+    // minus the hysteresis, or below half of min_increase. Default 0.25.
+    double threshold = 0.25;
+    // Rises smaller than this never fire, however large as a fraction (a
+    // baseline of 0.1 s rising to 0.5 s is not news). Default 10 s.
+    Duration min_increase = std::chrono::seconds(10);
+    // The recent span. At least 1 minute, at most the baseline. Default
+    // 15 minutes.
+    Duration window = std::chrono::minutes(15);
+    // The span before it that sets the baseline. At most 7 days. Default
+    // 24 hours.
+    Duration baseline = std::chrono::hours(24);
+    // Grants needed in the window (and four times as many in the
+    // baseline) before they are compared. Default 5.
+    int64_t min_samples = 5;
+
+    bool operator==(const Degradation&) const = default;
+  };
+  Degradation degradation;
+
   bool operator==(const MonitoringConfig&) const = default;
 };
 
 // OK, or INVALID_REQUEST naming the first monitoring.* key out of range or
 // out of order with the value given (thresholds in (0, 1], critical not
 // below warning, gc_trigger not below pressure, hysteresis in [0, 0.5] and
-// below every threshold).
+// below every threshold; degradation.threshold above 0 and at most 100,
+// its window from 1 minute to its baseline, the baseline at most 7 days,
+// min_increase not negative, min_samples at least 1).
 Status ValidateMonitoringConfig(const MonitoringConfig& m);
 
 // ---- Conflicts: path locks, workflow exclusion, reservations. ----

@@ -231,6 +231,14 @@ class DurableEngine {
   // it still follows; the failure when following broke (for example the
   // journal is damaged).
   Status WaitUntilLeader(Duration timeout);
+  // Whether this instance keeps up with the store. OK while it leads and
+  // while a follower applies the leader's journal; while a follower cannot
+  // read it (UNAVAILABLE or DEADLINE_EXCEEDED from the store: a dropped
+  // connection, a restarting database), that error, retried every
+  // tail_interval from the last record applied (its reads are answered
+  // from the copy it has, older than usual); the failure once following
+  // broke for good (a damaged journal).
+  Status FollowStatus() const;
 
   // ---- Who leads (several servers on one PostgreSQL) ----
 

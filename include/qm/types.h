@@ -265,15 +265,17 @@ struct Health {
 // from `since` until it clears. Alert events say when one fires, changes
 // severity and clears: once each, not at every reading.
 struct Alert {
-  // "capacity_warning", "memory_pressure".
+  // "capacity_warning", "memory_pressure", "degraded_performance".
   std::string type;
-  // What it is about: "cpu", "memory", "storage", "agents".
+  // What it is about: "cpu", "memory", "storage", "agents", "queue_wait".
   std::string resource;
-  std::string severity;  // "medium", "high"
+  std::string severity;  // "low" (degraded_performance only), "medium", "high"
   std::string message;
   std::string recommended_action;
-  double value = 0;      // the figure that fired it (a fraction)
-  double threshold = 0;  // the threshold it crossed
+  // The figure that fired it and the threshold it crossed, as fractions
+  // (of capacity; for degraded_performance, the rise over the baseline).
+  double value = 0;
+  double threshold = 0;
   Time since{};
   // False on the event that says it cleared.
   bool firing = true;

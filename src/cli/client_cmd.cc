@@ -28,6 +28,9 @@ struct Request {
   std::string method, target;
   std::string body;  // JSON text or ""
   Duration timeout{0};
+  // The envelope's operation when the server cannot be reached; "" = the
+  // command's (ClientOp::operation).
+  std::string operation{};
 };
 
 // The parts of a command line after the operation's name: an optional
@@ -90,6 +93,17 @@ StatusOr<std::string> TakeId(Args* a, const std::string& key,
 }
 
 std::string Body(const Json& j) { return j.empty() ? "" : j.dump(); }
+
+// The JSON params as a query string ("?time_range=1h&include_performance=
+// true"; "" for none): strings as they are, other values as JSON text.
+std::string QueryOf(const Json& params) {
+  std::string q;
+  for (const auto& [k, v] : params.items()) {
+    q += (q.empty() ? "?" : "&") + UrlEncode(k) + "=" +
+         UrlEncode(v.is_string() ? v.get<std::string>() : v.dump());
+  }
+  return q;
+}
 
 // How each client command becomes a request.
 using Builder = std::function<StatusOr<Request>(Args)>;
@@ -178,31 +192,59 @@ std::vector<ClientOp> ClientOps() {
        "List allocations: qm list ['{\"status\": \"active\", \"product\": "
        "...}']",
        [](Args a) -> StatusOr<Request> {
-         std::string q;
-         for (const auto& [k, v] : a.params.items()) {
-           q += (q.empty() ? "?" : "&") + UrlEncode(k) + "=" +
-                UrlEncode(v.is_string() ? v.get<std::string>() : v.dump());
-         }
-         return Request{"GET", "/v1/allocations" + q, ""};
+         return Request{"GET", "/v1/allocations" + QueryOf(a.params), ""};
        }},
       {"status", "status",
-       "Totals, availability and the queue (qm status costs: today's spend; "
-       "qm status queue: the queue with scores)",
+       "Totals, availability and the queue; qm status agents "
+       "['{\"time_range\": \"1h\", \"group_by\": \"specialization\", "
+       "\"include_performance\": true}']: the agent pool per group and what "
+       "it did; qm status cpu_cores (any resource): its holders and queued "
+       "demand; qm status costs: today's spend; qm status queue: the queue "
+       "with scores",
        [](Args a) -> StatusOr<Request> {
-         if (a.subject == "costs") return Request{"GET", "/v1/costs", ""};
-         if (a.subject == "queue") return Request{"GET", "/v1/queue", ""};
-         return Request{"GET", "/v1/status", ""};
+         if (a.subject.empty() || a.subject == "system") {
+           if (!a.params.empty()) {
+             return InvalidRequest(
+                 "qm status: parameters go with a resource type, e.g. qm "
+                 "status agents '{\"time_range\": \"1h\"}'");
+           }
+           return Request{"GET", "/v1/status", ""};
+         }
+         if (a.subject == "costs" || a.subject == "queue") {
+           if (!a.params.empty()) {
+             return InvalidRequest("qm status " + a.subject +
+                                   ": takes no parameters");
+           }
+           return Request{"GET", "/v1/" + a.subject, ""};
+         }
+         return Request{
+             "GET",
+             "/v1/status/" + UrlEncode(a.subject) + QueryOf(a.params),
+             "",
+             {},
+             "resource_status"};
        }},
       {"usage", "costs",
-       "Spend against the budgets (qm usage WORKFLOW: that workflow's "
-       "allocations with their usage)",
+       "Spend against the budgets; qm usage WORKFLOW ['{\"breakdown_by_"
+       "phase\": true, \"include_efficiency\": true, \"compare_baseline\": "
+       "true}']: that workflow's totals, phases, efficiency and how it "
+       "compares with the others",
        [](Args a) -> StatusOr<Request> {
-         if (!a.subject.empty()) {
-           return Request{"GET",
-                          "/v1/allocations?workflow_id=" + UrlEncode(a.subject),
-                          ""};
+         if (a.subject.empty() && !a.params.contains("workflow_id")) {
+           if (!a.params.empty()) {
+             return InvalidRequest(
+                 "qm usage: which workflow? qm usage WORKFLOW_ID '{...}' "
+                 "(qm usage alone: spend against the budgets)");
+           }
+           return Request{"GET", "/v1/costs", ""};
          }
-         return Request{"GET", "/v1/costs", ""};
+         auto id = TakeId(&a, "workflow_id", "usage");
+         if (!id.ok()) return id.status();
+         return Request{"GET",
+                        "/v1/usage/" + UrlEncode(*id) + QueryOf(a.params),
+                        "",
+                        {},
+                        "workflow_usage"};
        }},
       {"capacity", "capacity", "Capacity and availability per resource",
        get("/v1/capacity")},
@@ -217,12 +259,7 @@ std::vector<ClientOp> ClientOps() {
                "monitor system), got \"" +
                a.subject + "\"");
          }
-         std::string q;
-         for (const auto& [k, v] : a.params.items()) {
-           q += (q.empty() ? "?" : "&") + UrlEncode(k) + "=" +
-                UrlEncode(v.is_string() ? v.get<std::string>() : v.dump());
-         }
-         return Request{"GET", "/v1/monitor/system" + q, ""};
+         return Request{"GET", "/v1/monitor/system" + QueryOf(a.params), ""};
        }},
       {"queue", "queue", "The queue, best first, with scores and reasons",
        get("/v1/queue")},
@@ -702,7 +739,8 @@ int ClientCommands::Run(const Output& o, std::ostream& err) const {
     if (!req.ok()) {
       return o.Emit(api::ErrorEnvelope(c.op.operation, Now(), req.status()));
     }
-    return Send(o, s.Url(), c.op.operation, *req);
+    return Send(o, s.Url(),
+                req->operation.empty() ? c.op.operation : req->operation, *req);
   }
   return 2;
 }

@@ -416,6 +416,18 @@ void EmitConflicts(YAML::Emitter& out, const Config& config) {
     out << YAML::Key << key << YAML::Value;
     EmitNumber(out, value);
   }
+  const MonitoringConfig::Degradation& d = m.degradation;
+  out << YAML::Key << "degradation" << YAML::Value << YAML::BeginMap
+      << YAML::Key << "threshold" << YAML::Value;
+  EmitNumber(out, d.threshold);
+  out << YAML::Key << "min_increase" << YAML::Value;
+  EmitDuration(out, d.min_increase);
+  out << YAML::Key << "window" << YAML::Value;
+  EmitDuration(out, d.window);
+  out << YAML::Key << "baseline" << YAML::Value;
+  EmitDuration(out, d.baseline);
+  out << YAML::Key << "min_samples" << YAML::Value
+      << std::to_string(d.min_samples) << YAML::EndMap;
   out << YAML::EndMap;
 }
 

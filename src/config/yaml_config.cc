@@ -80,6 +80,7 @@ constexpr std::string_view kProductLocking =
     "conflicts.file_locking.per_product.<name>";
 constexpr std::string_view kReservations = "reservations";
 constexpr std::string_view kMonitoring = "monitoring";
+constexpr std::string_view kDegradation = "monitoring.degradation";
 // Seed 000's conflict_resolution block, of which only the file-conflict
 // strategy means something here (an alias of conflicts.strategy).
 constexpr std::string_view kConflictResolution = "conflict_resolution";
@@ -151,7 +152,9 @@ const std::vector<Section>& Sections() {
        {"horizon", "grace_period", "preempt_running", "max_reservations"}},
       {kMonitoring,
        {"warning_threshold", "critical_threshold", "pressure_threshold",
-        "gc_trigger_threshold", "psi_threshold", "hysteresis"}},
+        "gc_trigger_threshold", "psi_threshold", "hysteresis", "degradation"}},
+      {kDegradation,
+       {"threshold", "min_increase", "window", "baseline", "min_samples"}},
       // Seed 000 keys that are recognised only to be refused with a reason.
       {kConflictResolution,
        {"file_conflicts", "resource_conflicts", "workflow_conflicts"}},
@@ -1782,6 +1785,24 @@ Status Reader::ReadMonitoring(const Field& field) {
       field, kMonitoring, [&](const std::string& key, const Field& child) {
         if (key == "hysteresis") {
           return ReadNumber(child, Range{0, false, 0.5}, &m.hysteresis);
+        }
+        if (key == "degradation") {
+          MonitoringConfig::Degradation& d = m.degradation;
+          return ForEachKnownEntry(
+              child, kDegradation,
+              [&](const std::string& k, const Field& f) -> Status {
+                if (k == "threshold") {
+                  return ReadNumber(f, Range{0, true, 100}, &d.threshold);
+                }
+                if (k == "min_increase") {
+                  return ReadDuration(f, true, &d.min_increase);
+                }
+                if (k == "window") return ReadDuration(f, false, &d.window);
+                if (k == "baseline") {
+                  return ReadDuration(f, false, &d.baseline);
+                }
+                return ReadInt(f, 1, &d.min_samples);
+              });
         }
         double* target = key == "warning_threshold"    ? &m.warning_threshold
                          : key == "critical_threshold" ? &m.critical_threshold

@@ -698,6 +698,9 @@ void EngineImpl::Grant(Alloc& a, std::optional<double> score) {
   a.holding = true;
   a.expiring = false;
   a.granted_at = now_;
+  // A re-granted (re-queued) allocation's queued_at is its first ask, so
+  // its wait would count its earlier run: only first grants are counted.
+  if (a.fencing == 0) RecordGrantWait(now_ - a.queued_at);
   // A re-granted (re-queued) allocation's old token names nobody now.
   if (a.locks && a.fencing != 0) fencing_owner_.erase(a.fencing);
   a.fencing = ++fencing_;

@@ -510,6 +510,11 @@ class EngineImpl {
   // Above gc_trigger_threshold: reclaim notices to enough preemptible
   // low-priority holders of memory.
   void ReclaimForMemory(double memory_utilization, double memory_total_gb);
+  // Counts a grant's queue wait into wait_buckets_ (and drops buckets past
+  // the degradation window plus baseline).
+  void RecordGrantWait(Duration wait);
+  // Fires, re-rates or clears degraded_performance from wait_buckets_.
+  void RateDegradation();
   // The memory_gb counter, or UINT32_MAX when there is none.
   uint32_t MemoryCounter() const {
     return memory_resource_ == UINT32_MAX ? UINT32_MAX
@@ -1033,6 +1038,14 @@ class EngineImpl {
   bool memory_pressure_ = false;
   // Active alerts by "type/resource".
   std::map<std::string, Alert> health_alerts_;
+  // Queue waits of grants per minute of engine time, oldest first, over
+  // monitoring.degradation's window plus baseline (degraded_performance).
+  struct WaitBucket {
+    int64_t minute = 0;  // engine time / 1 min
+    int64_t grants = 0;
+    int64_t wait_ms = 0;  // their waits, summed
+  };
+  std::deque<WaitBucket> wait_buckets_;
 
   // --- reservation state (reservations.cc) ---
   std::map<uint64_t, Reservation> reservations_;  // by num

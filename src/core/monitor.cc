@@ -10,6 +10,7 @@
 
 #include "core/engine_impl.h"
 #include "core/text.h"
+#include "qm/clock.h"
 
 namespace qm {
 
@@ -94,6 +95,40 @@ Status ValidateMonitoringConfig(const MonitoringConfig& m) {
           " must be below " + f.name + " (" + FormatNumber(f.value) +
           "), or what it raises could never clear");
     }
+  }
+  const MonitoringConfig::Degradation& d = m.degradation;
+  if (!std::isfinite(d.threshold) || d.threshold <= 0 || d.threshold > 100) {
+    return InvalidRequest(
+        "monitoring.degradation.threshold: must be a fraction above 0 and at "
+        "most 100 (0.25 = a 25% rise), got " +
+        FormatNumber(d.threshold));
+  }
+  if (m.hysteresis >= d.threshold) {
+    return InvalidRequest(
+        "monitoring.hysteresis: " + FormatNumber(m.hysteresis) +
+        " must be below degradation.threshold (" + FormatNumber(d.threshold) +
+        "), or what it raises could never clear");
+  }
+  if (d.window < std::chrono::minutes(1)) {
+    return InvalidRequest(
+        "monitoring.degradation.window: must be at least 1m, got " +
+        FormatDuration(d.window));
+  }
+  if (d.baseline < d.window || d.baseline > std::chrono::hours(24 * 7)) {
+    return InvalidRequest(
+        "monitoring.degradation.baseline: must be from the window (" +
+        FormatDuration(d.window) + ") to 7d, got " +
+        FormatDuration(d.baseline));
+  }
+  if (d.min_increase < Duration(0)) {
+    return InvalidRequest(
+        "monitoring.degradation.min_increase: must not be negative, got " +
+        FormatDuration(d.min_increase));
+  }
+  if (d.min_samples < 1 || d.min_samples > 1000000) {
+    return InvalidRequest(
+        "monitoring.degradation.min_samples: must be from 1 to 1000000, got " +
+        std::to_string(d.min_samples));
   }
   return Status::Ok();
 }
@@ -262,6 +297,132 @@ void EngineImpl::ReclaimForMemory(double memory_utilization,
   }
 }
 
+namespace {
+
+constexpr int64_t kMsPerMinuteInt = 60000;
+
+int64_t MinuteOf(Time t) {
+  const int64_t ms = t.time_since_epoch().count();
+  return ms >= 0 ? ms / kMsPerMinuteInt : -((-ms - 1) / kMsPerMinuteInt) - 1;
+}
+
+int64_t Minutes(Duration d) {
+  return (d.count() + kMsPerMinuteInt - 1) / kMsPerMinuteInt;
+}
+
+// A mean wait for people: "42s", "2m5s", "0.4s".
+std::string WaitText(double ms) {
+  if (ms < 10000) return FormatNumber(std::round(ms / 100) / 10) + "s";
+  return FormatDuration(
+      Duration(static_cast<int64_t>(std::round(ms / 1000)) * 1000));
+}
+
+}  // namespace
+
+void EngineImpl::RecordGrantWait(Duration wait) {
+  const int64_t minute = MinuteOf(now_);
+  if (wait_buckets_.empty() || wait_buckets_.back().minute < minute) {
+    wait_buckets_.push_back(WaitBucket{minute, 0, 0});
+  }
+  // Engine time never runs back, so the last bucket is this minute's.
+  WaitBucket& b = wait_buckets_.back();
+  ++b.grants;
+  b.wait_ms += std::max<int64_t>(0, wait.count());
+  const MonitoringConfig::Degradation& d = config_.monitoring.degradation;
+  const int64_t keep = Minutes(d.window) + Minutes(d.baseline);
+  while (!wait_buckets_.empty() &&
+         wait_buckets_.front().minute <= minute - keep) {
+    wait_buckets_.pop_front();
+  }
+}
+
+void EngineImpl::RateDegradation() {
+  const MonitoringConfig& m = config_.monitoring;
+  const MonitoringConfig::Degradation& d = m.degradation;
+  const int64_t now_minute = MinuteOf(now_);
+  const int64_t window = Minutes(d.window);
+  const int64_t baseline = Minutes(d.baseline);
+  // Recent: the window's minutes up to this one; baseline: those before.
+  int64_t recent_n = 0, recent_ms = 0, base_n = 0, base_ms = 0;
+  for (const WaitBucket& b : wait_buckets_) {
+    if (b.minute > now_minute - window) {
+      recent_n += b.grants;
+      recent_ms += b.wait_ms;
+    } else if (b.minute > now_minute - window - baseline) {
+      base_n += b.grants;
+      base_ms += b.wait_ms;
+    }
+  }
+  const std::string key = "degraded_performance/queue_wait";
+  auto it = health_alerts_.find(key);
+  const bool enough = recent_n >= d.min_samples && base_n >= 4 * d.min_samples;
+  if (!enough) {
+    // Too few grants to judge. An alert stands while work still waits;
+    // with nothing queued, nothing is slow.
+    if (it != health_alerts_.end() && queued_count_ == 0) {
+      Alert cleared = it->second;
+      cleared.firing = false;
+      cleared.message = "queue wait back to normal: nothing waits";
+      health_alerts_.erase(it);
+      EmitAlert(cleared);
+    }
+    return;
+  }
+  const double recent = static_cast<double>(recent_ms) / recent_n;
+  const double base = static_cast<double>(base_ms) / base_n;
+  const double delta = recent - base;
+  const double min_ms = static_cast<double>(d.min_increase.count());
+  // The rise as a fraction of the baseline, taken as at least 1 s so that
+  // a baseline of no wait at all gives a finite figure.
+  const double rise = delta / std::max(base, 1000.0);
+  auto severity_of = [&](double r) {
+    return r >= std::max(3.0, d.threshold)   ? "high"
+           : r >= std::max(1.0, d.threshold) ? "medium"
+                                             : "low";
+  };
+  const std::string over = FormatDuration(d.window);
+  const std::string before = FormatDuration(d.baseline);
+  auto text = [&] {
+    return "Queue wait increased by " + Percent(rise) + ": grants waited " +
+           WaitText(recent) + " on average over the last " + over +
+           ", against " + WaitText(base) + " over the previous " + before;
+  };
+  if (it == health_alerts_.end()) {
+    if (rise < d.threshold || delta < min_ms) return;
+    Alert a;
+    a.type = "degraded_performance";
+    a.resource = "queue_wait";
+    a.severity = severity_of(rise);
+    a.value = rise;
+    a.threshold = d.threshold;
+    a.message = text();
+    a.recommended_action =
+        "Monitor and investigate if it continues: qm queue says what waits "
+        "and why; raise max_concurrent or lower the load";
+    a.since = now_;
+    health_alerts_.emplace(key, a);
+    EmitAlert(a);
+    return;
+  }
+  Alert& a = it->second;
+  a.value = rise;
+  if (rise < d.threshold - m.hysteresis || delta < min_ms / 2) {
+    Alert cleared = a;
+    cleared.firing = false;
+    cleared.message = "queue wait back to normal: " + WaitText(recent) +
+                      " on average over the last " + over + ", against " +
+                      WaitText(base) + " before";
+    health_alerts_.erase(it);
+    EmitAlert(cleared);
+    return;
+  }
+  a.message = text();
+  const std::string severity = severity_of(rise);
+  if (severity == a.severity) return;
+  a.severity = severity;
+  EmitAlert(a);
+}
+
 Status EngineImpl::ObserveSystem(const SystemReading& r) {
   QM_RETURN_IF_ERROR(CheckFraction("cpu_utilization", r.cpu_utilization));
   QM_RETURN_IF_ERROR(CheckFraction("memory_utilization", r.memory_utilization));
@@ -350,6 +511,7 @@ Status EngineImpl::ObserveSystem(const SystemReading& r) {
   if (mu && *mu >= m.gc_trigger_threshold) {
     ReclaimForMemory(*mu, r.memory_total_gb);
   }
+  RateDegradation();
   return Status::Ok();
 }
 

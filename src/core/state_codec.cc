@@ -30,8 +30,9 @@
 //   clock_, sink_, in_op_, migrate_from_: not state (in_op_ is false
 //     between calls; migrate_from_ is set only inside Reconfigure).
 //   memory_resource_: config-derived (Init finds the memory_gb resource).
-//   system_, system_time_, memory_pressure_, health_alerts_: the
-//     monitoring section (a state without it loads them empty).
+//   system_, system_time_, memory_pressure_, health_alerts_,
+//     wait_buckets_: the monitoring section (a state without it, or a
+//     version 2 state without the waits, loads them empty).
 //   Caches and scratch: fs_cache_, fs_time_, fs_cached_version_ and
 //     fs_version_ (the fair-share cache: invalidated on load, recomputed on
 //     first use), task_values_ (rule evaluation scratch). Not written.
@@ -105,11 +106,15 @@ namespace {
 using std::chrono::hours;
 
 // 2 added the monitoring section and the monitoring_thresholds part of the
-// config fingerprint; a version 1 state still loads (without them).
-constexpr uint8_t kStateFormatVersion = 2;
+// config fingerprint; 3 the grant waits at the end of the monitoring
+// section and the monitoring.degradation part. Older states still load
+// (without them).
+constexpr uint8_t kStateFormatVersion = 3;
 constexpr uint8_t kOldestStateFormatVersion = 1;
-// Config fingerprint parts of format version 1.
-constexpr size_t kConfigPartsV1 = 16;
+// Config fingerprint parts written by each format version (index: the
+// version): a state's later parts are taken to be at their defaults.
+constexpr size_t kConfigPartsOf[] = {0, 16, 17, 18};
+static_assert(std::size(kConfigPartsOf) == kStateFormatVersion + 1);
 constexpr std::string_view kMagic = "QMST";
 constexpr size_t kHeaderBytes = 5;   // magic + version
 constexpr size_t kTrailerBytes = 8;  // the checksum
@@ -868,14 +873,23 @@ void Put(Out& o, const MonitoringIntervals& v) {
   o.Dur(v.capacity_analysis);
   o.Dur(v.trend_analysis);
 }
+// All but `degradation`, a part of its own (format version 3).
 void Put(Out& o, const MonitoringConfig& v) {
-  [[maybe_unused]] const auto& [f1, f2, f3, f4, f5, f6] = v;
+  [[maybe_unused]] const auto& [f1, f2, f3, f4, f5, f6, f7] = v;
   o.D(v.warning_threshold);
   o.D(v.critical_threshold);
   o.D(v.pressure_threshold);
   o.D(v.gc_trigger_threshold);
   o.D(v.psi_threshold);
   o.D(v.hysteresis);
+}
+void Put(Out& o, const MonitoringConfig::Degradation& v) {
+  [[maybe_unused]] const auto& [f1, f2, f3, f4, f5] = v;
+  o.D(v.threshold);
+  o.Dur(v.min_increase);
+  o.Dur(v.window);
+  o.Dur(v.baseline);
+  o.I(v.min_samples);
 }
 void Put(Out& o, const ConflictsConfig& v) {
   [[maybe_unused]] const auto& [f1, f2, f3, f4, f5] = v;
@@ -949,6 +963,9 @@ std::vector<ConfigPart> ConfigParts(const Config& c) {
   // Since format version 2 (go last: a version 1 state carries no hash for
   // it, and matches a config that leaves it at its defaults; LoadConfig).
   part("monitoring_thresholds", [&](Out& o) { Put(o, c.monitoring); });
+  // Since format version 3.
+  part("monitoring.degradation",
+       [&](Out& o) { Put(o, c.monitoring.degradation); });
   return parts;
 }
 
@@ -1038,7 +1055,7 @@ class StateCodec {
   static void LoadTimers(EngineImpl& e, In& in);
   static void LoadMoney(EngineImpl& e, In& in);
   static void LoadConflicts(EngineImpl& e, In& in);
-  static void LoadMonitoring(EngineImpl& e, In& in);
+  static void LoadMonitoring(EngineImpl& e, In& in, uint8_t version);
   // Checks what one section's records say about another's, and rebuilds
   // the indexes; DATA_LOSS naming the first inconsistency.
   static Status Link(EngineImpl& e);
@@ -1058,7 +1075,7 @@ std::string StateCodec::Save(const EngineImpl& e) {
   // (written, rebuilt, config-derived or cache) and, if it is state, saved
   // and loaded below: this size check is the reminder (libstdc++ x86-64).
 #if defined(__GLIBCXX__) && defined(__x86_64__) && !defined(_GLIBCXX_DEBUG)
-  static_assert(sizeof(EngineImpl) == 4176,
+  static_assert(sizeof(EngineImpl) == 4296,
                 "EngineImpl changed: classify the new members in "
                 "state_codec.cc (and raise kStateFormatVersion when the "
                 "format changes), then update this size");
@@ -1143,9 +1160,16 @@ void StateCodec::SaveMonitoring(const EngineImpl& e, Out& o) {
     o.D(a.threshold);
     o.T(a.since);
   }
+  o.U(e.wait_buckets_.size());
+  for (const EngineImpl::WaitBucket& b : e.wait_buckets_) {
+    [[maybe_unused]] const auto& [f1, f2, f3] = b;
+    o.I(b.minute);
+    o.I(b.grants);
+    o.I(b.wait_ms);
+  }
 }
 
-void StateCodec::LoadMonitoring(EngineImpl& e, In& in) {
+void StateCodec::LoadMonitoring(EngineImpl& e, In& in, uint8_t version) {
   e.system_.reset();
   e.system_time_ = Time{};
   if (in.B("has_reading")) {
@@ -1189,6 +1213,26 @@ void StateCodec::LoadMonitoring(EngineImpl& e, In& in) {
     a.since = in.T("alert.since");
     if (!e.health_alerts_.emplace(a.type + "/" + a.resource, a).second) {
       in.FailAt(at, "alert", "a second alert " + a.type + "/" + a.resource);
+    }
+  }
+  e.wait_buckets_.clear();
+  if (version < 3) return;
+  const size_t buckets = in.Count("grant_waits", 3);
+  for (size_t i = 0; i < buckets && in.ok(); ++i) {
+    const size_t at = in.Offset();
+    EngineImpl::WaitBucket b;
+    b.minute = in.I("grant_waits.minute");
+    b.grants = in.I("grant_waits.grants");
+    b.wait_ms = in.I("grant_waits.wait_ms");
+    if (!in.ok()) break;
+    if (b.grants < 1 || b.wait_ms < 0) {
+      in.FailAt(at, "grant_waits",
+                "a minute with no grants or a negative wait");
+    } else if (!e.wait_buckets_.empty() &&
+               b.minute <= e.wait_buckets_.back().minute) {
+      in.FailAt(at, "grant_waits", "minutes out of order");
+    } else {
+      e.wait_buckets_.push_back(b);
     }
   }
 }
@@ -1830,7 +1874,7 @@ Status StateCodec::Load(EngineImpl& e, std::string_view bytes) {
           LoadConflicts(e, in);
           break;
         case Section::kMonitoring:
-          LoadMonitoring(e, in);
+          LoadMonitoring(e, in, version);
           break;
       }
       if (in.ok() && !in.r().AtEnd()) {
@@ -1900,7 +1944,8 @@ Status StateCodec::LoadConfig(EngineImpl& e, In& in, uint8_t version) {
     }
   }
   const std::vector<ConfigPart> parts = ConfigParts(e.config_);
-  if (version == 1 && hashes.size() == kConfigPartsV1) {
+  if (version < kStateFormatVersion &&
+      hashes.size() == kConfigPartsOf[version]) {
     // Saved before the later parts existed: under their defaults.
     const std::vector<ConfigPart> defaults = ConfigParts(Config::Defaults());
     for (size_t i = hashes.size(); i < parts.size(); ++i) {

@@ -18,6 +18,7 @@
 
 #include "api/json_codec.h"
 #include "qm/config_loader.h"
+#include "server/activity.h"
 #include "server/dashboard.h"
 #include "server/holders.h"
 #include "server/monitor_api.h"
@@ -395,6 +396,8 @@ class Service::Impl {
   void Extend(const CallPtr& c);
   void Queue(const CallPtr& c);
   void Status_(const CallPtr& c);
+  void ResourceStatus(const CallPtr& c);
+  void WorkflowUsage(const CallPtr& c);
   void Capacity(const CallPtr& c);
   void Costs(const CallPtr& c);
   void Analytics(const CallPtr& c);
@@ -433,6 +436,10 @@ class Service::Impl {
                     std::optional<Duration> wait);
   Json AllocationJson(const AllocationInfo& info, bool replayed,
                       bool with_position);
+  // What the activity reports (server/activity.h) read: `snapshot`, every
+  // allocation the engine still knows (listed page by page), the server's
+  // time, and an agent caller's products.
+  StatusOr<ActivityInput> ActivityOf(const CallPtr& c, Snapshot snapshot);
   Actor ActorOf(const CallPtr& c, const std::string& reason) const;
   StatusOr<ReconfigureResult> ReloadConfig(const std::string& who);
   static StatusOr<HolderProcess> HolderFromJson(const Json& j);
@@ -539,6 +546,10 @@ const std::vector<RouteSpec>& RouteTable() {
       {"POST", "/v1/allocations/{id}/extend", "extend", w, &I::Extend},
       {"GET", "/v1/queue", "queue", w, &I::Queue},
       {"GET", "/v1/status", "status", w, &I::Status_},
+      {"GET", "/v1/status/{resource}", "resource_status", w,
+       &I::ResourceStatus},
+      {"GET", "/v1/usage/{workflow_id}", "workflow_usage", w,
+       &I::WorkflowUsage},
       {"GET", "/v1/capacity", "capacity", w, &I::Capacity},
       {"GET", "/v1/costs", "costs", w, &I::Costs},
       {"GET", "/v1/analytics", "analytics", w, &I::Analytics},
@@ -608,12 +619,13 @@ Access AccessOf(std::string_view op) {
 enum class OnFollower { kHere, kLeader };
 OnFollower OnFollowerOf(std::string_view op) {
   static constexpr std::string_view kHere[] = {
-      "index",        "healthz",          "readyz",
-      "metrics",      "list_allocations", "get_allocation",
-      "queue",        "status",           "capacity",
-      "costs",        "analytics",        "conflicts",
-      "reservations", "get_reservation",  "config",
-      "monitor",      "dashboard"};
+      "index",         "healthz",          "readyz",
+      "metrics",       "list_allocations", "get_allocation",
+      "queue",         "status",           "capacity",
+      "costs",         "analytics",        "conflicts",
+      "reservations",  "get_reservation",  "config",
+      "monitor",       "dashboard",        "resource_status",
+      "workflow_usage"};
   for (std::string_view h : kHere) {
     if (op == h) return OnFollower::kHere;
   }
@@ -1331,6 +1343,56 @@ void Service::Impl::Status_(const CallPtr& c) {
   Reply(c, engine_->GetSnapshot());
 }
 
+StatusOr<ActivityInput> Service::Impl::ActivityOf(const CallPtr& c,
+                                                  Snapshot snapshot) {
+  ActivityInput in;
+  in.snapshot = std::move(snapshot);
+  AllocationFilter f;
+  f.limit = 10000;
+  while (true) {
+    auto page = engine_->List(f);
+    if (!page.ok()) return page.status();
+    if (page->allocations.empty()) break;
+    f.after = page->allocations.back().id;
+    for (AllocationInfo& a : page->allocations) {
+      in.allocations.push_back(std::move(a));
+    }
+    if (!page->more) break;
+  }
+  const Clock* clock =
+      options_.clock != nullptr ? options_.clock : SystemClock::Default();
+  in.now = std::max(clock->Now(), in.snapshot.time);
+  in.history_limit = engine_->config().scheduling.history_limit;
+  if (c->role == Role::kAgent) in.visible_products = c->products;
+  return in;
+}
+
+void Service::Impl::ResourceStatus(const CallPtr& c) {
+  auto snap = engine_->GetSnapshot();
+  if (!Check(c, snap.status())) return;
+  auto resource = ResolveResource(*snap, c->params["resource"]);
+  if (!Check(c, resource.status())) return;
+  auto q = ParseStatusQuery(*resource, c->req.query);
+  if (!Check(c, q.status())) return;
+  auto in = ActivityOf(c, std::move(*snap));
+  if (!Check(c, in.status())) return;
+  auto r = ResourceStatusReport(*in, *resource, *q);
+  if (!Check(c, r.status())) return;
+  Ok(c, std::move(r->result), std::move(r->recommendations));
+}
+
+void Service::Impl::WorkflowUsage(const CallPtr& c) {
+  auto q = ParseUsageQuery(c->req.query);
+  if (!Check(c, q.status())) return;
+  auto snap = engine_->GetSnapshot();
+  if (!Check(c, snap.status())) return;
+  auto in = ActivityOf(c, std::move(*snap));
+  if (!Check(c, in.status())) return;
+  auto r = WorkflowUsageReport(*in, c->params["workflow_id"], *q);
+  if (!Check(c, r.status())) return;
+  Ok(c, std::move(r->result), std::move(r->recommendations));
+}
+
 void Service::Impl::Capacity(const CallPtr& c) {
   auto s = engine_->GetSnapshot();
   if (!Check(c, s.status())) return;
@@ -1921,7 +1983,12 @@ void Service::Impl::Ready(const CallPtr& c) {
     }
   }
   r["leader"] = std::move(leader_url);
-  const bool ready = probe.ok();
+  // A follower that cannot read the leader's journal serves an old copy.
+  const Status following = engine_->FollowStatus();
+  if (!leader) {
+    r["following"] = following.ok() ? Json("ok") : Json(following.message());
+  }
+  const bool ready = probe.ok() && following.ok();
   r["ready"] = ready;
   Send(c, ready ? 200 : 503, r.dump());
 }

@@ -69,6 +69,10 @@ struct ServiceOptions {
   // be null (then `holder` is accepted and ignored); must outlive the
   // service.
   HolderWatch* holders = nullptr;
+  // The time the activity reports (GET /v1/status/{resource}, GET
+  // /v1/usage/{workflow_id}) are for: the clock the engine runs on. Null:
+  // the system clock. Must outlive the service.
+  const Clock* clock = nullptr;
   // The monitoring sampler, for GET /v1/monitor/system (may be null: that
   // route then answers UNAVAILABLE); must outlive the service.
   const Sampler* sampler = nullptr;

@@ -282,6 +282,12 @@ class DurableEngineImpl {
     std::lock_guard<std::mutex> q(q_mu_);
     return leading_ && failed_.ok() && !closed_;
   }
+  Status FollowStatus() const {
+    std::lock_guard<std::mutex> q(q_mu_);
+    if (!failed_.ok()) return failed_;
+    if (leading_) return Status::Ok();
+    return follow_error_;
+  }
   Status WaitUntilLeader(Duration timeout) {
     std::unique_lock<std::mutex> q(q_mu_);
     commit_cv_.wait_for(q, timeout,
@@ -482,6 +488,9 @@ class DurableEngineImpl {
   uint64_t ops_since_snapshot_ = 0;
   std::chrono::steady_clock::time_point last_snapshot_;
   Status failed_;
+  // A follower's last catch-up error that it retries (the store could not
+  // be reached); OK while it keeps up.
+  Status follow_error_;
   bool closed_ = false;
   bool stop_ = false;
   bool writer_done_ = false;
@@ -609,6 +618,10 @@ Status DurableEngineImpl::CatchUp() {
       if (!snap.ok()) return snap.status();
       if (!snap->has_value() || (*snap)->seq <= last_seq_) return s;
       engine_.reset();
+    } else if (!s.ok()) {
+      // What was read before the failure is applied (last_seq_ says how
+      // far); the caller retries or fails.
+      return s;
     }
     if (!engine_) QM_RETURN_IF_ERROR(Recover(/*may_create=*/false));
   }
@@ -630,8 +643,22 @@ void DurableEngineImpl::FollowLoop() {
       s = CatchUp();
     }
     if (!s.ok() && s.code() != Code::kNotFound) {
-      Fail(Status(s.code(), "following the leader: " + s.message()));
-      return;
+      Status failure(s.code(), "following the leader: " + s.message());
+      if (s.code() != Code::kUnavailable &&
+          s.code() != Code::kDeadlineExceeded) {
+        Fail(failure);
+        return;
+      }
+      // The store could not be reached (a dropped connection, a restarting
+      // database): what was applied stays, and the next round goes on from
+      // the last record applied.
+      std::lock_guard<std::mutex> q(q_mu_);
+      follow_error_ = std::move(failure);
+      continue;
+    }
+    {
+      std::lock_guard<std::mutex> q(q_mu_);
+      follow_error_ = Status::Ok();
     }
     {
       std::lock_guard<std::mutex> lock(store_mu_);
@@ -1333,6 +1360,7 @@ StatusOr<ReconfigureResult> DurableEngine::Reconfigure(const Config& config,
   return impl_->Reconfigure(config, actor);
 }
 bool DurableEngine::IsLeader() const { return impl_->IsLeader(); }
+Status DurableEngine::FollowStatus() const { return impl_->FollowStatus(); }
 Status DurableEngine::WaitUntilLeader(Duration timeout) {
   return impl_->WaitUntilLeader(timeout);
 }

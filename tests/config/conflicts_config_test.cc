@@ -424,6 +424,12 @@ TEST(MonitoringConfigTest, EveryKeyIsReadAndDumped) {
   gc_trigger_threshold: 0.85
   psi_threshold: 0.2
   hysteresis: 0.1
+  degradation:
+    threshold: 0.5
+    min_increase: 30s
+    window: 10m
+    baseline: 6h
+    min_samples: 3
 )");
   EXPECT_EQ(c.monitoring.warning_threshold, 0.7);
   EXPECT_EQ(c.monitoring.critical_threshold, 0.9);
@@ -431,6 +437,11 @@ TEST(MonitoringConfigTest, EveryKeyIsReadAndDumped) {
   EXPECT_EQ(c.monitoring.gc_trigger_threshold, 0.85);
   EXPECT_EQ(c.monitoring.psi_threshold, 0.2);
   EXPECT_EQ(c.monitoring.hysteresis, 0.1);
+  EXPECT_EQ(c.monitoring.degradation.threshold, 0.5);
+  EXPECT_EQ(c.monitoring.degradation.min_increase, std::chrono::seconds(30));
+  EXPECT_EQ(c.monitoring.degradation.window, std::chrono::minutes(10));
+  EXPECT_EQ(c.monitoring.degradation.baseline, std::chrono::hours(6));
+  EXPECT_EQ(c.monitoring.degradation.min_samples, 3);
   const std::string yaml = ConfigToYaml(c);
   auto again = LoadConfigString(yaml, "dump.yml");
   ASSERT_TRUE(again.ok()) << again.status().ToString();
@@ -459,6 +470,22 @@ TEST(MonitoringConfigTest, BadThresholdsAreNamed) {
               HasSubstr("hysteresis: 0.05 must be below psi_threshold (0.05)"));
   EXPECT_THAT(testing_util::LoadError("monitoring:\n  warning: 0.5\n"),
               HasSubstr("warning_threshold"));  // did you mean
+  EXPECT_THAT(testing_util::LoadError(
+                  "monitoring:\n  degradation:\n    threshold: 0\n"),
+              HasSubstr("monitoring.degradation.threshold"));
+  EXPECT_THAT(
+      testing_util::LoadError("monitoring:\n  degradation:\n    window: 30s\n"),
+      HasSubstr("degradation.window: must be at least 1m, got 30s"));
+  EXPECT_THAT(testing_util::LoadError("monitoring:\n  degradation:\n    "
+                                      "window: 2h\n    baseline: 1h\n"),
+              HasSubstr("degradation.baseline: must be from the window (2h) "
+                        "to 7d, got 1h"));
+  EXPECT_THAT(testing_util::LoadError(
+                  "monitoring:\n  degradation:\n    min_samples: 0\n"),
+              HasSubstr("monitoring.degradation.min_samples"));
+  EXPECT_THAT(testing_util::LoadError(
+                  "monitoring:\n  degradation:\n    treshold: 0.3\n"),
+              HasSubstr("threshold"));  // did you mean
 }
 
 }  // namespace

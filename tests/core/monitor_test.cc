@@ -481,8 +481,9 @@ TEST(MonitorStateTest, AVersion1StateLoadsWithoutReadingsOrAlerts) {
   EXPECT_EQ(s.queued, 2);
   EXPECT_FALSE(s.system.has_value());
   EXPECT_TRUE(s.alerts.empty());
-  // Saved again, it is version 2, and the engine goes on as usual.
-  EXPECT_EQ((*e)->SaveState()[4], 2);
+  // Saved again, it is the current version, and the engine goes on as
+  // usual.
+  EXPECT_EQ((*e)->SaveState()[4], 3);
   ASSERT_TRUE((*e)->ObserveSystem(Memory(0.9, 8)).ok());
   EXPECT_TRUE((*e)->GetSnapshot().health.memory_pressure);
 
@@ -495,6 +496,181 @@ TEST(MonitorStateTest, AVersion1StateLoadsWithoutReadingsOrAlerts) {
   EXPECT_NE(refused.status().message().find("monitoring_thresholds"),
             std::string::npos)
       << refused.status().message();
+}
+
+// tests/core/testdata/state_v2.bin: a state saved by the qm before format
+// version 3 (43ee68a; no grant waits, no degradation config part): the
+// V1Config pool of 3 agents, five requests of 1 GB a second apart (three
+// granted, two queued), then a reading of CPU 90% and memory 50% of 8 GB,
+// which left two capacity_warning alerts (cpu, agents).
+TEST(MonitorStateTest, AVersion2StateLoadsWithItsAlertsAndNoWaits) {
+  const std::string v2 = ReadFile(std::string(QM_SOURCE_DIR) +
+                                  "/tests/core/testdata/state_v2.bin");
+  ASSERT_GT(v2.size(), 5u);
+  ASSERT_EQ(v2[4], 2);  // format version 2
+  ManualClock clock(testing_util::TestStart() + std::chrono::seconds(10));
+  std::vector<Event> events;
+  testing_util::RecordingSink sink(&events);
+  auto e = Engine::Restore(V1Config(), &clock, &sink, v2);
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  Snapshot s = (*e)->GetSnapshot();
+  EXPECT_EQ(s.active, 3);
+  EXPECT_EQ(s.queued, 2);
+  ASSERT_TRUE(s.system.has_value());
+  EXPECT_EQ(s.system->cpu_utilization, 0.9);
+  ASSERT_EQ(s.alerts.size(), 2u);
+  EXPECT_EQ(s.alerts[0].type, "capacity_warning");
+  EXPECT_EQ((*e)->SaveState()[4], 3);
+  ASSERT_TRUE((*e)->ObserveSystem(Cpu(0.1)).ok());
+  EXPECT_EQ((*e)->GetSnapshot().alerts.size(), 1u);  // cpu cleared
+
+  // Under degradation settings other than the defaults it was saved
+  // under, it is refused like any other config change.
+  Config other = V1Config();
+  other.monitoring.degradation.window = std::chrono::minutes(5);
+  auto refused = Engine::Restore(other, &clock, &sink, v2);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("monitoring.degradation"),
+            std::string::npos)
+      << refused.status().message();
+}
+
+// degraded_performance: the mean queue wait of the grants of the last
+// window against the baseline before it.
+class DegradationTest : public ::testing::Test {
+ protected:
+  static Config OneAgent() {
+    Config c = Pool(1);
+    c.monitoring.degradation.min_increase = std::chrono::seconds(5);
+    return c;
+  }
+  DegradationTest() : h_(OneAgent()) {
+    holder_ = IdOf(h_.engine->Allocate(Long("w0")));
+  }
+  static AllocationRequest Long(std::string wf) {
+    AllocationRequest r = Req(std::move(wf), "dev");
+    r.ttl = hours(4);
+    return r;
+  }
+  // `n` grants that each waited `wait`: each request queues behind the one
+  // holder, which releases after `wait`, so it is granted and holds next.
+  void Grants(int n, Duration wait) {
+    for (int i = 0; i < n; ++i) {
+      const std::string next =
+          IdOf(h_.engine->Allocate(Long("w" + std::to_string(++n_))));
+      h_.clock.Advance(wait);
+      ASSERT_TRUE(h_.engine->Release(holder_).ok());
+      ASSERT_EQ(h_.StatusOf(next), AllocStatus::kActive);
+      holder_ = next;
+    }
+  }
+  std::vector<Alert> Degraded() const {
+    std::vector<Alert> out;
+    for (const Alert& a : Alerts(h_)) {
+      if (a.type == "degraded_performance") out.push_back(a);
+    }
+    return out;
+  }
+
+  Harness h_;
+  std::string holder_;
+  int n_ = 0;
+};
+
+TEST_F(DegradationTest, FiresOnceWhenWaitsRiseAndClearsWhenTheyFall) {
+  Grants(40, seconds(20));  // the baseline: 20 s each
+  h_.clock.Advance(minutes(16));
+  ASSERT_TRUE(h_.engine->ObserveSystem(Cpu(0.1)).ok());
+  EXPECT_TRUE(Degraded().empty());  // no recent grants: nothing to compare
+
+  Grants(6, seconds(40));  // twice the baseline
+  ASSERT_TRUE(h_.engine->ObserveSystem(Cpu(0.1)).ok());
+  std::vector<Alert> d = Degraded();
+  ASSERT_EQ(d.size(), 1u);
+  EXPECT_TRUE(d[0].firing);
+  EXPECT_EQ(d[0].resource, "queue_wait");
+  // The baseline: 40 waits of 20 s and the first holder's of none.
+  EXPECT_EQ(d[0].severity, "medium");  // +105%
+  EXPECT_NEAR(d[0].value, 40.0 / (800.0 / 41) - 1, 1e-9);
+  EXPECT_EQ(d[0].threshold, 0.25);
+  EXPECT_EQ(d[0].message,
+            "Queue wait increased by 105%: grants waited 40s on average over "
+            "the last 15m, against 20s over the previous 1d");
+  EXPECT_FALSE(d[0].recommended_action.empty());
+  Snapshot s = h_.engine->GetSnapshot();
+  bool listed = false;
+  for (const Alert& a : s.alerts) listed |= a.type == "degraded_performance";
+  EXPECT_TRUE(listed);
+
+  // Still degraded: no second event.
+  ASSERT_TRUE(h_.engine->ObserveSystem(Cpu(0.1)).ok());
+  EXPECT_EQ(Degraded().size(), 1u);
+
+  // Waits back at the baseline for a whole window: it clears, once.
+  h_.clock.Advance(minutes(15));
+  Grants(45, seconds(20));
+  ASSERT_TRUE(h_.engine->ObserveSystem(Cpu(0.1)).ok());
+  ASSERT_TRUE(h_.engine->ObserveSystem(Cpu(0.1)).ok());
+  d = Degraded();
+  ASSERT_EQ(d.size(), 2u);
+  EXPECT_FALSE(d[1].firing);
+  EXPECT_NE(d[1].message.find("back to normal"), std::string::npos)
+      << d[1].message;
+  for (const Alert& a : h_.engine->GetSnapshot().alerts) {
+    EXPECT_NE(a.type, "degraded_performance");
+  }
+}
+
+TEST_F(DegradationTest, SmallOrUnderThresholdRisesDoNotFire) {
+  Grants(40, seconds(2));
+  h_.clock.Advance(minutes(16));
+  Grants(6, seconds(6));  // +200%, but only 4 s more (min_increase 5 s)
+  ASSERT_TRUE(h_.engine->ObserveSystem(Cpu(0.1)).ok());
+  EXPECT_TRUE(Degraded().empty());
+}
+
+TEST_F(DegradationTest, RisesUnderTheThresholdDoNotFire) {
+  Grants(40, seconds(40));
+  h_.clock.Advance(minutes(16));
+  Grants(6, seconds(48));  // +20%: under the 25% threshold
+  ASSERT_TRUE(h_.engine->ObserveSystem(Cpu(0.1)).ok());
+  EXPECT_TRUE(Degraded().empty());
+  Grants(6, seconds(60));  // the window's mean is now 54 s: +35%
+  ASSERT_TRUE(h_.engine->ObserveSystem(Cpu(0.1)).ok());
+  ASSERT_EQ(Degraded().size(), 1u);
+  EXPECT_EQ(Degraded()[0].severity, "low");
+}
+
+TEST_F(DegradationTest, TooFewGrantsAreNotJudged) {
+  // With the first holder's, 19 grants: under 4 x min_samples.
+  Grants(18, seconds(20));
+  h_.clock.Advance(minutes(16));
+  Grants(6, seconds(60));
+  ASSERT_TRUE(h_.engine->ObserveSystem(Cpu(0.1)).ok());
+  EXPECT_TRUE(Degraded().empty());
+}
+
+TEST_F(DegradationTest, SaveAndRestoreKeepTheWaits) {
+  Grants(40, seconds(20));
+  h_.clock.Advance(minutes(16));
+  Grants(6, seconds(40));
+  const std::string state = h_.engine->SaveState();
+  ManualClock clock(h_.clock.Now());
+  std::vector<Event> events;
+  testing_util::RecordingSink sink(&events);
+  auto restored = Engine::Restore(OneAgent(), &clock, &sink, state);
+  ASSERT_TRUE(restored.ok()) << restored.status().ToString();
+  EXPECT_EQ((*restored)->StateDigest(), h_.engine->StateDigest());
+  ASSERT_TRUE((*restored)->ObserveSystem(Cpu(0.1)).ok());
+  ASSERT_TRUE(h_.engine->ObserveSystem(Cpu(0.1)).ok());
+  EXPECT_EQ((*restored)->StateDigest(), h_.engine->StateDigest());
+  int fired = 0;
+  for (const Event& e : events) {
+    fired += e.type == EventType::kAlert && e.alert &&
+             e.alert->type == "degraded_performance";
+  }
+  EXPECT_EQ(fired, 1);
+  EXPECT_EQ(Degraded().size(), 1u);
 }
 
 }  // namespace

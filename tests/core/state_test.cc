@@ -1192,6 +1192,7 @@ TEST(StateTest, GarbageIsDataLoss) {
     // Behind a valid header and checksum the decoder meets it.
     ASSERT_TRUE(Damaged(config, Reseal("QMST\x01" + junk), false)) << k;
     ASSERT_TRUE(Damaged(config, Reseal("QMST\x02" + junk), false)) << k;
+    ASSERT_TRUE(Damaged(config, Reseal("QMST\x03" + junk), false)) << k;
   }
 }
 
@@ -1199,7 +1200,7 @@ TEST(StateTest, NewerFormatIsDataLossSayingSo) {
   const Config config = FeatureConfig();
   std::string state = FeatureState(config);
   ASSERT_FALSE(HasFatalFailure());
-  state[4] = 3;
+  state[4] = 4;
   ManualClock clock(TestStart());
   auto r = Engine::Restore(config, &clock, nullptr, state);
   ASSERT_FALSE(r.ok());

@@ -373,6 +373,7 @@ TEST_F(MultiServerTest, FollowerServesReadsAndRedirectsChangesToTheLeader) {
   EXPECT_EQ(rb["role"], "follower");
   EXPECT_EQ(rb["node"], follower);
   EXPECT_EQ(rb["leader"], leader);
+  EXPECT_EQ(rb["following"], "ok");
   EXPECT_EQ(rb["ready"], true);
 
   // The CLI follows the redirect by itself.

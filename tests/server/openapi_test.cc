@@ -431,6 +431,21 @@ class OpenApiTest : public ::testing::Test {
         on_alloc("/extend", R"({"max_tokens": 12000})")};
     e["GET /v1/queue"] = {fixed("/v1/queue")};
     e["GET /v1/status"] = {fixed("/v1/status")};
+    e["GET /v1/status/{resource}"] = {
+        fixed("/v1/status/agents?time_range=1h&group_by=specialization"
+              "&include_performance=true")};
+    e["GET /v1/usage/{workflow_id}"] = {[this] {
+      const std::string id = Allocate(R"(, "metadata": {"phase": "build"})",
+                                      "wf-usage")["allocation_id"];
+      MustCall("POST", "/v1/allocations/" + id + "/release",
+               R"({"usage": {"tokens": 10}})");
+      Allocate("", "wf-other");
+      return Req{
+          "/v1/usage/wf-usage?breakdown_by_phase=true"
+          "&include_efficiency=true&compare_baseline=true",
+          "",
+          {}};
+    }};
     e["GET /v1/capacity"] = {fixed("/v1/capacity")};
     e["GET /v1/monitor/system"] = {
         fixed("/v1/monitor/system?time_range=1h&include_trends=true&"

@@ -24,6 +24,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <future>
 #include <iostream>
 #include <sstream>
 #include <string>
@@ -1273,6 +1274,65 @@ TEST_F(PgStoreTest, DurableFollowerTakesOverWhenTheLeaderIsKilled) {
   RecordProperty(
       "takeover_ms",
       static_cast<int>(std::chrono::duration_cast<Duration>(took).count()));
+}
+
+// A follower whose read of the journal fails (here: its connection is
+// dropped while the read waits on a lock) keeps following: it says so in
+// FollowStatus, retries, and goes on from the last record applied once
+// reads work again.
+TEST_F(PgStoreTest, DurableFollowerRetriesReadsThatFail) {
+  auto l = DurableEngine::Open(DurableOpts(uri_, "leader", false),
+                               durable_cases::TestConfig());
+  ASSERT_TRUE(l.ok()) << l.status().ToString();
+  DurableEngine& leader = **l;
+  const std::string tagged = uri_ +
+                             (uri_.find('?') == std::string::npos ? "?" : "&") +
+                             "application_name=qm-follower";
+  auto f = DurableEngine::Open(DurableOpts(tagged, "follower", true),
+                               durable_cases::TestConfig());
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  DurableEngine& follower = **f;
+  auto first = leader.Allocate(durable_cases::Request("a"));
+  ASSERT_TRUE(first.ok());
+  ASSERT_TRUE(Knows(follower, first->allocation.id, 3s));
+  EXPECT_TRUE(follower.FollowStatus().ok());
+
+  // The journal locked for a while; once the follower's read waits on the
+  // lock, its connection is dropped under it.
+  auto locked = std::async(std::launch::async, [&] {
+    return Sql(
+        "BEGIN; LOCK TABLE qm_journal IN ACCESS EXCLUSIVE MODE; "
+        "SELECT pg_sleep(1.5); COMMIT;");
+  });
+  const std::string follower_waits =
+      "FROM pg_stat_activity WHERE datname = current_database() AND "
+      "application_name = 'qm-follower' AND wait_event_type = 'Lock'";
+  std::string waiting = "0";
+  for (int i = 0; i < 100 && waiting == "0"; ++i) {
+    std::this_thread::sleep_for(10ms);
+    waiting = Sql("SELECT count(*) " + follower_waits);
+  }
+  ASSERT_EQ(waiting, "1");
+  EXPECT_EQ(Sql("SELECT count(pg_terminate_backend(pid)) " + follower_waits),
+            "1");
+  Status seen;
+  for (int i = 0; i < 100 && seen.ok(); ++i) {
+    std::this_thread::sleep_for(5ms);
+    seen = follower.FollowStatus();
+  }
+  EXPECT_EQ(seen.code(), Code::kUnavailable) << seen.ToString();
+  EXPECT_TRUE(Contains(seen.message(), "following the leader"))
+      << seen.ToString();
+  EXPECT_EQ(locked.get(), "");
+
+  auto second = leader.Allocate(durable_cases::Request("b"));
+  ASSERT_TRUE(second.ok());
+  ASSERT_TRUE(Knows(follower, second->allocation.id, 3s))
+      << follower.FollowStatus().ToString();
+  EXPECT_TRUE(follower.FollowStatus().ok())
+      << follower.FollowStatus().ToString();
+  EXPECT_EQ(follower.WaitUntilLeader(0ms).code(), Code::kUnavailable);
+  EXPECT_TRUE(follower.CheckInvariants().ok());
 }
 
 TEST_F(PgStoreTest, DurableLeaderFrozenPastItsLeaseIsFenced) {
