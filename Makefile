@@ -67,6 +67,8 @@ bench: deps
 	@build-bench/bench/qm_bench --benchmark_filter=Memory
 	@# The sampler's cost and the reclaim latency on a real server.
 	@build-bench/bench/qm_monitor_bench --benchmark_repetitions=3
+	@# One `qm allocate` from the CLI, end to end (a process per call).
+	@python3 bench/cli_latency.py build-bench/qm
 
 # Installs and starts its own Redis, PostgreSQL and etcd (loopback, temporary
 # directories), builds in build-bench; not part of `make test`.
