@@ -10,6 +10,7 @@ packages=(
   libsqlite3-dev libpq-dev zlib1g-dev
   libboost-dev  # Boost.Beast and Boost.Asio (header-only): the HTTP server
   libssl-dev  # optional TLS for the server (OpenSSL)
+  libjemalloc-dev  # jemalloc, qm's allocator (cmake/malloc.cmake)
   prometheus  # promtool: the tests check the /metrics exposition with it
   postgresql  # the PostgreSQL store's tests start a server of their own
   tzdata  # budget periods follow IANA time zones (Abseil reads zoneinfo)
