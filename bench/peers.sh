@@ -99,11 +99,14 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A port on 127.0.0.1 that nothing answers on now.
+# A port on 127.0.0.1 that nothing answers on now, below the kernel's
+# ephemeral range (the benchmark's own client connections take ports there,
+# and a server could not bind one of those).
 free_port() {
-  local p
+  local p low
+  low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
   while :; do
-    p=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+    p=$((20000 + (RANDOM * 32768 + RANDOM) % (low - 20000)))
     if ! (: <"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
       echo "$p"
       return
@@ -192,7 +195,12 @@ for ((r = 1; r <= ROUNDS; r++)); do
     if [ "$system" = qm ]; then
       "$QM_LOAD" --clients "$CLIENTS" --seconds "$SECONDS_PER_RUN" >"$out"
     else
-      start_peer "$system"
+      # A port taken between the pick and the bind: pick again.
+      for attempt in 1 2 3; do
+        if start_peer "$system"; then break; fi
+        [ "$attempt" = 3 ] && exit 1
+        log "$system: starting again"
+      done
       "$PEER_LOAD" --peer "$system" --addr "$addr" --clients "$CLIENTS" \
         --seconds "$SECONDS_PER_RUN" >"$out"
       stop_server

@@ -52,6 +52,7 @@ int main(int argc, char** argv) {
   int clients = 64;
   double seconds = 10;
   int handoff = 0;
+  int workers = 0;  // 0: as many as clients
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     if (flag == "--url") {
@@ -62,8 +63,11 @@ int main(int argc, char** argv) {
       seconds = std::atof(argv[i + 1]);
     } else if (flag == "--handoff") {
       handoff = std::atoi(argv[i + 1]);
+    } else if (flag == "--workers") {
+      workers = std::atoi(argv[i + 1]);
     } else {
-      std::cerr << "usage: qm_load [--url URL] [--clients N] [--seconds S]\n";
+      std::cerr << "usage: qm_load [--url URL] [--clients N] [--seconds S] "
+                   "[--workers N]\n";
       return 2;
     }
   }
@@ -75,7 +79,7 @@ int main(int argc, char** argv) {
     dir = mkdtemp(tmpl.data());
     qm::server::ServeOptions o;
     o.http.listen = "127.0.0.1:0";
-    o.service.workers = std::max(clients, 1);
+    o.service.workers = workers > 0 ? workers : std::max(clients, 1);
     o.durable.store.location = dir;
     auto c = qm::LoadConfigString(
         "max_concurrent:\n  total: " +

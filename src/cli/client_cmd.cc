@@ -499,8 +499,9 @@ ClientCommands::ClientCommands(CLI::App* app)
   key->needs(cert);
   s.serve
       ->add_option("--workers", s.workers,
-                   "Threads for engine calls (each waits for its journal "
-                   "commit)")
+                   "Threads for engine calls that wait for their journal "
+                   "commit or read the engine (allocate, release and renew "
+                   "run on 2 threads of their own: they never wait)")
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
   s.serve

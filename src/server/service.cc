@@ -310,7 +310,8 @@ class Service::Impl {
         metrics_(metrics),
         options_(std::move(options)),
         started_(Steady::now()),
-        pool_(options_.workers) {
+        pool_(options_.workers),
+        async_pool_(options_.async_workers) {
     BuildRoutes();
   }
 
@@ -339,8 +340,13 @@ class Service::Impl {
 
   // How a handler runs: on a worker (engine calls), or on the I/O thread
   // (answers that need no engine call, streams); kRaw: on the I/O thread
-  // with the body unread (a protocol of its own: /mcp).
-  enum class Where { kWorker, kInline, kRaw };
+  // with the body unread (a protocol of its own: /mcp). kAsync: an engine
+  // call answered from its commit, so its handler never waits: it runs on
+  // the small async pool (ServiceOptions::async_workers), whose few busy
+  // threads take one request after another without the wake-up of an
+  // idle worker per request. Except for an agent's call on one allocation,
+  // whose ownership check reads the engine (and waits): a worker runs it.
+  enum class Where { kWorker, kInline, kRaw, kAsync };
   struct Route {
     std::string method;
     std::vector<std::string> parts;  // "{id}" for a parameter
@@ -479,6 +485,7 @@ class Service::Impl {
   const ServiceOptions options_;
   const Steady::time_point started_;
   WorkerPool pool_;
+  WorkerPool async_pool_;
   Timers timers_;
 
   // Pending waits and open streams, to end them at shutdown.
@@ -525,19 +532,20 @@ const std::vector<RouteSpec>& RouteTable() {
   constexpr auto w = I::Where::kWorker;
   constexpr auto in = I::Where::kInline;
   constexpr auto raw = I::Where::kRaw;
+  constexpr auto as = I::Where::kAsync;
   static const std::vector<RouteSpec> kTable = {
       {"GET", "/", "index", in, &I::Index},
       {"GET", "/dashboard/{file}", "dashboard", in, &I::Dashboard},
       {"GET", "/healthz", "healthz", in, &I::Health},
       {"GET", "/readyz", "readyz", w, &I::Ready},
       {"GET", "/metrics", "metrics", w, &I::Metrics},
-      {"POST", "/v1/allocations", "allocate", w, &I::Allocate},
+      {"POST", "/v1/allocations", "allocate", as, &I::Allocate},
       {"GET", "/v1/allocations", "list_allocations", w, &I::ListAllocations},
       {"POST", "/v1/allocations/batch", "allocate_batch", w, &I::AllocateBatch},
       {"GET", "/v1/allocations/{id}", "get_allocation", w, &I::GetAllocation},
-      {"POST", "/v1/allocations/{id}/renew", "renew", w, &I::Renew},
-      {"POST", "/v1/allocations/{id}/heartbeat", "renew", w, &I::Renew},
-      {"POST", "/v1/allocations/{id}/release", "release", w, &I::Release},
+      {"POST", "/v1/allocations/{id}/renew", "renew", as, &I::Renew},
+      {"POST", "/v1/allocations/{id}/heartbeat", "renew", as, &I::Renew},
+      {"POST", "/v1/allocations/{id}/release", "release", as, &I::Release},
       {"POST", "/v1/allocations/{id}/reallocate", "reallocate", w,
        &I::Reallocate},
       {"POST", "/v1/allocations/{id}/cancel", "cancel", w, &I::Cancel},
@@ -815,7 +823,7 @@ void Service::Impl::ToLeader(const CallPtr& c, const Route* route) {
   // over just now, or stopped by a failed commit): a change is left to the
   // engine, which answers why it takes none; the event stream, which would
   // stay silent here, is refused.
-  if (route->where == Where::kWorker) {
+  if (route->where == Where::kWorker || route->where == Where::kAsync) {
     Dispatch(c, route);
     return;
   }
@@ -866,7 +874,9 @@ void Service::Impl::Dispatch(const CallPtr& c, const Route* found) {
   const Route* route = found;
   const bool one_allocation =
       route->pattern.rfind("/v1/allocations/{id}", 0) == 0;
-  pool_.Post([this, route, c, one_allocation] {
+  const bool async = route->where == Where::kAsync &&
+                     !(one_allocation && c->role == Role::kAgent);
+  (async ? async_pool_ : pool_).Post([this, route, c, one_allocation] {
     if (one_allocation && !OwnAllocation(c)) return;
     route->run(c);
   });
@@ -2078,6 +2088,7 @@ void Service::Impl::Shutdown() {
   timers_.Stop();
   for (auto& w : waits) FinishWait(w, true);
   for (Stream* s : streams) EndWatch(s);
+  async_pool_.Stop();
   pool_.Stop();
 }
 

@@ -40,9 +40,14 @@ class HolderWatch;
 class Sampler;
 
 struct ServiceOptions {
-  // Worker threads for engine calls (each waits for its group commit, so
-  // this bounds the operations in one commit). Default 64.
+  // Worker threads for engine calls that wait for their commit or read
+  // the engine (each such call holds one while it waits). Default 64.
   int workers = 64;
+  // Threads for allocate, release and renew, which are answered from their
+  // commit and never wait: a few busy threads serve them one after another
+  // without waking an idle worker per request (2 rather than 64 raised
+  // qm_load's allocations/s by about 18%). Default 2.
+  int async_workers = 2;
   // The longest `wait` an allocate or a get may ask for. Default 10 min.
   Duration max_wait = std::chrono::minutes(10);
   // How often GET /v1/monitor sends a snapshot (its `interval` parameter

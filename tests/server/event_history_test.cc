@@ -32,7 +32,7 @@ TEST(EventHistoryTest, AStreamResumesAcrossARestart) {
     }
     Status s = client.Stream(
         "/v1/events?after=0",
-        [&](const std::string& id, const std::string& event,
+        [&](const std::string& id, const std::string& /*event*/,
             const std::string& data) {
           if (id.empty()) return true;
           before.push_back(Json::parse(data));
