@@ -21,8 +21,18 @@ if(QM_STATIC_DEPS)
   set(OPENSSL_USE_STATIC_LIBS TRUE)
   set(ZLIB_USE_STATIC_LIBS ON)
   find_library(SQLite3_LIBRARY NAMES libsqlite3.a sqlite3)
-  add_link_options(-static-libstdc++ -static-libgcc)
 endif()
+
+# libstdc++ and libgcc linked statically into executable `target` (qm,
+# qm-mcp, qm_load): only those, since the test and benchmark executables
+# also load GoogleTest and Google Benchmark, shared libraries built against
+# the shared libstdc++ (two copies of it in one process is asking for
+# trouble).
+function(qm_static_runtime target)
+  if(QM_STATIC_DEPS)
+    target_link_options(${target} PRIVATE -static-libstdc++ -static-libgcc)
+  endif()
+endfunction()
 
 # Points each imported shared library target in ARGN (and every absl::
 # target) at the static archive beside its shared object. A missing

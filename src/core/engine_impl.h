@@ -1044,6 +1044,10 @@ class EngineImpl {
     int64_t minute = 0;  // engine time / 1 min
     int64_t grants = 0;
     int64_t wait_ms = 0;  // their waits, summed
+    // Caps that keep the sums over a week of minutes far from overflowing
+    // (a loaded state is held to them too).
+    static constexpr int64_t kMaxGrants = 1'000'000'000;
+    static constexpr int64_t kMaxWaitMs = int64_t{1} << 48;
   };
   std::deque<WaitBucket> wait_buckets_;
 

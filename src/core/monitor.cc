@@ -103,12 +103,6 @@ Status ValidateMonitoringConfig(const MonitoringConfig& m) {
         "most 100 (0.25 = a 25% rise), got " +
         FormatNumber(d.threshold));
   }
-  if (m.hysteresis >= d.threshold) {
-    return InvalidRequest(
-        "monitoring.hysteresis: " + FormatNumber(m.hysteresis) +
-        " must be below degradation.threshold (" + FormatNumber(d.threshold) +
-        "), or what it raises could never clear");
-  }
   if (d.window < std::chrono::minutes(1)) {
     return InvalidRequest(
         "monitoring.degradation.window: must be at least 1m, got " +
@@ -326,8 +320,11 @@ void EngineImpl::RecordGrantWait(Duration wait) {
   }
   // Engine time never runs back, so the last bucket is this minute's.
   WaitBucket& b = wait_buckets_.back();
+  if (b.grants == WaitBucket::kMaxGrants) return;
   ++b.grants;
-  b.wait_ms += std::max<int64_t>(0, wait.count());
+  b.wait_ms = std::min(
+      WaitBucket::kMaxWaitMs,
+      b.wait_ms + std::clamp<int64_t>(wait.count(), 0, WaitBucket::kMaxWaitMs));
   const MonitoringConfig::Degradation& d = config_.monitoring.degradation;
   const int64_t keep = Minutes(d.window) + Minutes(d.baseline);
   while (!wait_buckets_.empty() &&
@@ -375,10 +372,19 @@ void EngineImpl::RateDegradation() {
   // The rise as a fraction of the baseline, taken as at least 1 s so that
   // a baseline of no wait at all gives a finite figure.
   const double rise = delta / std::max(base, 1000.0);
-  auto severity_of = [&](double r) {
-    return r >= std::max(3.0, d.threshold)   ? "high"
-           : r >= std::max(1.0, d.threshold) ? "medium"
-                                             : "low";
+  // Severity goes up at +100% and +300% (or the threshold, when higher)
+  // and comes down only below them less the hysteresis, so a rise
+  // hovering at a step does not re-rate at every reading.
+  const double to_medium = std::max(1.0, d.threshold);
+  const double to_high = std::max(3.0, d.threshold);
+  auto severity_of = [&](double r, const std::string& now) {
+    const double h = m.hysteresis;
+    if (r >= to_high || (now == "high" && r >= to_high - h)) return "high";
+    if (r >= to_medium ||
+        ((now == "high" || now == "medium") && r >= to_medium - h)) {
+      return "medium";
+    }
+    return "low";
   };
   const std::string over = FormatDuration(d.window);
   const std::string before = FormatDuration(d.baseline);
@@ -392,7 +398,7 @@ void EngineImpl::RateDegradation() {
     Alert a;
     a.type = "degraded_performance";
     a.resource = "queue_wait";
-    a.severity = severity_of(rise);
+    a.severity = severity_of(rise, "");
     a.value = rise;
     a.threshold = d.threshold;
     a.message = text();
@@ -406,7 +412,8 @@ void EngineImpl::RateDegradation() {
   }
   Alert& a = it->second;
   a.value = rise;
-  if (rise < d.threshold - m.hysteresis || delta < min_ms / 2) {
+  // (A hysteresis above the threshold clears only at no rise at all.)
+  if (rise < std::max(0.0, d.threshold - m.hysteresis) || delta < min_ms / 2) {
     Alert cleared = a;
     cleared.firing = false;
     cleared.message = "queue wait back to normal: " + WaitText(recent) +
@@ -417,7 +424,7 @@ void EngineImpl::RateDegradation() {
     return;
   }
   a.message = text();
-  const std::string severity = severity_of(rise);
+  const std::string severity = severity_of(rise, a.severity);
   if (severity == a.severity) return;
   a.severity = severity;
   EmitAlert(a);

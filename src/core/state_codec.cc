@@ -1225,9 +1225,16 @@ void StateCodec::LoadMonitoring(EngineImpl& e, In& in, uint8_t version) {
     b.grants = in.I("grant_waits.grants");
     b.wait_ms = in.I("grant_waits.wait_ms");
     if (!in.ok()) break;
-    if (b.grants < 1 || b.wait_ms < 0) {
+    // Within the caps the live engine keeps (WaitBucket), and no minute
+    // after the state's time.
+    const int64_t now_minute =
+        e.now_.time_since_epoch().count() / (60 * 1000) + 1;
+    if (b.grants < 1 || b.grants > EngineImpl::WaitBucket::kMaxGrants ||
+        b.wait_ms < 0 || b.wait_ms > EngineImpl::WaitBucket::kMaxWaitMs) {
       in.FailAt(at, "grant_waits",
-                "a minute with no grants or a negative wait");
+                "a minute with no grants, too many, or a wait out of range");
+    } else if (b.minute > now_minute) {
+      in.FailAt(at, "grant_waits", "a minute after the state's time");
     } else if (!e.wait_buckets_.empty() &&
                b.minute <= e.wait_buckets_.back().minute) {
       in.FailAt(at, "grant_waits", "minutes out of order");

@@ -588,7 +588,8 @@ struct Tally {
   std::optional<double> WallMinutes(Time now) const {
     if (!first_queued) return std::nullopt;
     const Time end = open || !last_ended ? now : *last_ended;
-    return Minutes(end - *first_queued);
+    // `now` is the server's clock, the times the engine's: never negative.
+    return Minutes(std::max(end, *first_queued) - *first_queued);
   }
   std::optional<double> SpanMinutes(Time now) const {
     if (!first_started) return std::nullopt;

@@ -1091,21 +1091,30 @@ void Service::Impl::Allocate(const CallPtr& c) {
   if (!Check(c, CheckProduct(c, req->product, "product"))) return;
   // Answered from the commit (no thread waits for it); a request that
   // queues and asks to wait goes on on a worker.
+  // The completion runs on the journal's writer thread, which must not
+  // wait on the engine (a read waits for commits only that thread makes)
+  // nor on the system: a grant is answered there; watching the holder
+  // process, a queued request's position and waiting go to a worker.
   engine_->AllocateAsync(*req, [this, c, holder,
                                 wait](StatusOr<AllocateResult> r) {
     if (!Check(c, r.status())) return;
-    if (holder && options_.holders && !r->replayed &&
-        (r->allocation.status == AllocStatus::kActive ||
-         r->allocation.status == AllocStatus::kQueued)) {
-      (void)options_.holders->Watch(r->allocation.id, *holder);
-    }
-    if (r->allocation.status != AllocStatus::kQueued || !wait ||
-        wait->count() == 0) {
-      Ok(c, AllocationJson(r->allocation, r->replayed, wait.has_value()));
+    const bool watch = holder && options_.holders && !r->replayed &&
+                       (r->allocation.status == AllocStatus::kActive ||
+                        r->allocation.status == AllocStatus::kQueued);
+    const bool queued = r->allocation.status == AllocStatus::kQueued;
+    if (!watch && !(queued && wait)) {
+      Ok(c, AllocationJson(r->allocation, r->replayed, false));
       return;
     }
     auto result = std::make_shared<AllocateResult>(std::move(*r));
-    pool_.Post([this, c, result, wait] {
+    pool_.Post([this, c, result, wait, watch, holder] {
+      if (watch) (void)options_.holders->Watch(result->allocation.id, *holder);
+      if (result->allocation.status != AllocStatus::kQueued || !wait ||
+          wait->count() == 0) {
+        Ok(c, AllocationJson(result->allocation, result->replayed,
+                             wait.has_value()));
+        return;
+      }
       AnswerOrWait(c, std::move(result->allocation), result->replayed, wait);
     });
   });
@@ -1974,6 +1983,19 @@ void Service::Impl::Health(const CallPtr& c) {
 void Service::Impl::Ready(const CallPtr& c) {
   Json r;
   const bool leader = engine_->IsLeader();
+  // Asked first: a follower that cannot read the leader's journal may hold
+  // the engine while it tries, and the probe below would wait for it.
+  const Status following = engine_->FollowStatus();
+  if (!leader && !following.ok()) {
+    r["store"] = following.message();
+    r["role"] = "follower";
+    if (!options_.advertise_url.empty()) r["node"] = options_.advertise_url;
+    r["leader"] = nullptr;
+    r["following"] = following.message();
+    r["ready"] = false;
+    Send(c, 503, r.dump());
+    return;
+  }
   auto probe = engine_->GetSnapshot();
   r["store"] = probe.ok() ? "open" : probe.status().message();
   r["role"] = leader ? "leader" : "follower";
@@ -1993,12 +2015,8 @@ void Service::Impl::Ready(const CallPtr& c) {
     }
   }
   r["leader"] = std::move(leader_url);
-  // A follower that cannot read the leader's journal serves an old copy.
-  const Status following = engine_->FollowStatus();
-  if (!leader) {
-    r["following"] = following.ok() ? Json("ok") : Json(following.message());
-  }
-  const bool ready = probe.ok() && following.ok();
+  if (!leader) r["following"] = "ok";
+  const bool ready = probe.ok();
   r["ready"] = ready;
   Send(c, ready ? 200 : 503, r.dump());
 }
@@ -2088,8 +2106,10 @@ void Service::Impl::Shutdown() {
   timers_.Stop();
   for (auto& w : waits) FinishWait(w, true);
   for (Stream* s : streams) EndWatch(s);
-  async_pool_.Stop();
+  // Workers may hand a change on to the async pool (a follower forwarding
+  // it): they stop first, so nothing is posted to a stopped pool.
   pool_.Stop();
+  async_pool_.Stop();
 }
 
 // ---------------------------------------------------------------- Service

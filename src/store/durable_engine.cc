@@ -442,6 +442,9 @@ class DurableEngineImpl {
   Status CatchUp();
   // Follower thread: tails the journal and takes over when it can.
   void FollowLoop();
+  // After a catch-up (whole or partial): what is applied counts as
+  // committed, and reads waiting for it go on. Takes q_mu_.
+  void MarkApplied();
   // Starts the writer and journals the start's tick (and, for a fresh
   // state, its first snapshot).
   Status StartLeading();
@@ -620,14 +623,23 @@ Status DurableEngineImpl::CatchUp() {
       engine_.reset();
     } else if (!s.ok()) {
       // What was read before the failure is applied (last_seq_ says how
-      // far); the caller retries or fails.
+      // far), and reads may see it: the caller retries or fails.
+      MarkApplied();
       return s;
     }
     if (!engine_) QM_RETURN_IF_ERROR(Recover(/*may_create=*/false));
   }
-  std::lock_guard<std::mutex> q(q_mu_);
-  committed_seq_ = enqueued_seq_ = last_seq_;
+  MarkApplied();
   return Status::Ok();
+}
+
+void DurableEngineImpl::MarkApplied() {
+  {
+    std::lock_guard<std::mutex> q(q_mu_);
+    committed_seq_ = enqueued_seq_ = last_seq_;
+  }
+  // Reads wait for committed_seq_ to reach what they saw applied.
+  commit_cv_.notify_all();
 }
 
 void DurableEngineImpl::FollowLoop() {
@@ -666,15 +678,36 @@ void DurableEngineImpl::FollowLoop() {
     }
     if (!s.ok()) continue;  // the leader still holds its lease
     // This instance leads now; the old leader can no longer write (its
-    // epoch is stale), so the journal read now is complete.
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      s = CatchUp();
-      if (s.ok() && !engine_) s = Recover(/*may_create=*/true);
+    // epoch is stale), so the journal read now is complete. A read the
+    // store cannot answer now is tried again for up to half the lease
+    // (which the store renews meanwhile) rather than leaving a failed
+    // leader that holds the lease.
+    const auto give_up =
+        std::chrono::steady_clock::now() + options_.store.leader_lease / 2;
+    for (;;) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        s = CatchUp();
+        if (s.ok() && !engine_) s = Recover(/*may_create=*/true);
+      }
+      if (s.ok() ||
+          (s.code() != Code::kUnavailable &&
+           s.code() != Code::kDeadlineExceeded) ||
+          std::chrono::steady_clock::now() >= give_up) {
+        break;
+      }
+      std::unique_lock<std::mutex> q(q_mu_);
+      follow_error_ = Status(s.code(), "taking over as leader: " + s.message());
+      q_cv_.wait_for(q, options_.tail_interval, [&] { return stop_; });
+      if (stop_) return;
     }
     if (s.ok()) s = StartLeading();
     if (!s.ok()) {
       Fail(Status(s.code(), "taking over as leader: " + s.message()));
+      // A failed leader takes no changes: give the lease up, so another
+      // instance can take over instead of waiting for a restart.
+      std::lock_guard<std::mutex> lock(store_mu_);
+      (void)store_->ResignLeadership();
     }
     commit_cv_.notify_all();
     return;

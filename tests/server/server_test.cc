@@ -246,6 +246,48 @@ TEST_F(ServerTest, WaitEndsQueuedThenWaitingAgainOnTheId) {
   EXPECT_EQ(g["result"]["status"], "active");
 }
 
+// A request that queues with "wait": 0 is answered at once with its
+// place in the queue, while other changes go on committing: the answer's
+// queue lookup must not run on the journal's writer thread (a read there
+// waits for commits only that thread makes, and the server would stop).
+TEST_F(ServerTest, QueuedAnswersWithTheirPositionUnderConcurrentLoad) {
+  Start();
+  // backend-engineer allows 2: both taken, every request below queues.
+  Allocate("backend-engineer");
+  Allocate("backend-engineer");
+  constexpr int kThreads = 8, kEach = 15;
+  std::atomic<int> queued{0}, positioned{0}, failed{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      HttpClient c = Client();
+      for (int i = 0; i < kEach; ++i) {
+        auto r = c.Call("POST", "/v1/allocations",
+                        R"({"workflow_id": "w", "product": "analytics",)"
+                        R"( "agent_type": "backend-engineer", "wait": 0})",
+                        std::chrono::seconds(20));
+        if (!r.ok()) {
+          ++failed;
+          return;
+        }
+        Json j = Json::parse(r->body, nullptr, false);
+        if (j.is_discarded() || j["status"] != "success") {
+          ++failed;
+          continue;
+        }
+        queued += j["result"]["status"] == "queued";
+        positioned += j["result"].contains("queue_position");
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(queued.load(), kThreads * kEach);
+  EXPECT_EQ(positioned.load(), kThreads * kEach);
+  // And the server still takes changes.
+  EXPECT_EQ(Allocate("frontend-engineer")["status"], "success");
+}
+
 // Events arrive as Server-Sent Events with the engine's seq as id; a
 // client reconnecting with Last-Event-ID gets what followed, once.
 TEST_F(ServerTest, EventStreamResumesFromLastEventId) {
