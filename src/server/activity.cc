@@ -102,6 +102,33 @@ Ending EndingOf(const AllocationInfo& a) {
   return Ending::kNone;
 }
 
+// How many allocations ended each way.
+struct Endings {
+  int64_t completed = 0, failed = 0, expired = 0, preempted = 0, cancelled = 0;
+
+  void Count(Ending e) {
+    switch (e) {
+      case Ending::kCompleted:
+        ++completed;
+        break;
+      case Ending::kFailed:
+        ++failed;
+        break;
+      case Ending::kExpired:
+        ++expired;
+        break;
+      case Ending::kPreempted:
+        ++preempted;
+        break;
+      case Ending::kCancelled:
+        ++cancelled;
+        break;
+      case Ending::kNone:
+        break;
+    }
+  }
+};
+
 bool Visible(const ActivityInput& in, const std::string& product) {
   if (!in.visible_products) return true;
   const std::string& p = product.empty() ? std::string("default") : product;
@@ -188,14 +215,13 @@ std::optional<double> SuccessRate(int64_t completed, int64_t failed,
 
 // One group of the agents report (or its totals): the pool now and, over
 // [since, until], what its allocations did.
-struct AgentFigures {
+struct AgentFigures : Endings {
   double active_agents = 0;
   int64_t active_allocations = 0;
   int64_t queued = 0;
   double queued_agents = 0;
 
   int64_t started = 0;
-  int64_t completed = 0, failed = 0, expired = 0, preempted = 0, cancelled = 0;
   std::vector<double> wait_seconds;  // of grants in the range
   std::vector<double> run_minutes;   // of runs that ended in the range
   double agent_minutes = 0;          // inside the range
@@ -227,25 +253,7 @@ struct AgentFigures {
     const std::optional<Time> end = RunEnd(a, until);
     if (a.ended_at && *a.ended_at >= since && *a.ended_at <= until) {
       seen = true;
-      switch (EndingOf(a)) {
-        case Ending::kCompleted:
-          ++completed;
-          break;
-        case Ending::kFailed:
-          ++failed;
-          break;
-        case Ending::kExpired:
-          ++expired;
-          break;
-        case Ending::kPreempted:
-          ++preempted;
-          break;
-        case Ending::kCancelled:
-          ++cancelled;
-          break;
-        case Ending::kNone:
-          break;
-      }
+      Count(EndingOf(a));
       ended_tokens += a.budget.used_tokens;
       ended_cost_usd += a.budget.used_usd;
       if (end) run_minutes.push_back(Minutes(*end - *a.granted_at));
@@ -499,10 +507,9 @@ ActivityReport OneResourceReport(const ActivityInput& in,
 
 // Totals of a set of one workflow's allocations (all of them, one agent
 // type, one phase, or only the finished ones).
-struct Tally {
+struct Tally : Endings {
   int64_t allocations = 0;
   std::map<AllocStatus, int64_t> by_status;
-  int64_t completed = 0, failed = 0, expired = 0, preempted = 0, cancelled = 0;
   int64_t active_now = 0, queued_now = 0;
   double active_agents = 0;
   bool open = false;  // some allocation has not finished
@@ -523,25 +530,7 @@ struct Tally {
   void Add(const AllocationInfo& a, Time now) {
     ++allocations;
     ++by_status[a.status];
-    switch (EndingOf(a)) {
-      case Ending::kCompleted:
-        ++completed;
-        break;
-      case Ending::kFailed:
-        ++failed;
-        break;
-      case Ending::kExpired:
-        ++expired;
-        break;
-      case Ending::kPreempted:
-        ++preempted;
-        break;
-      case Ending::kCancelled:
-        ++cancelled;
-        break;
-      case Ending::kNone:
-        break;
-    }
+    Count(EndingOf(a));
     if (Holding(a)) {
       ++active_now;
       active_agents += AgentsOf(a);
