@@ -507,6 +507,9 @@ class EngineImpl {
                  std::optional<double> value, double warning, double critical,
                  const std::string& message, const std::string& action);
   void EmitAlert(const Alert& alert);
+  // Ends the active alert `it` with an event saying `message`.
+  void ClearAlert(std::map<std::string, Alert>::iterator it,
+                  std::string message);
   // Above gc_trigger_threshold: reclaim notices to enough preemptible
   // low-priority holders of memory.
   void ReclaimForMemory(double memory_utilization, double memory_total_gb);

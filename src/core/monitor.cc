@@ -210,6 +210,15 @@ void EngineImpl::EmitAlert(const Alert& alert) {
   sink_->OnEvent(e);
 }
 
+void EngineImpl::ClearAlert(std::map<std::string, Alert>::iterator it,
+                            std::string message) {
+  Alert cleared = std::move(it->second);
+  health_alerts_.erase(it);
+  cleared.firing = false;
+  cleared.message = std::move(message);
+  EmitAlert(cleared);
+}
+
 void EngineImpl::RateAlert(const std::string& type, const std::string& resource,
                            std::optional<double> value, double warning,
                            double critical, const std::string& what,
@@ -241,12 +250,8 @@ void EngineImpl::RateAlert(const std::string& type, const std::string& resource,
   Alert& a = it->second;
   a.value = v;
   if (v < warning - hysteresis) {
-    Alert cleared = a;
-    cleared.firing = false;
-    cleared.message = what + " back to " + Percent(v) + " (threshold " +
-                      Percent(warning) + ")";
-    health_alerts_.erase(it);
-    EmitAlert(cleared);
+    ClearAlert(it, what + " back to " + Percent(v) + " (threshold " +
+                       Percent(warning) + ")");
     return;
   }
   const bool high =
@@ -357,11 +362,7 @@ void EngineImpl::RateDegradation() {
     // Too few grants to judge. An alert stands while work still waits;
     // with nothing queued, nothing is slow.
     if (it != health_alerts_.end() && queued_count_ == 0) {
-      Alert cleared = it->second;
-      cleared.firing = false;
-      cleared.message = "queue wait back to normal: nothing waits";
-      health_alerts_.erase(it);
-      EmitAlert(cleared);
+      ClearAlert(it, "queue wait back to normal: nothing waits");
     }
     return;
   }
@@ -414,13 +415,9 @@ void EngineImpl::RateDegradation() {
   a.value = rise;
   // (A hysteresis above the threshold clears only at no rise at all.)
   if (rise < std::max(0.0, d.threshold - m.hysteresis) || delta < min_ms / 2) {
-    Alert cleared = a;
-    cleared.firing = false;
-    cleared.message = "queue wait back to normal: " + WaitText(recent) +
-                      " on average over the last " + over + ", against " +
-                      WaitText(base) + " before";
-    health_alerts_.erase(it);
-    EmitAlert(cleared);
+    ClearAlert(it, "queue wait back to normal: " + WaitText(recent) +
+                       " on average over the last " + over + ", against " +
+                       WaitText(base) + " before");
     return;
   }
   a.message = text();
