@@ -64,7 +64,10 @@ struct DurableOptions {
   // `tail_interval`, answers reads from it (behind the leader by up to that
   // interval), refuses changes with UNAVAILABLE, and takes over as leader
   // when the leader's lease runs out (store.leader_lease after its last
-  // renewal), with every change the old leader committed. Default false.
+  // renewal), with every change the old leader committed. A leader that
+  // another instance supersedes steps down and follows (IsLeader). Default
+  // false: Open waits for the leadership, and a superseded leader stops
+  // taking changes until it is reopened.
   bool follow = false;
   // Default 100 ms.
   Duration tail_interval = std::chrono::milliseconds(100);
@@ -101,6 +104,9 @@ struct DurableStats {
   uint64_t commits = 0;        // transactions committed since Open
   uint64_t payload_bytes = 0;  // journal payload bytes since Open
   uint64_t snapshots = 0;      // snapshots written since Open
+  // Times this instance stopped leading because another took the lease
+  // over (DurableOptions::follow), since Open.
+  uint64_t step_downs = 0;
   uint64_t last_seq = 0;       // the last journal seq applied
   uint64_t committed_seq = 0;  // the last journal seq committed
   // Operations per commit (0 before the first commit).
@@ -225,7 +231,13 @@ class DurableEngine {
   // ---- Leadership (options.follow) ----
 
   // Whether this instance leads (takes changes). Always true without
-  // `follow`, until Close or a failed commit.
+  // `follow`, until Close or a failed commit. With `follow`, a leader that
+  // another instance took the lease over from (its lease ran out while it
+  // was frozen or cut off, and its next write was refused for its stale
+  // epoch, or a renewal found the newer one) steps down instead of
+  // stopping: the changes it had not committed are answered UNAVAILABLE
+  // and dropped with its state, it reloads the new leader's state and
+  // follows it (taking over again when that one's lease runs out).
   bool IsLeader() const;
   // Waits up to `timeout` for this follower to take over. UNAVAILABLE when
   // it still follows; the failure when following broke (for example the

@@ -157,6 +157,12 @@ class Store {
   // authority (a write can be refused while this says true, and a leader
   // whose lease lapsed with nobody taking over may still write).
   virtual bool IsLeader() const = 0;
+  // Whether another instance took the leadership over from this one since
+  // it last acquired it: a write was refused for a stale epoch, or a lease
+  // renewal found a newer one. Its writes will all be refused; it can only
+  // follow (and AcquireLeadership again once that leader's lease runs out).
+  // Thread safe. An SQLite store is never superseded.
+  virtual bool Superseded() const { return false; }
   // The epoch this instance leads (or last led) with; 0 before leading.
   virtual uint64_t epoch() const = 0;
   // Gives leadership up at once (graceful shutdown), so a follower need not

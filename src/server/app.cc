@@ -275,9 +275,18 @@ class App::Impl final : public EventSink {
     std::unique_lock<std::mutex> lock(mu_);
     bool reported = false;
     bool followed = false;
+    bool led = false;
     while (!stop_ticker_) {
       if (!engine_->IsLeader()) {
         // Following, or stopped by a failed commit: check again shortly.
+        if (led) {
+          // Another instance took the lease over (or a commit failed).
+          led = false;
+          const Status why = engine_->FollowStatus();
+          std::cerr << "qm serve: stopped leading ("
+                    << (why.ok() ? std::string("closing") : why.message())
+                    << ")\n";
+        }
         followed = true;
         cv_.wait_for(lock, std::chrono::milliseconds(100));
         continue;
@@ -286,7 +295,9 @@ class App::Impl final : public EventSink {
         followed = false;
         std::cerr << "qm serve: took over as leader (" << advertise_url_
                   << "): taking changes and running timers\n";
+        reported = false;
       }
+      led = true;
       const std::optional<Time> next = engine_->NextDeadline();
       const Time now = SystemClock::Default()->Now();
       if (next && *next <= now) {

@@ -163,7 +163,7 @@ class DurableEngineImpl {
   template <typename Op, typename Call>
   auto Mutate(Op op, Call call) -> decltype(call(std::declval<Engine&>())) {
     using R = decltype(call(std::declval<Engine&>()));
-    uint64_t seq = 0;
+    uint64_t seq = 0, role = 0;
     std::optional<R> result;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -172,8 +172,9 @@ class DurableEngineImpl {
       std::string payload = store::EncodeOp(j);
       result.emplace(call(*engine_));
       seq = Enqueue(j.at, std::move(payload));
+      role = Role();
     }
-    if (Status s = WaitFor(seq); !s.ok()) return s;
+    if (Status s = WaitFor(seq, role); !s.ok()) return s;
     return std::move(*result);
   }
 
@@ -210,25 +211,27 @@ class DurableEngineImpl {
   template <typename Call>
   auto Read(Call call) -> StatusOr<decltype(call(std::declval<Engine&>()))> {
     using R = decltype(call(std::declval<Engine&>()));
-    uint64_t seq = 0;
+    uint64_t seq = 0, role = 0;
     std::optional<R> result;
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (Status s = Usable(/*for_change=*/false); !s.ok()) return s;
       result.emplace(call(*engine_));
       seq = last_seq_;
+      role = Role();
     }
-    if (Status s = WaitFor(seq); !s.ok()) return s;
+    if (Status s = WaitFor(seq, role); !s.ok()) return s;
     return std::move(*result);
   }
 
   Status Flush() {
-    uint64_t seq;
+    uint64_t seq, role;
     {
       std::lock_guard<std::mutex> lock(mu_);
       seq = last_seq_;
+      role = Role();
     }
-    return WaitFor(seq);
+    return WaitFor(seq, role);
   }
 
   Status WriteSnapshotNow() {
@@ -240,10 +243,13 @@ class DurableEngineImpl {
     q_cv_.notify_one();
     std::unique_lock<std::mutex> q(q_mu_);
     const uint64_t want = snapshot_requests_;
+    const uint64_t role = role_;
     commit_cv_.wait(q, [&] {
-      return snapshots_done_ >= want || !failed_.ok() || writer_done_;
+      return snapshots_done_ >= want || !failed_.ok() || writer_done_ ||
+             role_ != role;
     });
     if (!failed_.ok()) return failed_;
+    if (role_ != role) return Unavailable("this qm instance stopped leading");
     if (snapshots_done_ < want) return Unavailable("the writer stopped");
     return Status::Ok();
   }
@@ -285,6 +291,7 @@ class DurableEngineImpl {
   Status FollowStatus() const {
     std::lock_guard<std::mutex> q(q_mu_);
     if (!failed_.ok()) return failed_;
+    if (stepping_down_) return step_down_why_;
     if (leading_) return Status::Ok();
     return follow_error_;
   }
@@ -380,6 +387,9 @@ class DurableEngineImpl {
     std::lock_guard<std::mutex> q(q_mu_);
     if (!failed_.ok()) return failed_;
     if (closed_) return Unavailable("the durable engine is closed");
+    // The state may hold changes that were never committed: not even
+    // reads until it is dropped (StepDown).
+    if (stepping_down_) return step_down_why_;
     if (for_change && !leading_) {
       return Unavailable(
           "this qm instance follows the leader of " +
@@ -418,11 +428,29 @@ class DurableEngineImpl {
     return seq;
   }
 
-  Status WaitFor(uint64_t seq) {
+  // Under mu_: the role generation now (see role_), for WaitFor.
+  uint64_t Role() {
+    std::lock_guard<std::mutex> q(q_mu_);
+    return role_;
+  }
+
+  // Waits for what was applied up to `seq` under role generation `role`
+  // to be committed.
+  Status WaitFor(uint64_t seq, uint64_t role) {
     std::unique_lock<std::mutex> q(q_mu_);
     commit_cv_.wait(q, [&] {
-      return committed_seq_ >= seq || !failed_.ok() || writer_done_;
+      return role_ != role || committed_seq_ >= seq || !failed_.ok() ||
+             writer_done_;
     });
+    if (role_ != role) {
+      // Applied to a state this instance dropped when it stepped down;
+      // whatever was committed of it the new leader has.
+      return step_down_why_.ok() ? Unavailable(
+                                       "this qm instance stopped "
+                                       "leading before the change "
+                                       "was committed")
+                                 : step_down_why_;
+    }
     if (committed_seq_ >= seq) return Status::Ok();
     if (!failed_.ok()) return failed_;
     return Unavailable(
@@ -440,8 +468,26 @@ class DurableEngineImpl {
   // call (reloading from a newer snapshot when the leader truncated the
   // journal past this position). Under mu_.
   Status CatchUp();
-  // Follower thread: tails the journal and takes over when it can.
-  void FollowLoop();
+  // The role thread (with options_.follow): follows until it can take
+  // over (FollowUntilLeading), leads until another instance takes the
+  // lease over (AwaitStepDown), steps down (StepDown), and follows again;
+  // until Close. `leading`: whether it starts as the leader.
+  void RoleLoop(bool leading);
+  // Tails the journal and takes over when it can. True once this instance
+  // leads; false when closing or when following failed for good.
+  bool FollowUntilLeading();
+  // While leading: waits until this instance must step down (true) or
+  // closes (false). Notices a takeover from a refused write
+  // (SupersededBy) or, idle, from the store (Store::Superseded).
+  bool AwaitStepDown();
+  // After a refused write: when the store says another instance took the
+  // leadership over and this one may follow, marks it stepping down
+  // (changes and reads refused with the reason; the writer stops) and
+  // answers true. False otherwise (the failure is the caller's to report).
+  bool SupersededBy(const Status& refusal);
+  // Drops the leader's state (the writer has stopped) so the role thread
+  // can reload the new leader's.
+  void StepDown();
   // After a catch-up (whole or partial): what is applied counts as
   // committed, and reads waiting for it go on. Takes q_mu_.
   void MarkApplied();
@@ -484,6 +530,7 @@ class DurableEngineImpl {
   mutable std::mutex q_mu_;
   std::condition_variable q_cv_;       // the writer waits for work
   std::condition_variable commit_cv_;  // callers wait for commits
+  std::condition_variable role_cv_;    // the role thread waits
   std::deque<Pending> queue_;
   uint64_t enqueued_seq_ = 0;
   uint64_t committed_seq_ = 0;
@@ -498,9 +545,18 @@ class DurableEngineImpl {
   bool stop_ = false;
   bool writer_done_ = false;
   bool leading_ = false;  // the writer runs; changes are taken
+  // Another instance took the leadership over: the writer stops, and the
+  // role thread drops the state (StepDown). step_down_why_ answers the
+  // changes and reads refused meanwhile.
+  bool stepping_down_ = false;
+  Status step_down_why_;
+  // Grows when this instance stops leading: a change or read applied under
+  // an older generation never commits here (WaitFor).
+  uint64_t role_ = 0;
   DurableStats stats_;
   std::thread writer_;
-  std::thread follower_;  // while following another instance
+  // The role thread (options_.follow): follows, leads, steps down.
+  std::thread follower_;
 
   RecoveryInfo recovery_;
 
@@ -534,7 +590,7 @@ Status DurableEngineImpl::Open() {
       Status s = CatchUp();
       if (!s.ok() && s.code() != Code::kNotFound) return s;
     }
-    follower_ = std::thread([this] { FollowLoop(); });
+    follower_ = std::thread([this] { RoleLoop(/*leading=*/false); });
     recovery_.took = std::chrono::duration_cast<Duration>(
         std::chrono::steady_clock::now() - started);
     return Status::Ok();
@@ -563,6 +619,10 @@ Status DurableEngineImpl::Open() {
                         "the config it runs under)");
     }
     recovery_.config_changes = r->changes;
+  }
+  if (options_.follow) {
+    // Leading now; it steps down to follow if another instance takes over.
+    follower_ = std::thread([this] { RoleLoop(/*leading=*/true); });
   }
   recovery_.took = std::chrono::duration_cast<Duration>(
       std::chrono::steady_clock::now() - started);
@@ -642,12 +702,23 @@ void DurableEngineImpl::MarkApplied() {
   commit_cv_.notify_all();
 }
 
-void DurableEngineImpl::FollowLoop() {
+void DurableEngineImpl::RoleLoop(bool leading) {
+  for (;;) {
+    if (leading) {
+      if (!AwaitStepDown()) return;
+      StepDown();
+    }
+    if (!FollowUntilLeading()) return;
+    leading = true;
+  }
+}
+
+bool DurableEngineImpl::FollowUntilLeading() {
   for (;;) {
     {
       std::unique_lock<std::mutex> q(q_mu_);
-      q_cv_.wait_for(q, options_.tail_interval, [&] { return stop_; });
-      if (stop_) return;
+      role_cv_.wait_for(q, options_.tail_interval, [&] { return stop_; });
+      if (stop_) return false;
     }
     Status s;
     {
@@ -659,7 +730,7 @@ void DurableEngineImpl::FollowLoop() {
       if (s.code() != Code::kUnavailable &&
           s.code() != Code::kDeadlineExceeded) {
         Fail(failure);
-        return;
+        return false;
       }
       // The store could not be reached (a dropped connection, a restarting
       // database): what was applied stays, and the next round goes on from
@@ -698,8 +769,8 @@ void DurableEngineImpl::FollowLoop() {
       }
       std::unique_lock<std::mutex> q(q_mu_);
       follow_error_ = Status(s.code(), "taking over as leader: " + s.message());
-      q_cv_.wait_for(q, options_.tail_interval, [&] { return stop_; });
-      if (stop_) return;
+      role_cv_.wait_for(q, options_.tail_interval, [&] { return stop_; });
+      if (stop_) return false;
     }
     if (s.ok()) s = StartLeading();
     if (!s.ok()) {
@@ -710,8 +781,71 @@ void DurableEngineImpl::FollowLoop() {
       (void)store_->ResignLeadership();
     }
     commit_cv_.notify_all();
-    return;
+    return s.ok();
   }
+}
+
+bool DurableEngineImpl::AwaitStepDown() {
+  std::unique_lock<std::mutex> q(q_mu_);
+  for (;;) {
+    if (stop_ || !failed_.ok()) return false;
+    if (stepping_down_) return true;
+    role_cv_.wait_for(q, options_.tail_interval);
+    if (stop_ || stepping_down_ || !failed_.ok()) continue;
+    // Idle, the leader writes nothing that could be refused: the store's
+    // lease renewals tell that another instance took over.
+    q.unlock();
+    const bool superseded = store_->Superseded();
+    q.lock();
+    if (superseded && !stepping_down_ && !stop_ && failed_.ok()) {
+      q.unlock();
+      (void)SupersededBy(
+          Unavailable("the lease renewal found a newer leader epoch"));
+      q.lock();
+    }
+  }
+}
+
+bool DurableEngineImpl::SupersededBy(const Status& refusal) {
+  if (!options_.follow || !store_->Superseded()) return false;
+  {
+    std::lock_guard<std::mutex> q(q_mu_);
+    if (!stepping_down_ && failed_.ok() && !closed_) {
+      stepping_down_ = true;
+      leading_ = false;
+      ++role_;
+      step_down_why_ = Unavailable(
+          "this qm instance lost the leadership of " +
+          options_.store.location.substr(0, options_.store.location.find('@')) +
+          "...: another instance took the lease over (" + refusal.message() +
+          "). A change not answered before now was not made; this instance "
+          "follows the new leader now: send changes there");
+    }
+  }
+  q_cv_.notify_all();  // the writer stops
+  role_cv_.notify_all();
+  commit_cv_.notify_all();
+  return true;
+}
+
+void DurableEngineImpl::StepDown() {
+  // The writer stopped at the refusal, answering what was queued.
+  if (writer_.joinable()) writer_.join();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    // What the writer had not committed is in this state but not in the
+    // store: drop it all; the role thread reloads the new leader's.
+    engine_.reset();
+    last_seq_ = 0;
+    std::lock_guard<std::mutex> q(q_mu_);
+    queue_.clear();
+    committed_seq_ = enqueued_seq_ = 0;
+    writer_done_ = false;
+    stepping_down_ = false;
+    follow_error_ = step_down_why_;
+    ++stats_.step_downs;
+  }
+  commit_cv_.notify_all();
 }
 
 Status DurableEngineImpl::Recover(bool may_create) {
@@ -883,10 +1017,11 @@ void DurableEngineImpl::WriterLoop() {
   for (;;) {
     const auto interval = options_.snapshot_interval;
     const bool woke = q_cv_.wait_for(q, interval, [&] {
-      return !queue_.empty() || stop_ || snapshot_requests_ > snapshots_done_;
+      return !queue_.empty() || stop_ || stepping_down_ ||
+             snapshot_requests_ > snapshots_done_;
     });
     (void)woke;
-    if (!failed_.ok()) break;
+    if (!failed_.ok() || stepping_down_) break;
     const bool snapshot_due =
         snapshot_requests_ > snapshots_done_ ||
         ops_since_snapshot_ >= options_.snapshot_every_records ||
@@ -918,10 +1053,11 @@ void DurableEngineImpl::WriterLoop() {
   std::deque<Pending> left;
   left.swap(queue_);
   const Status why =
-      failed_.ok() ? Unavailable(
-                         "the durable engine closed before the change was "
-                         "committed")
-                   : failed_;
+      !failed_.ok()    ? failed_
+      : stepping_down_ ? step_down_why_
+                       : Unavailable(
+                             "the durable engine closed before the change was "
+                             "committed");
   q.unlock();
   commit_cv_.notify_all();
   Complete(&left, why);
@@ -949,13 +1085,16 @@ bool DurableEngineImpl::Commit(std::deque<Pending>* batch) {
                        records.size());
   }
   if (!s.ok()) {
-    Fail(Status(s.code(), "a change could not be made durable (" + s.message() +
-                              "); qm stopped taking changes: restart it to "
-                              "recover what was committed"));
+    if (!SupersededBy(s)) {
+      Fail(Status(s.code(), "a change could not be made durable (" +
+                                s.message() +
+                                "); qm stopped taking changes: restart it to "
+                                "recover what was committed"));
+    }
     Status failed;
     {
       std::lock_guard<std::mutex> q(q_mu_);
-      failed = failed_;
+      failed = failed_.ok() ? step_down_why_ : failed_;
     }
     Complete(batch, failed);
     return false;
@@ -1001,9 +1140,11 @@ bool DurableEngineImpl::Snapshot() {
     s = store_->WriteSnapshot(snap);
   }
   if (!s.ok()) {
-    Fail(Status(s.code(), "writing a snapshot failed (" + s.message() +
-                              "); qm stopped taking changes: restart it to "
-                              "recover what was committed"));
+    if (!SupersededBy(s)) {
+      Fail(Status(s.code(), "writing a snapshot failed (" + s.message() +
+                                "); qm stopped taking changes: restart it to "
+                                "recover what was committed"));
+    }
     return false;
   }
   std::lock_guard<std::mutex> q(q_mu_);
@@ -1029,6 +1170,7 @@ Status DurableEngineImpl::Close() {
     stop_ = true;
   }
   q_cv_.notify_all();
+  role_cv_.notify_all();
   if (follower_.joinable() &&
       follower_.get_id() != std::this_thread::get_id()) {
     follower_.join();

@@ -370,6 +370,7 @@ class PgStore final : public Store {
   Status AcquireLeadership(Duration timeout) override;
   bool IsLeader() const override;
   uint64_t epoch() const override { return epoch_; }
+  bool Superseded() const override { return lost_.load(); }
   Status ResignLeadership() override;
   StatusOr<LeaderInfo> Leader() override;
   Status Append(std::vector<JournalRecord>* records) override;

@@ -1153,9 +1153,12 @@ DurableOptions DurableOpts(const std::string& uri, const std::string& node,
 
 // A durable engine leading in a child process (so that it can be frozen and
 // killed), driven through stdin: "alloc WF" answers "ok ID TOKEN STATUS"
-// or "err STATUS".
-int RunDurableChild(const std::string& uri, const std::string& node) {
-  auto d = DurableEngine::Open(DurableOpts(uri, node, false),
+// or "err STATUS"; "get ID" answers "ok WORKFLOW" or "err STATUS";
+// "leader" answers "ok yes" or "ok no". With `follow`, it is opened with
+// DurableOptions::follow (it steps down when superseded).
+int RunDurableChild(const std::string& uri, const std::string& node,
+                    bool follow) {
+  auto d = DurableEngine::Open(DurableOpts(uri, node, follow),
                                durable_cases::TestConfig());
   if (!d.ok()) {
     std::cout << "err " << d.status().ToString() << std::endl;
@@ -1167,6 +1170,17 @@ int RunDurableChild(const std::string& uri, const std::string& node) {
     std::istringstream in(line);
     std::string cmd, arg;
     in >> cmd >> arg;
+    if (cmd == "leader") {
+      std::cout << ((*d)->IsLeader() ? "ok yes" : "ok no") << std::endl;
+      continue;
+    }
+    if (cmd == "get") {
+      auto g = (*d)->Get(arg);
+      std::cout << (g.ok() ? "ok " + g->workflow_id
+                           : "err " + g.status().ToString())
+                << std::endl;
+      continue;
+    }
     if (cmd != "alloc") {
       std::cout << "err unknown command" << std::endl;
       continue;
@@ -1366,6 +1380,85 @@ TEST_F(PgStoreTest, DurableLeaderFrozenPastItsLeaseIsFenced) {
   EXPECT_EQ(a4->fencing_token, mine->allocation.fencing_token);
 }
 
+// With `follow`, a superseded leader steps down instead of stopping: it
+// refuses the change it could not commit, drops the state holding it,
+// follows the new leader, and takes over again when that one resigns.
+TEST_F(PgStoreTest, DurableSupersededLeaderStepsDownAndFollows) {
+  Child old_leader(uri_, "old", "--durable-follow-child");
+  ASSERT_EQ(old_leader.Answer(), "ok ready");
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(
+        old_leader.Ask("alloc wf" + std::to_string(i)).starts_with("ok "));
+  }
+  auto f = DurableEngine::Open(DurableOpts(uri_, "new", true),
+                               durable_cases::TestConfig());
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  DurableEngine& next = **f;
+  ASSERT_TRUE(Knows(next, "alloc_3", 3s));
+
+  old_leader.Freeze();
+  ASSERT_TRUE(next.WaitUntilLeader(5s).ok());
+  auto mine = next.Allocate(durable_cases::Request("new-leader"));
+  ASSERT_TRUE(mine.ok()) << mine.status().ToString();
+  EXPECT_EQ(mine->allocation.id, "alloc_4");
+
+  // Thawed, the old leader grants alloc_4 in its own memory, its commit is
+  // refused, and it says why.
+  old_leader.Thaw();
+  const std::string refused = old_leader.Ask("alloc stale");
+  EXPECT_TRUE(refused.starts_with("err UNAVAILABLE")) << refused;
+  // It follows now: it reads the new leader's alloc_4, not its own.
+  std::string got;
+  for (auto deadline = SteadyClock::now() + 5s; SteadyClock::now() < deadline;
+       std::this_thread::sleep_for(50ms)) {
+    got = old_leader.Ask("get alloc_4");
+    if (got == "ok new-leader") break;
+  }
+  EXPECT_EQ(got, "ok new-leader");
+  EXPECT_EQ(old_leader.Ask("leader"), "ok no");
+  EXPECT_TRUE(old_leader.Ask("alloc while-following")
+                  .starts_with("err UNAVAILABLE: this qm instance follows"));
+
+  // The new leader resigns: the old one takes over again, with everything.
+  ASSERT_TRUE(next.Close().ok());
+  std::string leads;
+  for (auto deadline = SteadyClock::now() + 10s; SteadyClock::now() < deadline;
+       std::this_thread::sleep_for(50ms)) {
+    leads = old_leader.Ask("leader");
+    if (leads == "ok yes") break;
+  }
+  ASSERT_EQ(leads, "ok yes");
+  const std::string again = old_leader.Ask("alloc again");
+  EXPECT_TRUE(again.starts_with("ok alloc_5 ")) << again;
+  EXPECT_EQ(old_leader.Ask("get alloc_4"), "ok new-leader");
+  EXPECT_EQ(old_leader.Ask("get alloc_1"), "ok wf0");
+}
+
+// An idle superseded leader writes nothing that could be refused: its next
+// lease renewal tells it, and it steps down all the same.
+TEST_F(PgStoreTest, DurableIdleSupersededLeaderStepsDown) {
+  Child old_leader(uri_, "old", "--durable-follow-child");
+  ASSERT_EQ(old_leader.Answer(), "ok ready");
+  ASSERT_TRUE(old_leader.Ask("alloc wf0").starts_with("ok alloc_1 "));
+  auto f = DurableEngine::Open(DurableOpts(uri_, "new", true),
+                               durable_cases::TestConfig());
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  DurableEngine& next = **f;
+  old_leader.Freeze();
+  ASSERT_TRUE(next.WaitUntilLeader(5s).ok());
+  ASSERT_TRUE(next.Allocate(durable_cases::Request("new-leader")).ok());
+  old_leader.Thaw();
+  std::string leads, got;
+  for (auto deadline = SteadyClock::now() + 5s; SteadyClock::now() < deadline;
+       std::this_thread::sleep_for(50ms)) {
+    leads = old_leader.Ask("leader");
+    got = old_leader.Ask("get alloc_2");
+    if (leads == "ok no" && got == "ok new-leader") break;
+  }
+  EXPECT_EQ(leads, "ok no");
+  EXPECT_EQ(got, "ok new-leader");
+}
+
 }  // namespace
 }  // namespace qm
 
@@ -1374,7 +1467,10 @@ int main(int argc, char** argv) {
     return qm::RunStoreChild(argv[2], argv[3]);
   }
   if (argc == 4 && std::string_view(argv[1]) == "--durable-child") {
-    return qm::RunDurableChild(argv[2], argv[3]);
+    return qm::RunDurableChild(argv[2], argv[3], false);
+  }
+  if (argc == 4 && std::string_view(argv[1]) == "--durable-follow-child") {
+    return qm::RunDurableChild(argv[2], argv[3], true);
   }
   testing::InitGoogleTest(&argc, argv);
   return RUN_ALL_TESTS();
