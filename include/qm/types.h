@@ -5,8 +5,11 @@
 
 #include <array>
 #include <cstdint>
+#include <initializer_list>
+#include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -143,10 +146,44 @@ using ResourceAmounts = std::vector<std::pair<std::string, double>>;
 // One path lock of an allocation: the path normalised relative to the
 // workspace root ("." for the root itself; globs as written).
 struct PathLockInfo {
-  std::string path;
+  std::string_view path;  // valid while a PathLockList holding it lives
   bool exclusive = false;
 
   bool operator==(const PathLockInfo&) const = default;
+};
+
+// The path locks of an allocation, in the order the engine records them.
+// Immutable and shared: the engine builds one list when it accepts a
+// request, and every answer or event reporting the allocation points at
+// that list, so copying an answer copies no paths. Safe to read from
+// several threads at once. Iterates like a vector of PathLockInfo.
+class PathLockList {
+ public:
+  PathLockList() = default;
+  // A list of `locks`, their paths copied into the list.
+  PathLockList(std::initializer_list<PathLockInfo> locks);
+  // A list that takes `text` and `locks`, whose paths must all point into
+  // `text` (no copy).
+  static PathLockList Adopt(std::unique_ptr<char[]> text,
+                            std::vector<PathLockInfo> locks);
+
+  size_t size() const { return rep_ ? rep_->locks.size() : 0; }
+  bool empty() const { return size() == 0; }
+  const PathLockInfo* begin() const {
+    return rep_ ? rep_->locks.data() : nullptr;
+  }
+  const PathLockInfo* end() const { return begin() + size(); }
+  const PathLockInfo& operator[](size_t i) const { return rep_->locks[i]; }
+
+  // Equal when they hold the same locks in the same order.
+  bool operator==(const PathLockList& other) const;
+
+ private:
+  struct Rep {
+    std::unique_ptr<char[]> text;
+    std::vector<PathLockInfo> locks;  // paths point into `text`
+  };
+  std::shared_ptr<const Rep> rep_;
 };
 
 // An allocation (lease) as the engine reports it.
@@ -175,7 +212,7 @@ struct AllocationInfo {
   std::string idempotency_key;
   BudgetInfo budget;
   // Its path locks (held while active; claimed while queued).
-  std::vector<PathLockInfo> locks;
+  PathLockList locks;
   std::vector<std::string> conflict_avoidance;
   std::string reservation_id;
   // Conflicts it was granted despite (advisory locking), as conflict ids

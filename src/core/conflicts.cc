@@ -106,7 +106,7 @@ void EngineImpl::RememberConflict(ConflictInfo c) {
 void EngineImpl::SetupLocks(Alloc& a, ParsedRequest& p) {
   auto l = std::make_unique<AllocLocks>();
   l->locks = std::move(p.locks);
-  l->lock_text = std::move(p.lock_text);
+  l->list = std::move(p.lock_list);
   l->avoid = std::move(p.avoid);
   l->rank_level = static_cast<int>(p.level);
   l->rank_ms = a.queued_at.time_since_epoch().count();
@@ -187,9 +187,12 @@ EngineImpl::GateFind EngineImpl::FindGate(const Alloc& a) const {
               std::string(other),      own->exclusive, other_exclusive};
     }
   }
+  if (l.locks.size() > 1 && held_locks_.size() != 0) {
+    for (const LockSpec& lock : l.locks) held_locks_.Prefetch(lock.key());
+  }
   for (const LockSpec& lock : l.locks) {
     held_locks_.ForEachConflict(
-        lock.path, lock.exclusive, a.id,
+        lock.key(), lock.exclusive, a.id,
         [&](const paths::LockTable::Hit& h) {
           g = {AllocLocks::Gate::kLock, h.owner,        std::string(lock.path),
                std::string(h.path),     lock.exclusive, h.exclusive};
@@ -299,7 +302,7 @@ void EngineImpl::ClaimLocks(Alloc& a) {
   AllocLocks& l = *a.locks;
   if (l.exempt || l.where != AllocLocks::Where::kNone) return;
   for (LockSpec& lock : l.locks) {
-    lock.at = claimed_locks_.Add(lock.path, lock.exclusive, a.id);
+    lock.at = claimed_locks_.Add(lock.key(), lock.exclusive, a.id);
   }
   l.where = AllocLocks::Where::kClaimed;
 }
@@ -316,7 +319,7 @@ void EngineImpl::TakeLocks(Alloc& a) {
     RecordAdvisory(a);
   }
   for (LockSpec& lock : l.locks) {
-    lock.at = held_locks_.Add(lock.path, lock.exclusive, a.id, &lock.probe);
+    lock.at = held_locks_.Add(lock.key(), lock.exclusive, a.id, &lock.probe);
   }
   l.where = AllocLocks::Where::kHeld;
 }

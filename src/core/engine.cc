@@ -6,6 +6,7 @@
 #include <charconv>
 #include <cmath>
 
+#include "absl/container/flat_hash_set.h"
 #include "core/engine_impl.h"
 #include "core/text.h"
 
@@ -814,21 +815,53 @@ AllocationInfo EngineImpl::ForceRelease(Alloc& a, AllocStatus status,
 }
 
 void EngineImpl::Retire(Alloc& a) {
-  history_.push_back(a.id);
+  history_.push_back(&a);
   const size_t limit = static_cast<size_t>(
       std::max<int64_t>(0, config_.scheduling.history_limit));
-  while (history_.size() > limit) {
-    const uint64_t old = history_.front();
+  if (history_.size() <= limit) return;
+  do {
+    const Alloc& old = *history_.front();
     history_.pop_front();
-    auto it = allocs_.find(old);
-    if (it == allocs_.end()) continue;
-    if (!it->second.idempotency_key().empty()) {
-      idempotency_.erase(it->second.idempotency_key());
+    if (!old.idempotency_key().empty()) {
+      idempotency_.erase(old.idempotency_key());
     }
-    if (it->second.locks && it->second.fencing) {
-      fencing_owner_.erase(it->second.fencing);
+    if (old.locks && old.fencing) fencing_owner_.erase(old.fencing);
+    allocs_.erase(old.id);
+  } while (history_.size() > limit);
+  PrefetchRetirees();
+}
+
+// Once the history is full, every ending erases the oldest allocation,
+// whose memory was last touched thousands of requests ago: each of its
+// objects is a cache miss, and freeing them one after another stalled on
+// each (about a sixth of an allocate+release with 8 locks, measured). So
+// each Retire fetches ahead in stages, reading only what an earlier stage
+// fetched: the node of the allocation three endings ahead, the objects the
+// node two ahead points to, and the objects those point to for the next
+// one. The misses then overlap other work. A hint only: it changes nothing.
+void EngineImpl::PrefetchRetirees() const {
+  const size_t n = history_.size();
+  auto fetch = [](const void* p, size_t bytes) {
+    const char* c = static_cast<const char*>(p);
+    // From the allocator's header before the object.
+    for (size_t off = 0; off < bytes + 16; off += 64) {
+      __builtin_prefetch(c - 16 + off);
     }
-    allocs_.erase(it);
+  };
+  if (n > 2) fetch(history_[2], sizeof(std::pair<const uint64_t, Alloc>));
+  if (n > 1) {
+    const Alloc& b = *history_[1];
+    if (b.extras) fetch(b.extras.get(), sizeof(AllocExtras));
+    if (b.locks) fetch(b.locks.get(), sizeof(AllocLocks));
+    if (b.money) fetch(b.money.get(), 0);
+    if (!b.demand.empty()) fetch(b.demand.data(), 0);
+  }
+  if (n > 0) {
+    const Alloc& c = *history_[0];
+    if (c.locks && !c.locks->locks.empty()) {
+      fetch(c.locks->locks.data(), 0);
+      fetch(c.locks->list.begin(), 0);
+    }
   }
 }
 
@@ -1550,10 +1583,10 @@ StatusOr<AllocationInfo> EngineImpl::Reallocate(
   ParsedRequest next = Reconstruct(a);
   std::vector<bool> seen(resource_specs_.size(), false);
   for (const auto& [name, amount] : resources) {
-    const std::string field = "resources." + Truncate(name, 64);
+    const std::string field = ResourceField("", name);
     uint32_t idx = 0;
     Milli m = 0;
-    QM_RETURN_IF_ERROR(ValidateAmount(field, name, amount, &idx, &m));
+    QM_RETURN_IF_ERROR(ValidateAmount("", name, amount, &idx, &m));
     if (seen[idx]) return InvalidRequest(field + " is given twice");
     seen[idx] = true;
     auto it = std::find_if(next.resources.begin(), next.resources.end(),
@@ -1926,11 +1959,7 @@ AllocationInfo EngineImpl::Info(const Alloc& a) const {
   i.estimated_minutes = a.req.estimated_minutes;
   FillBudgetInfo(a, &i.budget);
   if (a.locks) {
-    i.locks.reserve(a.locks->locks.size());
-    for (const LockSpec& l : a.locks->locks) {
-      i.locks.push_back(
-          {std::string(l.path.empty() ? "." : l.path), l.exclusive});
-    }
+    i.locks = a.locks->list;
     i.conflict_avoidance = a.locks->avoid;
     i.warnings = a.locks->warnings;
     if (a.locks->reservation != 0) {
@@ -2085,6 +2114,21 @@ Status EngineImpl::CheckInvariants() const {
     if (r.state != Reservation::State::kOpen) continue;
     for (size_t k = 0; k < r.demand.size(); ++k) {
       used[r.demand[k].first] += r.left[k];
+    }
+  }
+  // Retire erases what the history names: ended allocations, each once.
+  absl::flat_hash_set<const Alloc*> live, retirees;
+  for (const auto& [id, a] : allocs_) live.insert(&a);
+  for (const Alloc* a : history_) {
+    if (!live.count(a)) {
+      return Internal("the history names an allocation that is gone");
+    }
+    if (!a->Ended()) {
+      return Internal("the history names " + IdText(a->id) +
+                      ", which has not ended");
+    }
+    if (!retirees.insert(a).second) {
+      return Internal("the history names " + IdText(a->id) + " twice");
     }
   }
   int64_t active = 0, queued = 0, preempting = 0;

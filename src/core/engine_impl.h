@@ -124,11 +124,13 @@ struct RequestCore {
 // A path lock as an allocation keeps it: normalised (paths.h), "" = the
 // workspace root.
 struct LockSpec {
-  // Normalised; points into the lock_text buffer of the ParsedRequest or
-  // AllocLocks holding this spec (one allocation for all of a request's
-  // paths, which moving the holder keeps valid).
+  // Normalised; points into the text of the PathLockList of the
+  // ParsedRequest or AllocLocks holding this spec (one allocation for all
+  // of a request's paths, which moving the holder keeps valid).
   std::string_view path;
+  size_t hash = 0;  // paths::LockTable::Key(path).hash
   bool exclusive = false;
+  paths::LockTable::Key key() const { return {path, hash}; }
   // Where the lock sits in the table AllocLocks::where names (null when
   // nowhere).
   paths::LockTable::Handle at = nullptr;
@@ -145,8 +147,10 @@ struct ParsedRequest : RequestCore {
   std::string model;  // as requested ("" = choose)
   // Deduplicated (a path named in both lists is exclusive).
   std::vector<LockSpec> locks;
-  std::unique_ptr<char[]> lock_text;  // the bytes of locks[*].path
-  std::vector<std::string> avoid;     // conflict_avoidance
+  // The same locks as answers report them; holds the bytes of
+  // locks[*].path.
+  PathLockList lock_list;
+  std::vector<std::string> avoid;  // conflict_avoidance
   std::string reservation;
 };
 
@@ -154,7 +158,9 @@ struct ParsedRequest : RequestCore {
 // paths or workflows to avoid). See docs/conflicts.md.
 struct AllocLocks {
   std::vector<LockSpec> locks;
-  std::unique_ptr<char[]> lock_text;  // the bytes of locks[*].path
+  // The same locks as answers report them (shared with every answer);
+  // holds the bytes of locks[*].path.
+  PathLockList list;
   std::vector<std::string> avoid;
   // Order among requests whose locks conflict: level, then queue time, then
   // id, fixed when it first queues. A request waits only for claimants
@@ -328,6 +334,12 @@ struct Alloc {
   AllocExtras& Extras() {
     if (!extras) extras = std::make_unique<AllocExtras>();
     return *extras;
+  }
+  // Whether it is over: not holding anything, neither running nor waiting
+  // (a preempted allocation that was not re-queued has ended).
+  bool Ended() const {
+    return !holding && status != AllocStatus::kActive &&
+           status != AllocStatus::kQueued && status != AllocStatus::kReserved;
   }
   const std::string& idempotency_key() const {
     static const std::string kEmpty;
@@ -576,8 +588,14 @@ class EngineImpl {
   Status ParsePriority(const std::string& text, const std::string& product,
                        Level* level, int* value,
                        const std::string& field) const;
-  Status ValidateAmount(const std::string& field, const std::string& name,
+  // Validates `amount` of resource `name`, the request field
+  // ResourceField(prefix, name): its index and amount in milli-units, or
+  // INVALID_REQUEST naming the field.
+  Status ValidateAmount(const std::string& prefix, const std::string& name,
                         double amount, uint32_t* resource, Milli* out) const;
+  // "<prefix>resources.<name>" (the name truncated for messages).
+  static std::string ResourceField(const std::string& prefix,
+                                   const std::string& name);
   // RESOURCE_EXHAUSTED when some amount exceeds a limit outright.
   Status CheckCanEverFit(const ParsedRequest& p, const std::string& product,
                          const std::string& agent_type) const;
@@ -669,6 +687,10 @@ class EngineImpl {
   Status ValidateConflictFields(const AllocationRequest& r,
                                 const std::string& prefix,
                                 ParsedRequest* p) const;
+  // conflict_avoidance and reservation_id (the rest of
+  // ValidateConflictFields).
+  Status ValidateAvoidance(const AllocationRequest& r,
+                           const std::string& prefix, ParsedRequest* p) const;
   const LockPolicy& PolicyFor(uint32_t product) const;
   const LockPolicy& PolicyFor(const std::string& product) const;
   // Whether a request with `locks` is exempt from locking under `policy`.
@@ -938,6 +960,8 @@ class EngineImpl {
   StatusOr<const Alloc*> Find(std::string_view id) const;
   static std::string IdText(uint64_t id);
   void Retire(Alloc& a);
+  // Starts fetching the memory of the allocations Retire will erase next.
+  void PrefetchRetirees() const;
 
   Config config_;
   Clock* clock_;
@@ -972,7 +996,10 @@ class EngineImpl {
 
   std::unordered_map<uint64_t, Alloc> allocs_;
   std::unordered_map<std::string, uint64_t> idempotency_;
-  std::deque<uint64_t> history_;
+  // Ended allocations kept for reading, oldest first (elements of
+  // allocs_, each once); Retire erases the oldest beyond
+  // scheduling.history_limit.
+  std::deque<Alloc*> history_;
   uint64_t next_id_ = 1;
   uint64_t fencing_ = 0;
   uint64_t event_seq_ = 0;

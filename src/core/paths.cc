@@ -837,12 +837,11 @@ struct LockTable::Index {
     return it == nodes.end() ? nullptr : it->node;
   }
 
-  // The deepest node on the way to plain path `path`: its own node (and
-  // `*exact` true) or that of its longest prefix that has one (the root at
-  // least). Sets `*hash` to the hash of `path`.
-  Node* Deepest(std::string_view path, bool* exact, size_t* hash) const {
-    *hash = HashPath(path);
-    if (Node* node = Find(path, *hash)) {
+  // The deepest node on the way to plain path `path` (hash `hash`): its own
+  // node (and `*exact` true) or that of its longest prefix that has one (the
+  // root at least).
+  Node* Deepest(std::string_view path, size_t hash, bool* exact) const {
+    if (Node* node = Find(path, hash)) {
       *exact = true;
       return node;
     }
@@ -909,23 +908,26 @@ struct LockTable::Index {
 LockTable::LockTable() : index_(std::make_unique<Index>()) {}
 LockTable::~LockTable() = default;
 
-LockTable::Handle LockTable::Add(std::string_view path, bool exclusive,
-                                 uint64_t owner, const Probe* probe) {
+LockTable::Key::Key(std::string_view p)
+    : path(p), hash(HashPath(p.substr(0, PlainPrefixSize(p)))) {}
+
+LockTable::Handle LockTable::Add(const Key& key, bool exclusive, uint64_t owner,
+                                 const Probe* probe) {
+  const std::string_view path = key.path;
   const size_t fixed = PlainPrefixSize(path);
   const std::string_view prefix = path.substr(0, fixed);
+  const size_t hash = key.hash;
   bool exact;
-  size_t hash;
   Node* node;
   // A node created since the probe below where it ended may be on the way
   // to `path`: new children are linked first, so the first child tells.
   if (probe && probe->table == this && probe->deletions == deletions_ &&
-      probe->node &&
+      probe->node && probe->hash == hash &&
       (probe->exact || probe->node->first_child == probe->first_child)) {
     node = probe->node;
     exact = probe->exact;
-    hash = probe->hash;
   } else {
-    node = index_->Deepest(prefix, &exact, &hash);
+    node = index_->Deepest(prefix, hash, &exact);
   }
   if (!exact) node = index_->Grow(node, prefix, hash);
   for (Node* n = node; n; n = n->parent) {
@@ -984,20 +986,20 @@ bool LockTable::Remove(Handle node, std::string_view path, bool exclusive,
   return true;
 }
 
-void LockTable::ForEachConflict(std::string_view path, bool exclusive,
-                                uint64_t self,
+void LockTable::ForEachConflict(const Key& key, bool exclusive, uint64_t self,
                                 absl::FunctionRef<bool(const Hit&)> fn,
                                 Probe* probe) const {
+  const std::string_view path = key.path;
   // Everything that can conflict lies in the root's subtree.
   const Node* root = index_->root;
   if (root->count == 0 || (!exclusive && root->exclusive == 0)) return;
   const size_t fixed = PlainPrefixSize(path);
   const std::string_view prefix = path.substr(0, fixed);
   bool exact;
-  size_t hash;
-  Node* const found = index_->Deepest(prefix, &exact, &hash);
+  Node* const found = index_->Deepest(prefix, key.hash, &exact);
   if (probe) {
-    *probe = Probe{this, found, found->first_child, deletions_, hash, exact};
+    *probe =
+        Probe{this, found, found->first_child, deletions_, key.hash, exact};
   }
   const Node* node = found;
   // The ancestors-or-self of `path` (of its fixed prefix for a glob) that
@@ -1021,11 +1023,20 @@ void LockTable::ForEachConflict(std::string_view path, bool exclusive,
   }
 }
 
+void LockTable::Prefetch(const Key& key) const {
+  const std::string_view prefix = key.path.substr(0, PlainPrefixSize(key.path));
+  if (prefix.empty()) return;
+  index_->nodes.prefetch(Index::Key{prefix, key.hash});
+  const size_t last = prefix.rfind('/');
+  if (last == std::string_view::npos) return;
+  const std::string_view parent = prefix.substr(0, last);
+  index_->nodes.prefetch(Index::Key{parent, HashPath(parent)});
+}
+
 void LockTable::ForEachCovering(std::string_view path,
                                 absl::FunctionRef<bool(const Hit&)> fn) const {
   bool exact;
-  size_t hash;
-  const Node* node = index_->Deepest(path, &exact, &hash);
+  const Node* node = index_->Deepest(path, HashPath(path), &exact);
   absl::InlinedVector<const Node*, 16> chain;
   for (const Node* n = node; n; n = n->parent) chain.push_back(n);
   for (auto it = chain.rbegin(); it != chain.rend(); ++it) {

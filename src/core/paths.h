@@ -95,6 +95,17 @@ class LockTable {
     bool exclusive = false;
   };
 
+  // A normalised path (plain or glob) with the hash the table looks it up
+  // by, computed once: a caller that looks one path up several times (the
+  // engine checks a request's locks, then takes them) makes its Key once.
+  struct Key {
+    Key() = default;
+    explicit Key(std::string_view p);
+    Key(std::string_view p, size_t h) : path(p), hash(h) {}  // h: Key(p).hash
+    std::string_view path;
+    size_t hash = 0;  // of the path's plain prefix (all of a plain path)
+  };
+
   struct Node;  // one path component; defined in paths.cc
   // Where a lock was added: pass it back to Remove to skip the lookup.
   // Valid until that lock is removed.
@@ -119,6 +130,10 @@ class LockTable {
   // same (path, mode, owner) twice records it twice. `probe`, when given,
   // is one that ForEachConflict recorded for the same `path`.
   Handle Add(std::string_view path, bool exclusive, uint64_t owner,
+             const Probe* probe = nullptr) {
+    return Add(Key(path), exclusive, owner, probe);
+  }
+  Handle Add(const Key& key, bool exclusive, uint64_t owner,
              const Probe* probe = nullptr);
   // Removes one lock added with the same arguments; false if there is none.
   bool Remove(std::string_view path, bool exclusive, uint64_t owner);
@@ -139,7 +154,18 @@ class LockTable {
   // (left empty when the table holds nothing that could conflict).
   void ForEachConflict(std::string_view path, bool exclusive, uint64_t self,
                        absl::FunctionRef<bool(const Hit&)> fn,
+                       Probe* probe = nullptr) const {
+    ForEachConflict(Key(path), exclusive, self, fn, probe);
+  }
+  void ForEachConflict(const Key& key, bool exclusive, uint64_t self,
+                       absl::FunctionRef<bool(const Hit&)> fn,
                        Probe* probe = nullptr) const;
+
+  // Starts loading the memory a lookup of `path` (and of its parent) will
+  // read, so that the cache misses of several paths overlap instead of
+  // following one another: the engine calls it for each of a request's
+  // paths before checking them. Changes nothing; a hint only.
+  void Prefetch(const Key& key) const;
 
   // Calls `fn` for every lock that covers plain path `path` (a lock on it or
   // an ancestor, or a glob matching it or an ancestor), until `fn` returns

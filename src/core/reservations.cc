@@ -355,10 +355,10 @@ StatusOr<ReservationInfo> EngineImpl::Reserve(const ReservationRequest& q) {
   }
   Milli agents = 0;
   for (const auto& [name, amount] : q.resources) {
-    const std::string field = "resources." + Truncate(name, 64);
+    const std::string field = ResourceField("", name);
     uint32_t idx = 0;
     Milli m = 0;
-    QM_RETURN_IF_ERROR(ValidateAmount(field, name, amount, &idx, &m));
+    QM_RETURN_IF_ERROR(ValidateAmount("", name, amount, &idx, &m));
     for (const auto& [i, x] : r.resources) {
       if (i == idx) return InvalidRequest(field + " is given twice");
     }

@@ -64,6 +64,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "core/engine_impl.h"
 #include "core/text.h"
 #include "core/wire.h"
@@ -1539,11 +1540,11 @@ void StateCodec::SaveAlloc(const Alloc& a, Out& o) {
                                   l12, l13, l14, l15, l16, l17, l18, l19] = l;
     o.U(l.locks.size());
     for (const LockSpec& s : l.locks) {
-      [[maybe_unused]] const auto& [s1, s2, s3, s4] = s;
+      [[maybe_unused]] const auto& [s1, s2, s3, s4, s5] = s;
       o.S(s.path);
       o.B(s.exclusive);
-      // at: rebuilt with the lock tables; probe: a lookup cache. (The
-      // lock_text buffer is rebuilt from the paths.)
+      // hash: of the path; at: rebuilt with the lock tables; probe: a
+      // lookup cache. (The list is rebuilt from the paths.)
     }
     PutStrings(o, l.avoid);
     o.I(l.rank_level);
@@ -1571,7 +1572,7 @@ void StateCodec::SaveAlloc(const Alloc& a, Out& o) {
 
 void StateCodec::SaveHistory(const EngineImpl& e, Out& o) {
   o.U(e.history_.size());
-  for (uint64_t id : e.history_) o.U(id);
+  for (const Alloc* a : e.history_) o.U(a->id);
   std::vector<const std::pair<const std::string, uint64_t>*> keys;
   keys.reserve(e.idempotency_.size());
   for (const auto& entry : e.idempotency_) keys.push_back(&entry);
@@ -2415,13 +2416,20 @@ void StateCodec::LoadAlloc(EngineImpl& e, In& in, Alloc& a) {
       total += texts[i].size();
       l.locks[i].exclusive = in.B("locks.exclusive");
     }
-    l.lock_text = std::make_unique_for_overwrite<char[]>(total);
-    char* at = l.lock_text.get();
+    // (The root, "", is shown as ".".)
+    auto text = std::make_unique_for_overwrite<char[]>(total + texts.size());
+    std::vector<PathLockInfo> shown(texts.size());
+    char* at = text.get();
     for (size_t i = 0; i < texts.size(); ++i) {
-      std::copy(texts[i].begin(), texts[i].end(), at);
+      const std::string_view show =
+          texts[i].empty() ? std::string_view(".") : texts[i];
+      std::copy(show.begin(), show.end(), at);
       l.locks[i].path = std::string_view(at, texts[i].size());
-      at += texts[i].size();
+      l.locks[i].hash = paths::LockTable::Key(l.locks[i].path).hash;
+      shown[i] = {std::string_view(at, show.size()), l.locks[i].exclusive};
+      at += show.size();
     }
+    l.list = PathLockList::Adopt(std::move(text), std::move(shown));
     GetStrings(in, "locks.avoid", &l.avoid);
     l.rank_level = static_cast<int>(in.I("locks.rank_level"));
     l.rank_ms = in.Amount("locks.rank_ms", -kMaxTimeMs, kMaxTimeMs);
@@ -2458,8 +2466,24 @@ void StateCodec::LoadAlloc(EngineImpl& e, In& in, Alloc& a) {
 void StateCodec::LoadHistory(EngineImpl& e, In& in) {
   e.history_.clear();
   const size_t n = in.Count("history", 1);
-  for (size_t i = 0; i < n && in.ok(); ++i)
-    e.history_.push_back(in.U("history"));
+  // Retire erases what the history names: each entry must be an ended
+  // allocation, named once.
+  absl::flat_hash_set<uint64_t> seen;
+  for (size_t i = 0; i < n && in.ok(); ++i) {
+    const size_t at = in.Offset();
+    const uint64_t id = in.U("history");
+    if (!in.ok()) break;
+    auto it = e.allocs_.find(id);
+    if (it == e.allocs_.end() || !it->second.Ended()) {
+      in.FailAt(at, "history",
+                "alloc_" + std::to_string(id) + " has not ended");
+    } else if (!seen.insert(id).second) {
+      in.FailAt(at, "history",
+                "alloc_" + std::to_string(id) + " is named twice");
+    } else {
+      e.history_.push_back(&it->second);
+    }
+  }
   e.idempotency_.clear();
   const size_t nk = in.Count("idempotency", 2);
   for (size_t i = 0; i < nk && in.ok(); ++i) {

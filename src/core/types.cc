@@ -1,6 +1,37 @@
 #include "qm/types.h"
 
+#include <algorithm>
+
 namespace qm {
+
+PathLockList::PathLockList(std::initializer_list<PathLockInfo> locks) {
+  size_t bytes = 0;
+  for (const PathLockInfo& l : locks) bytes += l.path.size();
+  auto text = std::make_unique_for_overwrite<char[]>(bytes);
+  std::vector<PathLockInfo> copies;
+  copies.reserve(locks.size());
+  char* at = text.get();
+  for (const PathLockInfo& l : locks) {
+    std::copy(l.path.begin(), l.path.end(), at);
+    copies.push_back({std::string_view(at, l.path.size()), l.exclusive});
+    at += l.path.size();
+  }
+  *this = Adopt(std::move(text), std::move(copies));
+}
+
+PathLockList PathLockList::Adopt(std::unique_ptr<char[]> text,
+                                 std::vector<PathLockInfo> locks) {
+  PathLockList list;
+  if (!locks.empty()) {
+    list.rep_ =
+        std::make_shared<const Rep>(Rep{std::move(text), std::move(locks)});
+  }
+  return list;
+}
+
+bool PathLockList::operator==(const PathLockList& other) const {
+  return std::equal(begin(), end(), other.begin(), other.end());
+}
 
 const char* AllocStatusName(AllocStatus s) {
   switch (s) {

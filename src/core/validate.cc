@@ -9,31 +9,37 @@
 namespace qm {
 namespace {
 
-Status CheckString(const std::string& field, const std::string& value,
+// A request field's name: `prefix` (e.g. "requests[2].") and `name`,
+// joined only for an error message (the checks run for every request).
+struct Field {
+  const std::string& prefix;
+  std::string_view name;
+  std::string str() const { return prefix + std::string(name); }
+};
+
+Status CheckString(const Field& field, const std::string& value,
                    bool required) {
   if (required && value.empty()) {
-    return InvalidRequest(field + " must not be empty");
+    return InvalidRequest(field.str() + " must not be empty");
   }
   if (value.size() > kMaxStringBytes) {
-    return InvalidRequest(field + " is " + std::to_string(value.size()) +
+    return InvalidRequest(field.str() + " is " + std::to_string(value.size()) +
                           " bytes; the limit is " +
                           std::to_string(kMaxStringBytes));
   }
   return Status::Ok();
 }
-
-// Names (product, agent type, workflow...) are printable text.
-Status CheckName(const std::string& field, const std::string& value,
-                 bool required) {
+Status CheckName(const Field& field, const std::string& value, bool required) {
   QM_RETURN_IF_ERROR(CheckString(field, value, required));
   for (unsigned char c : value) {
     if (c < 0x20 || c == 0x7f) {
-      return InvalidRequest(field + " must not contain control characters");
+      return InvalidRequest(field.str() +
+                            " must not contain control characters");
     }
   }
   // Names are echoed in JSON output, which must be UTF-8.
   if (size_t bad = 0; !IsUtf8(value, &bad)) {
-    return InvalidRequest(field + " must be UTF-8 text (byte " +
+    return InvalidRequest(field.str() + " must be UTF-8 text (byte " +
                           std::to_string(bad) + " is not)");
   }
   return Status::Ok();
@@ -77,57 +83,64 @@ Status EngineImpl::ParsePriority(const std::string& text,
                         Truncate(text, 64) + "\"");
 }
 
-Status EngineImpl::ValidateAmount(const std::string& field,
+Status EngineImpl::ValidateAmount(const std::string& prefix,
                                   const std::string& name, double amount,
                                   uint32_t* resource, Milli* out) const {
+  // The field's name is built only for an error (this runs per resource).
+  auto field = [&] { return ResourceField(prefix, name); };
   auto it = resource_index_.find(name);
   if (it == resource_index_.end()) {
     std::vector<std::string> known;
     for (const ResourceSpec& r : resource_specs_) known.push_back(r.name);
     std::string msg =
-        field + ": unknown resource \"" + Truncate(name, 64) + "\"";
+        field() + ": unknown resource \"" + Truncate(name, 64) + "\"";
     std::string guess = ClosestMatch(name, known);
     if (!guess.empty()) msg += "; did you mean \"" + guess + "\"?";
     return InvalidRequest(msg).WithDetails("known resources: " +
                                            Join(known, ", "));
   }
   if (!std::isfinite(amount)) {
-    return InvalidRequest(field + " must be a finite number");
+    return InvalidRequest(field() + " must be a finite number");
   }
   if (amount < 0) {
-    return InvalidRequest(field + " must not be negative, got " +
+    return InvalidRequest(field() + " must not be negative, got " +
                           FormatNumber(amount));
   }
   if (amount > 1e12) {
-    return InvalidRequest(field + " is too large (" + FormatNumber(amount) +
+    return InvalidRequest(field() + " is too large (" + FormatNumber(amount) +
                           ")");
   }
   const ResourceSpec& spec = resource_specs_[it->second];
   if (!spec.fractional && amount != std::floor(amount)) {
-    return InvalidRequest(field + " must be a whole number (" + name +
+    return InvalidRequest(field() + " must be a whole number (" + name +
                           " is counted in whole units), got " +
                           FormatNumber(amount));
   }
   const Milli m = static_cast<Milli>(std::llround(amount * 1000));
   if (m == 0 && amount > 0) {
-    return InvalidRequest(field + " is below the smallest amount (0.001)");
+    return InvalidRequest(field() + " is below the smallest amount (0.001)");
   }
   *resource = it->second;
   *out = m;
   return Status::Ok();
 }
 
+std::string EngineImpl::ResourceField(const std::string& prefix,
+                                      const std::string& name) {
+  return prefix + "resources." + Truncate(name, 64);
+}
+
 StatusOr<ParsedRequest> EngineImpl::Validate(const AllocationRequest& r,
                                              const std::string& prefix) const {
   ParsedRequest p;
-  QM_RETURN_IF_ERROR(CheckName(prefix + "workflow_id", r.workflow_id, true));
-  QM_RETURN_IF_ERROR(CheckName(prefix + "requester", r.requester, false));
-  QM_RETURN_IF_ERROR(CheckName(prefix + "product", r.product, false));
-  QM_RETURN_IF_ERROR(CheckName(prefix + "agent_type", r.agent_type, false));
-  QM_RETURN_IF_ERROR(CheckString(prefix + "metadata", r.metadata, false));
+  QM_RETURN_IF_ERROR(CheckName({prefix, "workflow_id"}, r.workflow_id, true));
+  QM_RETURN_IF_ERROR(CheckName({prefix, "requester"}, r.requester, false));
+  QM_RETURN_IF_ERROR(CheckName({prefix, "product"}, r.product, false));
+  QM_RETURN_IF_ERROR(CheckName({prefix, "agent_type"}, r.agent_type, false));
+  QM_RETURN_IF_ERROR(CheckString({prefix, "metadata"}, r.metadata, false));
   QM_RETURN_IF_ERROR(
-      CheckName(prefix + "idempotency_key", r.idempotency_key, false));
-  QM_RETURN_IF_ERROR(CheckString(prefix + "priority", r.priority, false));
+      CheckName({prefix, "idempotency_key"}, r.idempotency_key, false));
+  QM_RETURN_IF_ERROR(CheckString({prefix, "priority"}, r.priority, false));
   p.workflow_id = r.workflow_id;
   p.requester = r.requester;
   p.product = r.product.empty() ? "default" : r.product;
@@ -153,7 +166,7 @@ StatusOr<ParsedRequest> EngineImpl::Validate(const AllocationRequest& r,
     p.level = *forced;
     p.priority_value = kNamedValue[static_cast<int>(*forced)];
   }
-  QM_RETURN_IF_ERROR(CheckName(prefix + "model", r.model, false));
+  QM_RETURN_IF_ERROR(CheckName({prefix, "model"}, r.model, false));
   p.model = r.model;
   p.wait_for_budget = r.wait_for_budget;
 
@@ -165,11 +178,12 @@ StatusOr<ParsedRequest> EngineImpl::Validate(const AllocationRequest& r,
   std::vector<bool> seen(resource_specs_.size(), false);
   bool agents_given = false;
   for (const auto& [name, amount] : r.resources) {
-    const std::string field = prefix + "resources." + Truncate(name, 64);
     uint32_t idx = 0;
     Milli m = 0;
-    QM_RETURN_IF_ERROR(ValidateAmount(field, name, amount, &idx, &m));
-    if (seen[idx]) return InvalidRequest(field + " is given twice");
+    QM_RETURN_IF_ERROR(ValidateAmount(prefix, name, amount, &idx, &m));
+    if (seen[idx]) {
+      return InvalidRequest(ResourceField(prefix, name) + " is given twice");
+    }
     seen[idx] = true;
     if (idx == agents_resource_) {
       agents_given = true;
@@ -239,13 +253,17 @@ Status EngineImpl::ValidateConflictFields(const AllocationRequest& r,
                           std::to_string(n) + " paths; the limit is " +
                           std::to_string(kMaxPathsPerRequest));
   }
+  if (n == 0) return ValidateAvoidance(r, prefix, p);
   p->locks.reserve(n);
+  // The answers' list of the same locks ("." for the root).
+  std::vector<PathLockInfo> shown;
+  shown.reserve(n);
   // All the normalised paths go into one buffer: a normalised path is never
-  // longer than the text it came from.
+  // longer than the text it came from, and that text is never empty.
   size_t capacity = 0;
   for (const std::string& path : r.exclusive_access) capacity += path.size();
   for (const std::string& path : r.shared_access) capacity += path.size();
-  p->lock_text = std::make_unique_for_overwrite<char[]>(capacity);
+  auto text = std::make_unique_for_overwrite<char[]>(capacity);
   size_t used = 0;
   std::string scratch;
   // Exclusive first, so a path named in both lists stays exclusive.
@@ -267,19 +285,31 @@ Status EngineImpl::ValidateConflictFields(const AllocationRequest& r,
       if (!norm.ok()) {
         return paths::Normalize(workspace_root_, list[i], field()).status();
       }
+      const paths::LockTable::Key key(*norm);
       bool dup = false;
-      for (const LockSpec& l : p->locks) dup |= l.path == *norm;
+      for (const LockSpec& l : p->locks) {
+        dup |= l.hash == key.hash && l.path == *norm;
+      }
       if (dup) continue;
-      if (norm->size() > capacity - used) {
+      const std::string_view show = norm->empty() ? "." : *norm;
+      if (show.size() > capacity - used) {
         return Internal(field() + ": normalised path longer than its text");
       }
-      std::copy(norm->begin(), norm->end(), p->lock_text.get() + used);
+      char* const at = text.get() + used;
+      std::copy(show.begin(), show.end(), at);
       p->locks.push_back(
-          {std::string_view(p->lock_text.get() + used, norm->size()),
-           exclusive == 1});
-      used += norm->size();
+          {std::string_view(at, norm->size()), key.hash, exclusive == 1});
+      shown.push_back({std::string_view(at, show.size()), exclusive == 1});
+      used += show.size();
     }
   }
+  p->lock_list = PathLockList::Adopt(std::move(text), std::move(shown));
+  return ValidateAvoidance(r, prefix, p);
+}
+
+Status EngineImpl::ValidateAvoidance(const AllocationRequest& r,
+                                     const std::string& prefix,
+                                     ParsedRequest* p) const {
   if (r.conflict_avoidance.size() > kMaxAvoidedWorkflows) {
     return InvalidRequest(prefix + "conflict_avoidance names " +
                           std::to_string(r.conflict_avoidance.size()) +
@@ -290,7 +320,7 @@ Status EngineImpl::ValidateConflictFields(const AllocationRequest& r,
     const std::string& w = r.conflict_avoidance[i];
     const std::string field =
         prefix + "conflict_avoidance[" + std::to_string(i) + "]";
-    QM_RETURN_IF_ERROR(CheckName(field, w, true));
+    QM_RETURN_IF_ERROR(CheckName({field, ""}, w, true));
     if (w == r.workflow_id) {
       return InvalidRequest(field + " names the request's own workflow " +
                             Quote(w) + " (a workflow cannot wait for itself)");
@@ -300,7 +330,7 @@ Status EngineImpl::ValidateConflictFields(const AllocationRequest& r,
     }
   }
   QM_RETURN_IF_ERROR(
-      CheckName(prefix + "reservation_id", r.reservation_id, false));
+      CheckName({prefix, "reservation_id"}, r.reservation_id, false));
   p->reservation = r.reservation_id;
   return CheckReservationRef(*p, prefix);
 }

@@ -95,7 +95,7 @@ std::string Show(const AllocationInfo& i) {
        b.accuracy;
   s += " locks=";
   for (const PathLockInfo& l : i.locks) {
-    s += l.path + (l.exclusive ? "!" : "?") + ",";
+    s += std::string(l.path) + (l.exclusive ? "!" : "?") + ",";
   }
   s += " avoid=" + Show(i.conflict_avoidance) + " res=" + i.reservation_id +
        " warn=" + Show(i.warnings);
