@@ -275,18 +275,18 @@ class App::Impl final : public EventSink {
     std::unique_lock<std::mutex> lock(mu_);
     bool reported = false;
     bool followed = false;
-    bool led = false;
+    uint64_t step_downs = engine_->stats().step_downs;
     while (!stop_ticker_) {
+      if (const uint64_t n = engine_->stats().step_downs; n != step_downs) {
+        step_downs = n;
+        std::cerr << "qm serve: stopped leading: another instance took the "
+                     "leader lease over; following it (this server stepped "
+                     "down "
+                  << n << (n == 1 ? " time" : " times")
+                  << " since it started)\n";
+      }
       if (!engine_->IsLeader()) {
         // Following, or stopped by a failed commit: check again shortly.
-        if (led) {
-          // Another instance took the lease over (or a commit failed).
-          led = false;
-          const Status why = engine_->FollowStatus();
-          std::cerr << "qm serve: stopped leading ("
-                    << (why.ok() ? std::string("closing") : why.message())
-                    << ")\n";
-        }
         followed = true;
         cv_.wait_for(lock, std::chrono::milliseconds(100));
         continue;
@@ -297,7 +297,6 @@ class App::Impl final : public EventSink {
                   << "): taking changes and running timers\n";
         reported = false;
       }
-      led = true;
       const std::optional<Time> next = engine_->NextDeadline();
       const Time now = SystemClock::Default()->Now();
       if (next && *next <= now) {

@@ -12,6 +12,7 @@
 #include "core/wire.h"
 #include "qm/config_loader.h"
 #include "store/op_codec.h"
+#include "store/store_impl.h"
 
 namespace qm {
 namespace {
@@ -148,6 +149,7 @@ class DurableEngineImpl {
   DurableEngineImpl(const DurableOptions& options, Config config, Clock* clock,
                     EventSink* sink)
       : options_(options),
+        shown_location_(store::RedactLocation(options.store.location)),
         desired_(std::move(config)),
         real_clock_(clock != nullptr ? clock : SystemClock::Default()),
         user_sink_(sink) {}
@@ -167,12 +169,11 @@ class DurableEngineImpl {
     std::optional<R> result;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (Status s = Usable(); !s.ok()) return s;
+      if (Status s = Usable(true, &role); !s.ok()) return s;
       JournalOp j{Advance(), std::move(op)};
       std::string payload = store::EncodeOp(j);
       result.emplace(call(*engine_));
       seq = Enqueue(j.at, std::move(payload));
-      role = Role();
     }
     if (Status s = WaitFor(seq, role); !s.ok()) return s;
     return std::move(*result);
@@ -215,10 +216,9 @@ class DurableEngineImpl {
     std::optional<R> result;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (Status s = Usable(/*for_change=*/false); !s.ok()) return s;
+      if (Status s = Usable(/*for_change=*/false, &role); !s.ok()) return s;
       result.emplace(call(*engine_));
       seq = last_seq_;
-      role = Role();
     }
     if (Status s = WaitFor(seq, role); !s.ok()) return s;
     return std::move(*result);
@@ -228,8 +228,11 @@ class DurableEngineImpl {
     uint64_t seq, role;
     {
       std::lock_guard<std::mutex> lock(mu_);
+      std::lock_guard<std::mutex> q(q_mu_);
+      // Applied changes that will never commit here: nothing to wait for.
+      if (stepping_down_) return step_down_why_;
       seq = last_seq_;
-      role = Role();
+      role = role_;
     }
     return WaitFor(seq, role);
   }
@@ -237,7 +240,11 @@ class DurableEngineImpl {
   Status WriteSnapshotNow() {
     {
       std::lock_guard<std::mutex> q(q_mu_);
+      if (!failed_.ok()) return failed_;
       if (closed_) return Unavailable("the durable engine is closed");
+      if (!leading_ || stepping_down_) {
+        return Unavailable("only the leader writes snapshots");
+      }
       ++snapshot_requests_;
     }
     q_cv_.notify_one();
@@ -382,9 +389,12 @@ class DurableEngineImpl {
   }
 
   // Under mu_: an error when reads (`for_change` false) or changes are not
-  // served.
-  Status Usable(bool for_change = true) {
+  // served. Sets `*role` to the role generation the call runs under (for
+  // WaitFor; read in the same critical section as the checks, so a step
+  // down cannot slip between them).
+  Status Usable(bool for_change = true, uint64_t* role = nullptr) {
     std::lock_guard<std::mutex> q(q_mu_);
+    if (role != nullptr) *role = role_;
     if (!failed_.ok()) return failed_;
     if (closed_) return Unavailable("the durable engine is closed");
     // The state may hold changes that were never committed: not even
@@ -392,9 +402,8 @@ class DurableEngineImpl {
     if (stepping_down_) return step_down_why_;
     if (for_change && !leading_) {
       return Unavailable(
-          "this qm instance follows the leader of " +
-          options_.store.location.substr(0, options_.store.location.find('@')) +
-          "...; it takes changes once it leads (when the leader's lease runs "
+          "this qm instance follows the leader of " + shown_location_ +
+          "; it takes changes once it leads (when the leader's lease runs "
           "out)");
     }
     if (!engine_) {
@@ -428,14 +437,9 @@ class DurableEngineImpl {
     return seq;
   }
 
-  // Under mu_: the role generation now (see role_), for WaitFor.
-  uint64_t Role() {
-    std::lock_guard<std::mutex> q(q_mu_);
-    return role_;
-  }
-
   // Waits for what was applied up to `seq` under role generation `role`
-  // to be committed.
+  // (Usable) to be committed. A step down ends a generation: what it
+  // committed stands, the rest was dropped with its state.
   Status WaitFor(uint64_t seq, uint64_t role) {
     std::unique_lock<std::mutex> q(q_mu_);
     commit_cv_.wait(q, [&] {
@@ -443,19 +447,25 @@ class DurableEngineImpl {
              writer_done_;
     });
     if (role_ != role) {
-      // Applied to a state this instance dropped when it stepped down;
-      // whatever was committed of it the new leader has.
-      return step_down_why_.ok() ? Unavailable(
-                                       "this qm instance stopped "
-                                       "leading before the change "
-                                       "was committed")
-                                 : step_down_why_;
+      if (role < final_committed_.size() && seq <= final_committed_[role]) {
+        return Status::Ok();
+      }
+      return StepDownError();
     }
     if (committed_seq_ >= seq) return Status::Ok();
     if (!failed_.ok()) return failed_;
+    if (stepping_down_) return StepDownError();
     return Unavailable(
         "the durable engine closed before the change was "
         "committed");
+  }
+
+  // Under q_mu_: the answer to what a step down left uncommitted.
+  Status StepDownError() const {
+    if (!step_down_why_.ok()) return step_down_why_;
+    return Unavailable(
+        "this qm instance stopped leading before the change "
+        "was committed");
   }
 
   // Recovery steps (Open), under mu_. Recover loads the latest snapshot
@@ -464,10 +474,25 @@ class DurableEngineImpl {
   Status Recover(bool may_create = true);
   Status CreateFresh();
   Status ReplayJournal(uint64_t after);
+  // A journal record read and decoded, to apply.
+  struct ReplayItem {
+    uint64_t seq = 0;
+    int64_t time_ms = 0;
+    JournalOp op;
+  };
+  // Under mu_: applies `item` to the engine (it follows last_seq_).
+  void ApplyRecord(const ReplayItem& item);
   // Follower: applies the journal records the leader wrote since the last
   // call (reloading from a newer snapshot when the leader truncated the
-  // journal past this position). Under mu_.
+  // journal past this position). Takes mu_ only to apply what it read: the
+  // store is read without it, so reads of the copy go on meanwhile (a read
+  // can wait on the database for as long as a lock there lasts). Called
+  // from one thread at a time (Open, then the role thread).
   Status CatchUp();
+  // Reads up to kCatchUpBatch records after `after` (decoded) into
+  // `*items`, under store_mu_ only; `*more` when it stopped at that limit.
+  // What was read before an error stays in `*items`.
+  Status ReadAfter(uint64_t after, std::vector<ReplayItem>* items, bool* more);
   // The role thread (with options_.follow): follows until it can take
   // over (FollowUntilLeading), leads until another instance takes the
   // lease over (AwaitStepDown), steps down (StepDown), and follows again;
@@ -503,6 +528,7 @@ class DurableEngineImpl {
   void Fail(const Status& s);
 
   const DurableOptions options_;
+  const std::string shown_location_;  // options_.store.location, redacted
   // The config Open was given; the state runs under it once Open applied it.
   const Config desired_;
   std::string desired_yaml_;
@@ -550,9 +576,11 @@ class DurableEngineImpl {
   // changes and reads refused meanwhile.
   bool stepping_down_ = false;
   Status step_down_why_;
-  // Grows when this instance stops leading: a change or read applied under
-  // an older generation never commits here (WaitFor).
+  // Grows when this instance stops leading (StepDown): a change or read
+  // applied under an older generation commits here only if it did before
+  // the step down, final_committed_[generation] (WaitFor).
   uint64_t role_ = 0;
+  std::vector<uint64_t> final_committed_;
   DurableStats stats_;
   std::thread writer_;
   // The role thread (options_.follow): follows, leads, steps down.
@@ -585,11 +613,8 @@ Status DurableEngineImpl::Open() {
       options_.follow ? Duration(0) : options_.leadership_wait);
   if (!lead.ok() && options_.follow && lead.code() == Code::kUnavailable) {
     // Another instance leads: stay warm behind it until its lease runs out.
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      Status s = CatchUp();
-      if (!s.ok() && s.code() != Code::kNotFound) return s;
-    }
+    Status s = CatchUp();
+    if (!s.ok() && s.code() != Code::kNotFound) return s;
     follower_ = std::thread([this] { RoleLoop(/*leading=*/false); });
     recovery_.took = std::chrono::duration_cast<Duration>(
         std::chrono::steady_clock::now() - started);
@@ -614,7 +639,7 @@ Status DurableEngineImpl::Open() {
     if (!r.ok()) {
       return Status(r.status().code(),
                     "the config given cannot be applied to the state in " +
-                        options_.store.location + ": " + r.status().message() +
+                        shown_location_ + ": " + r.status().message() +
                         " (the state is unchanged; `qm state export` prints "
                         "the config it runs under)");
     }
@@ -666,31 +691,73 @@ Status DurableEngineImpl::StartLeading() {
 }
 
 Status DurableEngineImpl::CatchUp() {
-  if (!engine_) {
-    Status s = Recover(/*may_create=*/false);
-    if (!s.ok()) return s;
-  } else {
+  for (;;) {
+    uint64_t from;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!engine_) {
+        Status s = Recover(/*may_create=*/false);
+        if (s.ok()) MarkApplied();
+        return s;
+      }
+      from = last_seq_;
+    }
+    std::vector<ReplayItem> items;
+    bool more = false;
+    const Status read = ReadAfter(from, &items, &more);
+    std::lock_guard<std::mutex> lock(mu_);
+    // (Only this thread replaces the engine or moves last_seq_ while
+    // following.)
+    if (!engine_ || last_seq_ != from) return Status::Ok();
     sink_.set_drop(true);
-    Status s = ReplayJournal(last_seq_);
+    for (const ReplayItem& item : items) ApplyRecord(item);
     sink_.set_drop(false);
-    if (s.code() == Code::kDataLoss) {
+    if (read.code() == Code::kDataLoss) {
       // The leader may have written a snapshot and truncated the journal
       // past this follower's position: start again from that snapshot.
-      std::lock_guard<std::mutex> lock(store_mu_);
-      auto snap = store_->LatestSnapshot();
-      if (!snap.ok()) return snap.status();
-      if (!snap->has_value() || (*snap)->seq <= last_seq_) return s;
+      StatusOr<std::optional<SnapshotData>> snap = [&] {
+        std::lock_guard<std::mutex> store_lock(store_mu_);
+        return store_->LatestSnapshot();
+      }();
+      if (!snap.ok() || !snap->has_value() || (*snap)->seq <= last_seq_) {
+        MarkApplied();
+        return snap.ok() ? read : snap.status();
+      }
       engine_.reset();
-    } else if (!s.ok()) {
-      // What was read before the failure is applied (last_seq_ says how
-      // far), and reads may see it: the caller retries or fails.
-      MarkApplied();
+      Status s = Recover(/*may_create=*/false);
+      if (s.ok()) MarkApplied();
       return s;
     }
-    if (!engine_) QM_RETURN_IF_ERROR(Recover(/*may_create=*/false));
+    // What was read before a failure is applied (last_seq_ says how far),
+    // and reads may see it: the caller retries or fails.
+    MarkApplied();
+    if (!read.ok()) return read;
+    if (!more) return Status::Ok();
   }
-  MarkApplied();
-  return Status::Ok();
+}
+
+Status DurableEngineImpl::ReadAfter(uint64_t after,
+                                    std::vector<ReplayItem>* items,
+                                    bool* more) {
+  // Enough to keep a far-behind follower's memory bounded, few enough
+  // round trips for a close one (one).
+  constexpr size_t kCatchUpBatch = 8192;
+  *more = false;
+  std::lock_guard<std::mutex> lock(store_mu_);
+  Status s = store_->ReadJournal(after, [&](const JournalRecord& rec) {
+    if (items->size() == kCatchUpBatch) {
+      *more = true;
+      return Status(Code::kConflict, "batch full");  // stops the read
+    }
+    auto op = store::DecodeOp(rec.payload);
+    if (!op.ok()) {
+      return DataLoss("journal record " + std::to_string(rec.seq) + ": " +
+                      op.status().message());
+    }
+    items->push_back(ReplayItem{rec.seq, rec.time_ms, std::move(*op)});
+    return Status::Ok();
+  });
+  return *more ? Status::Ok() : s;
 }
 
 void DurableEngineImpl::MarkApplied() {
@@ -720,11 +787,7 @@ bool DurableEngineImpl::FollowUntilLeading() {
       role_cv_.wait_for(q, options_.tail_interval, [&] { return stop_; });
       if (stop_) return false;
     }
-    Status s;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      s = CatchUp();
-    }
+    Status s = CatchUp();
     if (!s.ok() && s.code() != Code::kNotFound) {
       Status failure(s.code(), "following the leader: " + s.message());
       if (s.code() != Code::kUnavailable &&
@@ -756,10 +819,11 @@ bool DurableEngineImpl::FollowUntilLeading() {
     const auto give_up =
         std::chrono::steady_clock::now() + options_.store.leader_lease / 2;
     for (;;) {
-      {
+      s = CatchUp();
+      if (s.code() == Code::kNotFound) {
+        // No snapshot yet: the store is new, and this instance creates it.
         std::lock_guard<std::mutex> lock(mu_);
-        s = CatchUp();
-        if (s.ok() && !engine_) s = Recover(/*may_create=*/true);
+        s = engine_ ? Status::Ok() : Recover(/*may_create=*/true);
       }
       if (s.ok() ||
           (s.code() != Code::kUnavailable &&
@@ -774,6 +838,12 @@ bool DurableEngineImpl::FollowUntilLeading() {
     }
     if (s.ok()) s = StartLeading();
     if (!s.ok()) {
+      {
+        // Superseded again at once (the takeover's first commit refused):
+        // the role loop steps down and follows again.
+        std::lock_guard<std::mutex> q(q_mu_);
+        if (stepping_down_) return true;
+      }
       Fail(Status(s.code(), "taking over as leader: " + s.message()));
       // A failed leader takes no changes: give the lease up, so another
       // instance can take over instead of waiting for a restart.
@@ -810,16 +880,19 @@ bool DurableEngineImpl::SupersededBy(const Status& refusal) {
   if (!options_.follow || !store_->Superseded()) return false;
   {
     std::lock_guard<std::mutex> q(q_mu_);
-    if (!stepping_down_ && failed_.ok() && !closed_) {
+    if (!failed_.ok() || closed_) return false;
+    if (!stepping_down_) {
       stepping_down_ = true;
       leading_ = false;
-      ++role_;
+      // (Whether the refused write reached the database is not always
+      // known: a connection can drop once the epoch has moved on.)
       step_down_why_ = Unavailable(
-          "this qm instance lost the leadership of " +
-          options_.store.location.substr(0, options_.store.location.find('@')) +
-          "...: another instance took the lease over (" + refusal.message() +
-          "). A change not answered before now was not made; this instance "
-          "follows the new leader now: send changes there");
+          "this qm instance lost the leadership of " + shown_location_ +
+          ": another instance took the lease over (" + refusal.message() +
+          "). A change it had not confirmed may not have been made: ask the "
+          "new leader (a retried allocate with the same idempotency_key is "
+          "never granted twice). It follows the new leader now: send changes "
+          "there");
     }
   }
   q_cv_.notify_all();  // the writer stops
@@ -838,6 +911,11 @@ void DurableEngineImpl::StepDown() {
     engine_.reset();
     last_seq_ = 0;
     std::lock_guard<std::mutex> q(q_mu_);
+    // The generation ends: its callers still waiting learn from what it
+    // committed (WaitFor).
+    final_committed_.resize(role_ + 1, 0);
+    final_committed_[role_] = committed_seq_;
+    ++role_;
     queue_.clear();
     committed_seq_ = enqueued_seq_ = 0;
     writer_done_ = false;
@@ -935,16 +1013,21 @@ Status DurableEngineImpl::CreateFresh() {
   return Status::Ok();
 }
 
+void DurableEngineImpl::ApplyRecord(const ReplayItem& item) {
+  if (const std::string* yaml = ReplayOp(*engine_, engine_clock_, item.op)) {
+    config_yaml_ = *yaml;
+  }
+  last_seq_ = item.seq;
+  recovery_.recovered_time_ms = item.time_ms;
+  ++recovery_.replayed;
+}
+
 // Reading and decoding run on a thread of their own, a batch ahead of the
 // engine applying the records, so the two overlap on a second core. Records
 // are applied in order; at the first bad one the reader stops, and
 // everything before it is applied first.
 Status DurableEngineImpl::ReplayJournal(uint64_t after) {
-  struct Item {
-    uint64_t seq = 0;
-    int64_t time_ms = 0;
-    JournalOp op;
-  };
+  using Item = ReplayItem;
   constexpr size_t kBatch = 512, kMaxBatches = 8;
   std::mutex m;
   std::condition_variable cv;
@@ -990,15 +1073,7 @@ Status DurableEngineImpl::ReplayJournal(uint64_t after) {
       ready.pop_front();
       cv.notify_all();
     }
-    for (const Item& item : batch) {
-      if (const std::string* yaml =
-              ReplayOp(*engine_, engine_clock_, item.op)) {
-        config_yaml_ = *yaml;
-      }
-      last_seq_ = item.seq;
-      recovery_.recovered_time_ms = item.time_ms;
-      ++recovery_.replayed;
-    }
+    for (const Item& item : batch) ApplyRecord(item);
   }
   reader.join();
   if (!read_status.ok()) {
@@ -1094,7 +1169,7 @@ bool DurableEngineImpl::Commit(std::deque<Pending>* batch) {
     Status failed;
     {
       std::lock_guard<std::mutex> q(q_mu_);
-      failed = failed_.ok() ? step_down_why_ : failed_;
+      failed = failed_.ok() ? StepDownError() : failed_;
     }
     Complete(batch, failed);
     return false;

@@ -284,39 +284,6 @@ uint32_t SnapshotChecksum(const SnapshotData& s, uint64_t epoch) {
       crc, reinterpret_cast<const Bytef*>(s.digest.data()), s.digest.size()));
 }
 
-// `uri` without its password, both the "user:password@" form and the
-// "password=" query parameter.
-std::string RedactUri(std::string_view uri) {
-  std::string out(uri);
-  const size_t scheme_end = out.find("://");
-  if (scheme_end == std::string::npos) return out;
-  const size_t start = scheme_end + 3;
-  size_t authority_end = out.find_first_of("/?#", start);
-  if (authority_end == std::string::npos) authority_end = out.size();
-  const size_t at = out.rfind('@', authority_end);
-  if (at != std::string::npos && at >= start) {
-    const size_t colon = out.find(':', start);
-    if (colon < at) out.erase(colon, at - colon);
-  }
-  const size_t query = out.find('?');
-  if (query == std::string::npos) return out;
-  std::string kept;
-  size_t pos = query + 1;
-  while (pos <= out.size()) {
-    size_t end = out.find('&', pos);
-    if (end == std::string::npos) end = out.size();
-    const std::string_view param(out.data() + pos, end - pos);
-    if (!param.empty() && !param.starts_with("password=")) {
-      if (!kept.empty()) kept += '&';
-      kept += param;
-    }
-    pos = end + 1;
-  }
-  out.resize(query);
-  if (!kept.empty()) out += "?" + kept;
-  return out;
-}
-
 // `text` (a libpq message, which may quote the URI) with every password
 // that `uri` holds replaced by "***".
 std::string HidePasswords(std::string text, std::string_view uri) {
@@ -1109,7 +1076,7 @@ StatusOr<StoreInfo> PgStore::Info() {
   const PGresult* res = r->get();
   StoreInfo info;
   info.kind = "postgresql";
-  info.location = RedactUri(options_.location);
+  info.location = RedactLocation(options_.location);
   info.schema_version = static_cast<int>(Int8At(res, 0, 0));
   info.snapshot_seq = static_cast<uint64_t>(Int8At(res, 0, 1));
   info.first_seq = static_cast<uint64_t>(Int8At(res, 0, 2));
@@ -1124,7 +1091,7 @@ StatusOr<StoreInfo> PgStore::Info() {
 StatusOr<std::unique_ptr<Store>> OpenPostgresStore(
     const StoreOptions& options) {
   QM_RETURN_IF_ERROR(LoadLibpq());
-  const std::string shown = RedactUri(options.location);
+  const std::string shown = RedactLocation(options.location);
   char* error = nullptr;
   PQconninfoOption* parsed = PQconninfoParse(options.location.c_str(), &error);
   if (parsed == nullptr) {

@@ -1,6 +1,7 @@
 #include <zlib.h>
 
 #include <cstring>
+#include <string>
 
 #include "store/store_impl.h"
 
@@ -10,6 +11,37 @@ namespace store {
 bool IsPostgresUri(std::string_view location) {
   return location.starts_with("postgresql://") ||
          location.starts_with("postgres://");
+}
+
+std::string RedactLocation(std::string_view uri) {
+  std::string out(uri);
+  const size_t scheme_end = out.find("://");
+  if (scheme_end == std::string::npos) return out;
+  const size_t start = scheme_end + 3;
+  size_t authority_end = out.find_first_of("/?#", start);
+  if (authority_end == std::string::npos) authority_end = out.size();
+  const size_t at = out.rfind('@', authority_end);
+  if (at != std::string::npos && at >= start) {
+    const size_t colon = out.find(':', start);
+    if (colon < at) out.erase(colon, at - colon);
+  }
+  const size_t query = out.find('?');
+  if (query == std::string::npos) return out;
+  std::string kept;
+  size_t pos = query + 1;
+  while (pos <= out.size()) {
+    size_t end = out.find('&', pos);
+    if (end == std::string::npos) end = out.size();
+    const std::string_view param(out.data() + pos, end - pos);
+    if (!param.empty() && !param.starts_with("password=")) {
+      if (!kept.empty()) kept += '&';
+      kept += param;
+    }
+    pos = end + 1;
+  }
+  out.resize(query);
+  if (!kept.empty()) out += "?" + kept;
+  return out;
 }
 
 uint32_t RecordChecksum(uint64_t seq, int64_t time_ms, uint64_t epoch,

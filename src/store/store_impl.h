@@ -17,6 +17,10 @@ StatusOr<std::unique_ptr<Store>> OpenPostgresStore(const StoreOptions& options);
 
 // Whether `location` is a PostgreSQL URI rather than a directory.
 bool IsPostgresUri(std::string_view location);
+// A store location fit for messages and logs: a postgresql:// URI without
+// its password (neither the "user:password@" form nor the "password="
+// query parameter); anything else as it is.
+std::string RedactLocation(std::string_view location);
 
 // CRC-32 (zlib) of a record's checksummed fields: seq, time, epoch and
 // payload, so a record moved to another seq fails its check too.

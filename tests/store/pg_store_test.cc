@@ -1327,8 +1327,14 @@ TEST_F(PgStoreTest, DurableFollowerRetriesReadsThatFail) {
     waiting = Sql("SELECT count(*) " + follower_waits);
   }
   ASSERT_EQ(waiting, "1");
+  // The store is read without the engine's mutex: the follower answers
+  // from its copy while its read waits on the database.
+  auto read = std::async(std::launch::async,
+                         [&] { return follower.Get(first->allocation.id); });
+  EXPECT_EQ(read.wait_for(500ms), std::future_status::ready);
   EXPECT_EQ(Sql("SELECT count(pg_terminate_backend(pid)) " + follower_waits),
             "1");
+  ASSERT_TRUE(read.get().ok());
   Status seen;
   for (int i = 0; i < 100 && seen.ok(); ++i) {
     std::this_thread::sleep_for(5ms);
@@ -1384,7 +1390,10 @@ TEST_F(PgStoreTest, DurableLeaderFrozenPastItsLeaseIsFenced) {
 // refuses the change it could not commit, drops the state holding it,
 // follows the new leader, and takes over again when that one resigns.
 TEST_F(PgStoreTest, DurableSupersededLeaderStepsDownAndFollows) {
-  Child old_leader(uri_, "old", "--durable-follow-child");
+  const std::string tagged = uri_ +
+                             (uri_.find('?') == std::string::npos ? "?" : "&") +
+                             "application_name=qm-old";
+  Child old_leader(tagged, "old", "--durable-follow-child");
   ASSERT_EQ(old_leader.Answer(), "ok ready");
   for (int i = 0; i < 3; ++i) {
     ASSERT_TRUE(
@@ -1395,18 +1404,36 @@ TEST_F(PgStoreTest, DurableSupersededLeaderStepsDownAndFollows) {
   ASSERT_TRUE(f.ok()) << f.status().ToString();
   DurableEngine& next = **f;
   ASSERT_TRUE(Knows(next, "alloc_3", 3s));
-
+  // Once its lease renewal has a connection of its own (the first after a
+  // renewal interval):
+  const std::string renewal =
+      "FROM pg_stat_activity WHERE application_name = 'qm-old' AND "
+      "query LIKE 'UPDATE qm_leader SET lease_until%'";
+  std::string renewing = "0";
+  for (int i = 0; i < 200 && renewing == "0"; ++i) {
+    std::this_thread::sleep_for(10ms);
+    renewing = Sql("SELECT count(*) " + renewal);
+  }
+  ASSERT_EQ(renewing, "1");
   old_leader.Freeze();
   ASSERT_TRUE(next.WaitUntilLeader(5s).ok());
   auto mine = next.Allocate(durable_cases::Request("new-leader"));
   ASSERT_TRUE(mine.ok()) << mine.status().ToString();
   EXPECT_EQ(mine->allocation.id, "alloc_4");
+  // Its lease renewal's connection is cut while it is frozen: thawed, that
+  // renewal fails and waits a round to reconnect, so its next write (not
+  // the renewal) is what tells it that it lost the lease.
+  EXPECT_EQ(Sql("SELECT count(pg_terminate_backend(pid)) " + renewal), "1");
 
-  // Thawed, the old leader grants alloc_4 in its own memory, its commit is
-  // refused, and it says why.
+  // Thawed, the old leader still believes it leads: it grants alloc_4 in
+  // its own memory, its commit is refused, and it says why.
   old_leader.Thaw();
+  EXPECT_EQ(old_leader.Ask("leader"), "ok yes");
   const std::string refused = old_leader.Ask("alloc stale");
-  EXPECT_TRUE(refused.starts_with("err UNAVAILABLE")) << refused;
+  EXPECT_TRUE(
+      refused.starts_with("err UNAVAILABLE: this qm instance lost "
+                          "the leadership"))
+      << refused;
   // It follows now: it reads the new leader's alloc_4, not its own.
   std::string got;
   for (auto deadline = SteadyClock::now() + 5s; SteadyClock::now() < deadline;
@@ -1472,6 +1499,7 @@ int main(int argc, char** argv) {
   if (argc == 4 && std::string_view(argv[1]) == "--durable-follow-child") {
     return qm::RunDurableChild(argv[2], argv[3], true);
   }
+
   testing::InitGoogleTest(&argc, argv);
   return RUN_ALL_TESTS();
 }
