@@ -128,9 +128,10 @@ struct LockSpec {
   // ParsedRequest or AllocLocks holding this spec (one allocation for all
   // of a request's paths, which moving the holder keeps valid).
   std::string_view path;
-  size_t hash = 0;  // paths::LockTable::Key(path).hash
+  // paths::LockTable::Key(path)'s hashes (computed once).
+  size_t hash = 0, parent_hash = 0;
   bool exclusive = false;
-  paths::LockTable::Key key() const { return {path, hash}; }
+  paths::LockTable::Key key() const { return {path, hash, parent_hash}; }
   // Where the lock sits in the table AllocLocks::where names (null when
   // nowhere).
   paths::LockTable::Handle at = nullptr;

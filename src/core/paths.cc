@@ -837,10 +837,11 @@ struct LockTable::Index {
     return it == nodes.end() ? nullptr : it->node;
   }
 
-  // The deepest node on the way to plain path `path` (hash `hash`): its own
-  // node (and `*exact` true) or that of its longest prefix that has one (the
-  // root at least).
-  Node* Deepest(std::string_view path, size_t hash, bool* exact) const {
+  // The deepest node on the way to plain path `path` (hash `hash`, its
+  // parent's `parent_hash`): its own node (and `*exact` true) or that of its
+  // longest prefix that has one (the root at least).
+  Node* Deepest(std::string_view path, size_t hash, size_t parent_hash,
+                bool* exact) const {
     if (Node* node = Find(path, hash)) {
       *exact = true;
       return node;
@@ -853,7 +854,7 @@ struct LockTable::Index {
     const size_t last = path.rfind('/');
     if (last == std::string_view::npos) return root;
     const std::string_view parent = path.substr(0, last);
-    if (Node* node = Find(parent, HashPath(parent))) return node;
+    if (Node* node = Find(parent, parent_hash)) return node;
     absl::InlinedVector<size_t, 16> slashes;  // where the shorter prefixes end
     for (size_t i = path.find('/'); i < last; i = path.find('/', i + 1)) {
       slashes.push_back(i);
@@ -908,8 +909,13 @@ struct LockTable::Index {
 LockTable::LockTable() : index_(std::make_unique<Index>()) {}
 LockTable::~LockTable() = default;
 
-LockTable::Key::Key(std::string_view p)
-    : path(p), hash(HashPath(p.substr(0, PlainPrefixSize(p)))) {}
+LockTable::Key::Key(std::string_view p) : path(p) {
+  const std::string_view prefix = p.substr(0, PlainPrefixSize(p));
+  hash = HashPath(prefix);
+  if (const size_t last = prefix.rfind('/'); last != std::string_view::npos) {
+    parent_hash = HashPath(prefix.substr(0, last));
+  }
+}
 
 LockTable::Handle LockTable::Add(const Key& key, bool exclusive, uint64_t owner,
                                  const Probe* probe) {
@@ -927,7 +933,7 @@ LockTable::Handle LockTable::Add(const Key& key, bool exclusive, uint64_t owner,
     node = probe->node;
     exact = probe->exact;
   } else {
-    node = index_->Deepest(prefix, hash, &exact);
+    node = index_->Deepest(prefix, hash, key.parent_hash, &exact);
   }
   if (!exact) node = index_->Grow(node, prefix, hash);
   for (Node* n = node; n; n = n->parent) {
@@ -996,7 +1002,8 @@ void LockTable::ForEachConflict(const Key& key, bool exclusive, uint64_t self,
   const size_t fixed = PlainPrefixSize(path);
   const std::string_view prefix = path.substr(0, fixed);
   bool exact;
-  Node* const found = index_->Deepest(prefix, key.hash, &exact);
+  Node* const found =
+      index_->Deepest(prefix, key.hash, key.parent_hash, &exact);
   if (probe) {
     *probe =
         Probe{this, found, found->first_child, deletions_, key.hash, exact};
@@ -1029,14 +1036,14 @@ void LockTable::Prefetch(const Key& key) const {
   index_->nodes.prefetch(Index::Key{prefix, key.hash});
   const size_t last = prefix.rfind('/');
   if (last == std::string_view::npos) return;
-  const std::string_view parent = prefix.substr(0, last);
-  index_->nodes.prefetch(Index::Key{parent, HashPath(parent)});
+  index_->nodes.prefetch(Index::Key{prefix.substr(0, last), key.parent_hash});
 }
 
 void LockTable::ForEachCovering(std::string_view path,
                                 absl::FunctionRef<bool(const Hit&)> fn) const {
   bool exact;
-  const Node* node = index_->Deepest(path, HashPath(path), &exact);
+  const Key key(path);
+  const Node* node = index_->Deepest(path, key.hash, key.parent_hash, &exact);
   absl::InlinedVector<const Node*, 16> chain;
   for (const Node* n = node; n; n = n->parent) chain.push_back(n);
   for (auto it = chain.rbegin(); it != chain.rend(); ++it) {

@@ -101,9 +101,14 @@ class LockTable {
   struct Key {
     Key() = default;
     explicit Key(std::string_view p);
-    Key(std::string_view p, size_t h) : path(p), hash(h) {}  // h: Key(p).hash
+    // With the hashes Key(p) computed for the same path.
+    Key(std::string_view p, size_t h, size_t ph)
+        : path(p), hash(h), parent_hash(ph) {}
     std::string_view path;
     size_t hash = 0;  // of the path's plain prefix (all of a plain path)
+    // Of that prefix's parent (a lookup that misses the prefix tries it
+    // next); 0 when the prefix has one component or none.
+    size_t parent_hash = 0;
   };
 
   struct Node;  // one path component; defined in paths.cc

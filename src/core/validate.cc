@@ -297,8 +297,8 @@ Status EngineImpl::ValidateConflictFields(const AllocationRequest& r,
       }
       char* const at = text.get() + used;
       std::copy(show.begin(), show.end(), at);
-      p->locks.push_back(
-          {std::string_view(at, norm->size()), key.hash, exclusive == 1});
+      p->locks.push_back({std::string_view(at, norm->size()), key.hash,
+                          key.parent_hash, exclusive == 1});
       shown.push_back({std::string_view(at, show.size()), exclusive == 1});
       used += show.size();
     }
