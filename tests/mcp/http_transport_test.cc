@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <chrono>
 #include <functional>
@@ -196,7 +197,7 @@ class McpHttpTest : public ::testing::Test {
   server::testing::TempDir dir_;
   std::unique_ptr<server::App> app_;
   std::string url_;
-  int next_id_ = 0;
+  std::atomic<int> next_id_ = 0;  // tools are called from several threads
 };
 
 TEST_F(McpHttpTest, InitializeOpensASessionAndToolsList) {
