@@ -53,21 +53,53 @@ int main(int argc, char** argv) {
   double seconds = 10;
   int handoff = 0;
   int workers = 0;  // 0: as many as clients
-  for (int i = 1; i + 1 < argc; i += 2) {
+  const char* kUsage =
+      "usage: qm_load [--url URL] [--clients N] [--seconds S] [--workers N]\n"
+      "       qm_load [--url URL] --handoff N\n"
+      "Runs allocate -> release pairs from N keep-alive clients for S seconds\n"
+      "against URL (default: a server started in this process on SQLite,\n"
+      "synchronous FULL, in a temporary directory) and prints allocations/s\n"
+      "and latencies as JSON. --handoff N measures N release -> waiting\n"
+      "allocate hand-offs instead. --workers: the in-process server's worker\n"
+      "threads (default: one per client).\n";
+  for (int i = 1; i < argc; i += 2) {
     const std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") {
+      std::cout << kUsage;
+      return 0;
+    }
+    if (i + 1 == argc) {
+      std::cerr << "qm_load: " << flag << " needs a value\n" << kUsage;
+      return 2;
+    }
+    const std::string value = argv[i + 1];
+    auto number = [&](double* out, double min) {
+      char* end = nullptr;
+      const double v = std::strtod(value.c_str(), &end);
+      if (end == value.c_str() || *end != '\0' || !(v >= min)) {
+        std::cerr << "qm_load: " << flag << " must be a number >= " << min
+                  << ", got \"" << value << "\"\n";
+        return false;
+      }
+      *out = v;
+      return true;
+    };
+    double v = 0;
     if (flag == "--url") {
-      url = argv[i + 1];
+      url = value;
     } else if (flag == "--clients") {
-      clients = std::atoi(argv[i + 1]);
+      if (!number(&v, 1)) return 2;
+      clients = static_cast<int>(v);
     } else if (flag == "--seconds") {
-      seconds = std::atof(argv[i + 1]);
+      if (!number(&seconds, 0.1)) return 2;
     } else if (flag == "--handoff") {
-      handoff = std::atoi(argv[i + 1]);
+      if (!number(&v, 1)) return 2;
+      handoff = static_cast<int>(v);
     } else if (flag == "--workers") {
-      workers = std::atoi(argv[i + 1]);
+      if (!number(&v, 1)) return 2;
+      workers = static_cast<int>(v);
     } else {
-      std::cerr << "usage: qm_load [--url URL] [--clients N] [--seconds S] "
-                   "[--workers N]\n";
+      std::cerr << "qm_load: unknown option " << flag << "\n" << kUsage;
       return 2;
     }
   }
