@@ -29,6 +29,8 @@ Status CheckString(const Field& field, const std::string& value,
   }
   return Status::Ok();
 }
+
+// Names (product, agent type, workflow...) are printable text.
 Status CheckName(const Field& field, const std::string& value, bool required) {
   QM_RETURN_IF_ERROR(CheckString(field, value, required));
   for (unsigned char c : value) {
