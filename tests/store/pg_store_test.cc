@@ -332,6 +332,18 @@ class PgStoreTest : public testing::Test {
     return out;
   }
 
+  // Polls `SELECT count(*) <from>` every 10 ms until it is not "0", for up
+  // to `within`; the last count.
+  std::string CountWhenSome(const std::string& from, Duration within) {
+    std::string n = "0";
+    for (auto deadline = SteadyClock::now() + within;
+         n == "0" && SteadyClock::now() < deadline;) {
+      std::this_thread::sleep_for(10ms);
+      n = Sql("SELECT count(*) " + from);
+    }
+    return n;
+  }
+
   std::unique_ptr<Store> Open(const std::string& node) {
     StatusOr<std::unique_ptr<Store>> s = Store::Open(Options(uri_, node));
     EXPECT_TRUE(s.ok()) << s.status().ToString();
@@ -1321,12 +1333,7 @@ TEST_F(PgStoreTest, DurableFollowerRetriesReadsThatFail) {
   const std::string follower_waits =
       "FROM pg_stat_activity WHERE datname = current_database() AND "
       "application_name = 'qm-follower' AND wait_event_type = 'Lock'";
-  std::string waiting = "0";
-  for (int i = 0; i < 100 && waiting == "0"; ++i) {
-    std::this_thread::sleep_for(10ms);
-    waiting = Sql("SELECT count(*) " + follower_waits);
-  }
-  ASSERT_EQ(waiting, "1");
+  ASSERT_EQ(CountWhenSome(follower_waits, 1s), "1");
   // The store is read without the engine's mutex: the follower answers
   // from its copy while its read waits on the database.
   auto read = std::async(std::launch::async,
@@ -1409,12 +1416,7 @@ TEST_F(PgStoreTest, DurableSupersededLeaderStepsDownAndFollows) {
   const std::string renewal =
       "FROM pg_stat_activity WHERE application_name = 'qm-old' AND "
       "query LIKE 'UPDATE qm_leader SET lease_until%'";
-  std::string renewing = "0";
-  for (int i = 0; i < 200 && renewing == "0"; ++i) {
-    std::this_thread::sleep_for(10ms);
-    renewing = Sql("SELECT count(*) " + renewal);
-  }
-  ASSERT_EQ(renewing, "1");
+  ASSERT_EQ(CountWhenSome(renewal, 2s), "1");
   old_leader.Freeze();
   ASSERT_TRUE(next.WaitUntilLeader(5s).ok());
   auto mine = next.Allocate(durable_cases::Request("new-leader"));
