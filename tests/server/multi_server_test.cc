@@ -21,6 +21,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -118,14 +119,17 @@ CliRun Qm(const std::vector<std::string>& args, const std::string& server) {
 // A `qm serve --store URI` child process on port 0.
 class ServeProcess {
  public:
+  // `extra`: more `qm serve` arguments.
   ServeProcess(const std::string& uri, const std::string& config_file,
-               const std::string& err_file)
+               const std::string& err_file,
+               const std::vector<std::string>& extra = {})
       : err_file_(err_file) {
     int fds[2];
     EXPECT_EQ(pipe(fds), 0);
     std::vector<std::string> args = {
         QM_BINARY, "serve",    "--listen",  "127.0.0.1:0", "--store",
         uri,       "--config", config_file, "--workers",   "16"};
+    args.insert(args.end(), extra.begin(), extra.end());
     pid_ = fork();
     if (pid_ == 0) {
       dup2(fds[1], 1);
@@ -162,6 +166,9 @@ class ServeProcess {
     pid_ = -1;
     return status;
   }
+  // SIGSTOP / SIGCONT: the process pauses (past its lease) and resumes.
+  void Pause() { kill(pid_, SIGSTOP); }
+  void Resume() { kill(pid_, SIGCONT); }
   std::string Err() const {
     std::ifstream in(err_file_);
     return std::string(std::istreambuf_iterator<char>(in), {});
@@ -425,6 +432,74 @@ TEST_F(MultiServerTest, FollowerServesReadsAndRedirectsChangesToTheLeader) {
   EXPECT_EQ(Get(follower, "/readyz")["role"], "leader");
   EXPECT_EQ(Get(follower, "/readyz")["leader"], follower);
   EXPECT_TRUE(b->Stop(5s).ok());
+}
+
+// A leader paused past its lease is replaced; resumed, it steps down and
+// follows the new leader (its reads show the new leader's changes, changes
+// sent to it reach the new leader), without a restart.
+TEST_F(MultiServerTest, PausedLeaderStepsDownAndFollowsTheNewOne) {
+  TempDir tmp;
+  const std::string config = tmp.path() + "/qm.yml";
+  std::ofstream(config) << kConfig;
+  const std::vector<std::string> lease = {"--leader-lease", "1s"};
+  ServeProcess first(uri_, config, tmp.path() + "/first.err", lease);
+  ASSERT_FALSE(first.url().empty());
+  ASSERT_EQ(Get(first.url(), "/readyz")["role"], "leader") << first.Err();
+  ServeProcess second(uri_, config, tmp.path() + "/second.err", lease);
+  ASSERT_FALSE(second.url().empty());
+  ASSERT_EQ(Get(second.url(), "/readyz")["role"], "follower") << second.Err();
+  HttpClient to_first = testing::ClientOf(first.url());
+  auto r = to_first.Call("POST", "/v1/allocations",
+                         R"({"workflow_id": "before", "agent_type": "coder"})");
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->status, 200) << r->body;
+
+  first.Pause();
+  auto until = [](const std::function<bool()>& done, Duration within) {
+    for (auto deadline = SteadyClock::now() + within;
+         SteadyClock::now() < deadline; std::this_thread::sleep_for(50ms)) {
+      if (done()) return true;
+    }
+    return false;
+  };
+  ASSERT_TRUE(until(
+      [&] { return Get(second.url(), "/readyz")["role"] == "leader"; }, 10s))
+      << second.Err();
+  HttpClient to_second = testing::ClientOf(second.url());
+  r = to_second.Call("POST", "/v1/allocations",
+                     R"({"workflow_id": "after", "agent_type": "coder"})");
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->status, 200) << r->body;
+  const std::string after = Json::parse(r->body)["result"]["allocation_id"];
+
+  first.Resume();
+  ASSERT_TRUE(until(
+      [&] {
+        return Get(first.url(), "/readyz")["role"] == "follower" &&
+               Get(first.url(), "/v1/allocations/" +
+                                    after)["result"]["workflow_id"] == "after";
+      },
+      10s))
+      << first.Err();
+  // (Its timer loop logs it within a pass.)
+  EXPECT_TRUE(until(
+      [&] {
+        return Contains(first.Err(),
+                        "qm serve: stopped leading: another "
+                        "instance took the leader lease over");
+      },
+      2s))
+      << first.Err();
+  // A change sent to it reaches the new leader (the client follows the
+  // redirect).
+  r = to_first.Call("POST", "/v1/allocations",
+                    R"({"workflow_id": "via-old", "agent_type": "coder"})");
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->status, 200) << r->body;
+  const std::string via = Json::parse(r->body)["result"]["allocation_id"];
+  EXPECT_EQ(
+      Get(second.url(), "/v1/allocations/" + via)["result"]["workflow_id"],
+      "via-old");
 }
 
 // What one acknowledged grant was.
