@@ -228,6 +228,17 @@ class Child {
     Send(command);
     return Answer();
   }
+  // Asks `command` every 50 ms until the answer is `want`, for up to
+  // `within`; the last answer.
+  std::string AskUntil(const std::string& command, const std::string& want,
+                       Duration within) {
+    std::string got;
+    for (auto deadline = SteadyClock::now() + within;;
+         std::this_thread::sleep_for(50ms)) {
+      got = Ask(command);
+      if (got == want || SteadyClock::now() >= deadline) return got;
+    }
+  }
 
   void Freeze() { kill(pid_, SIGSTOP); }
   void Thaw() { kill(pid_, SIGCONT); }
@@ -1437,26 +1448,15 @@ TEST_F(PgStoreTest, DurableSupersededLeaderStepsDownAndFollows) {
                           "the leadership"))
       << refused;
   // It follows now: it reads the new leader's alloc_4, not its own.
-  std::string got;
-  for (auto deadline = SteadyClock::now() + 5s; SteadyClock::now() < deadline;
-       std::this_thread::sleep_for(50ms)) {
-    got = old_leader.Ask("get alloc_4");
-    if (got == "ok new-leader") break;
-  }
-  EXPECT_EQ(got, "ok new-leader");
+  EXPECT_EQ(old_leader.AskUntil("get alloc_4", "ok new-leader", 5s),
+            "ok new-leader");
   EXPECT_EQ(old_leader.Ask("leader"), "ok no");
   EXPECT_TRUE(old_leader.Ask("alloc while-following")
                   .starts_with("err UNAVAILABLE: this qm instance follows"));
 
   // The new leader resigns: the old one takes over again, with everything.
   ASSERT_TRUE(next.Close().ok());
-  std::string leads;
-  for (auto deadline = SteadyClock::now() + 10s; SteadyClock::now() < deadline;
-       std::this_thread::sleep_for(50ms)) {
-    leads = old_leader.Ask("leader");
-    if (leads == "ok yes") break;
-  }
-  ASSERT_EQ(leads, "ok yes");
+  ASSERT_EQ(old_leader.AskUntil("leader", "ok yes", 10s), "ok yes");
   const std::string again = old_leader.Ask("alloc again");
   EXPECT_TRUE(again.starts_with("ok alloc_5 ")) << again;
   EXPECT_EQ(old_leader.Ask("get alloc_4"), "ok new-leader");
@@ -1477,15 +1477,9 @@ TEST_F(PgStoreTest, DurableIdleSupersededLeaderStepsDown) {
   ASSERT_TRUE(next.WaitUntilLeader(5s).ok());
   ASSERT_TRUE(next.Allocate(durable_cases::Request("new-leader")).ok());
   old_leader.Thaw();
-  std::string leads, got;
-  for (auto deadline = SteadyClock::now() + 5s; SteadyClock::now() < deadline;
-       std::this_thread::sleep_for(50ms)) {
-    leads = old_leader.Ask("leader");
-    got = old_leader.Ask("get alloc_2");
-    if (leads == "ok no" && got == "ok new-leader") break;
-  }
-  EXPECT_EQ(leads, "ok no");
-  EXPECT_EQ(got, "ok new-leader");
+  EXPECT_EQ(old_leader.AskUntil("get alloc_2", "ok new-leader", 5s),
+            "ok new-leader");
+  EXPECT_EQ(old_leader.Ask("leader"), "ok no");
 }
 
 }  // namespace
