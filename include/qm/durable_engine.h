@@ -163,18 +163,30 @@ class DurableEngine {
                                       const ResourceAmounts& resources);
   StatusOr<AllocationInfo> Cancel(std::string_view id);
 
+  // Hands a job to a thread that may wait (a worker pool's Post).
+  using Defer = std::function<void(std::function<void()>)>;
+
   // Allocate, Release and Renew without waiting for the commit: the call
   // is decided at once and `done` gets its answer on the writer thread
   // once the commit holding it is durable (or the failure that stopped
   // it). Nothing blocks while the commit is in flight, so a server need
   // not park a thread per request. `done` must be quick and must not call
   // into this engine (hand the work to another thread).
+  //
+  // With `defer`, the caller must not wait on the engine (an event-loop
+  // thread): when another thread holds the engine right now (a long read,
+  // a snapshot, a step-down), the call is not made here but handed to
+  // `defer` as a job (holding copies of the arguments) that makes it
+  // without `defer`. Without it, the call waits for the engine.
   void AllocateAsync(const AllocationRequest& request,
-                     std::function<void(StatusOr<AllocateResult>)> done);
+                     std::function<void(StatusOr<AllocateResult>)> done,
+                     const Defer& defer = nullptr);
   void ReleaseAsync(std::string_view id, const UsageReport& usage,
-                    std::function<void(StatusOr<AllocationInfo>)> done);
+                    std::function<void(StatusOr<AllocationInfo>)> done,
+                    const Defer& defer = nullptr);
   void RenewAsync(std::string_view id, std::optional<Duration> ttl,
-                  std::function<void(StatusOr<AllocationInfo>)> done);
+                  std::function<void(StatusOr<AllocationInfo>)> done,
+                  const Defer& defer = nullptr);
   StatusOr<AllocationInfo> Reclaim(std::string_view id,
                                    const std::string& reason);
   Status ObserveSystem(const SystemReading& reading);

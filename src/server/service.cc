@@ -342,10 +342,12 @@ class Service::Impl {
   // (answers that need no engine call, streams); kRaw: on the I/O thread
   // with the body unread (a protocol of its own: /mcp). kAsync: an engine
   // call answered from its commit, so its handler never waits: it runs on
-  // the small async pool (ServiceOptions::async_workers), whose few busy
-  // threads take one request after another without the wake-up of an
-  // idle worker per request. Except for an agent's call on one allocation,
-  // whose ownership check reads the engine (and waits): a worker runs it.
+  // the I/O thread itself, which takes the engine only when it is free
+  // (DurableEngine's `defer`) and otherwise hands the call to the small
+  // async pool (ServiceOptions::async_workers): no thread hop per request
+  // in the common case, and an event loop never waits behind a long read
+  // or a snapshot. Except for an agent's call on one allocation, whose
+  // ownership check reads the engine (and waits): a worker runs it.
   enum class Where { kWorker, kInline, kRaw, kAsync };
   struct Route {
     std::string method;
@@ -486,6 +488,11 @@ class Service::Impl {
   const Steady::time_point started_;
   WorkerPool pool_;
   WorkerPool async_pool_;
+  // Hands an allocate, release or renew that found the engine busy from
+  // the I/O thread to async_pool_.
+  const DurableEngine::Defer defer_ = [this](std::function<void()> job) {
+    async_pool_.Post(std::move(job));
+  };
   Timers timers_;
 
   // Pending waits and open streams, to end them at shutdown.
@@ -876,7 +883,11 @@ void Service::Impl::Dispatch(const CallPtr& c, const Route* found) {
       route->pattern.rfind("/v1/allocations/{id}", 0) == 0;
   const bool async = route->where == Where::kAsync &&
                      !(one_allocation && c->role == Role::kAgent);
-  (async ? async_pool_ : pool_).Post([this, route, c, one_allocation] {
+  if (async) {
+    route->run(c);
+    return;
+  }
+  pool_.Post([this, route, c, one_allocation] {
     if (one_allocation && !OwnAllocation(c)) return;
     route->run(c);
   });
@@ -1095,29 +1106,33 @@ void Service::Impl::Allocate(const CallPtr& c) {
   // wait on the engine (a read waits for commits only that thread makes)
   // nor on the system: a grant is answered there; watching the holder
   // process, a queued request's position and waiting go to a worker.
-  engine_->AllocateAsync(*req, [this, c, holder,
-                                wait](StatusOr<AllocateResult> r) {
-    if (!Check(c, r.status())) return;
-    const bool watch = holder && options_.holders && !r->replayed &&
-                       (r->allocation.status == AllocStatus::kActive ||
-                        r->allocation.status == AllocStatus::kQueued);
-    const bool queued = r->allocation.status == AllocStatus::kQueued;
-    if (!watch && !(queued && wait)) {
-      Ok(c, AllocationJson(r->allocation, r->replayed, false));
-      return;
-    }
-    auto result = std::make_shared<AllocateResult>(std::move(*r));
-    pool_.Post([this, c, result, wait, watch, holder] {
-      if (watch) (void)options_.holders->Watch(result->allocation.id, *holder);
-      if (result->allocation.status != AllocStatus::kQueued || !wait ||
-          wait->count() == 0) {
-        Ok(c, AllocationJson(result->allocation, result->replayed,
-                             wait.has_value()));
-        return;
-      }
-      AnswerOrWait(c, std::move(result->allocation), result->replayed, wait);
-    });
-  });
+  engine_->AllocateAsync(
+      *req,
+      [this, c, holder, wait](StatusOr<AllocateResult> r) {
+        if (!Check(c, r.status())) return;
+        const bool watch = holder && options_.holders && !r->replayed &&
+                           (r->allocation.status == AllocStatus::kActive ||
+                            r->allocation.status == AllocStatus::kQueued);
+        const bool queued = r->allocation.status == AllocStatus::kQueued;
+        if (!watch && !(queued && wait)) {
+          Ok(c, AllocationJson(r->allocation, r->replayed, false));
+          return;
+        }
+        auto result = std::make_shared<AllocateResult>(std::move(*r));
+        pool_.Post([this, c, result, wait, watch, holder] {
+          if (watch)
+            (void)options_.holders->Watch(result->allocation.id, *holder);
+          if (result->allocation.status != AllocStatus::kQueued || !wait ||
+              wait->count() == 0) {
+            Ok(c, AllocationJson(result->allocation, result->replayed,
+                                 wait.has_value()));
+            return;
+          }
+          AnswerOrWait(c, std::move(result->allocation), result->replayed,
+                       wait);
+        });
+      },
+      defer_);
 }
 
 // {"pid": N, "start_time": N, "boot_id": "..."}: see holders.h.
@@ -1282,8 +1297,9 @@ void Service::Impl::Renew(const CallPtr& c) {
     if (!Check(c, d.status())) return;
     ttl = *d;
   }
-  engine_->RenewAsync(c->params["id"], ttl,
-                      [this, c](StatusOr<AllocationInfo> r) { Reply(c, r); });
+  engine_->RenewAsync(
+      c->params["id"], ttl,
+      [this, c](StatusOr<AllocationInfo> r) { Reply(c, r); }, defer_);
 }
 
 void Service::Impl::Release(const CallPtr& c) {
@@ -1305,8 +1321,9 @@ void Service::Impl::Release(const CallPtr& c) {
     if (!Check(c, u.status())) return;
     usage = std::move(*u);
   }
-  engine_->ReleaseAsync(c->params["id"], usage,
-                        [this, c](StatusOr<AllocationInfo> r) { Reply(c, r); });
+  engine_->ReleaseAsync(
+      c->params["id"], usage,
+      [this, c](StatusOr<AllocationInfo> r) { Reply(c, r); }, defer_);
 }
 
 void Service::Impl::Reallocate(const CallPtr& c) {

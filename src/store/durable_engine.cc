@@ -188,14 +188,36 @@ class DurableEngineImpl {
   void MutateAsync(
       Op op, Call call,
       std::function<void(decltype(call(std::declval<Engine&>())))> done) {
-    using R = decltype(call(std::declval<Engine&>()));
     std::unique_lock<std::mutex> lock(mu_);
+    MutateAsyncLocked(
+        std::move(lock), [&] { return std::move(op); }, call, done);
+  }
+
+  // The same, only when the engine is free right now: false (and nothing
+  // done, `done` untouched) when another thread holds it. `make_op` makes
+  // the journal operation (only once the engine is held).
+  template <typename MakeOp, typename Call>
+  bool TryMutateAsync(
+      MakeOp make_op, Call call,
+      std::function<void(decltype(call(std::declval<Engine&>())))>& done) {
+    std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
+    if (!lock.owns_lock()) return false;
+    MutateAsyncLocked(std::move(lock), make_op, call, done);
+    return true;
+  }
+
+  // MutateAsync's work once `lock` holds mu_ (it releases it).
+  template <typename MakeOp, typename Call>
+  void MutateAsyncLocked(
+      std::unique_lock<std::mutex> lock, MakeOp&& make_op, Call& call,
+      std::function<void(decltype(call(std::declval<Engine&>())))>& done) {
+    using R = decltype(call(std::declval<Engine&>()));
     if (Status s = Usable(); !s.ok()) {
       lock.unlock();
       done(R(s));
       return;
     }
-    JournalOp j{Advance(), std::move(op)};
+    JournalOp j{Advance(), make_op()};
     std::string payload = store::EncodeOp(j);
     auto result = std::make_shared<R>(call(*engine_));
     Enqueue(j.at, std::move(payload),
@@ -1430,24 +1452,51 @@ StatusOr<AllocationInfo> DurableEngine::Release(std::string_view id,
 }
 void DurableEngine::AllocateAsync(
     const AllocationRequest& r,
-    std::function<void(StatusOr<AllocateResult>)> done) {
-  impl_->MutateAsync(
-      store::AllocateOp{r}, [&](Engine& e) { return e.Allocate(r); },
-      std::move(done));
+    std::function<void(StatusOr<AllocateResult>)> done, const Defer& defer) {
+  auto call = [&](Engine& e) { return e.Allocate(r); };
+  if (!defer) {
+    impl_->MutateAsync(store::AllocateOp{r}, call, std::move(done));
+  } else if (!impl_->TryMutateAsync([&] { return store::AllocateOp{r}; }, call,
+                                    done)) {
+    defer([this, r, done = std::move(done)]() mutable {
+      AllocateAsync(r, std::move(done));
+    });
+  }
 }
 void DurableEngine::ReleaseAsync(
     std::string_view id, const UsageReport& usage,
-    std::function<void(StatusOr<AllocationInfo>)> done) {
-  impl_->MutateAsync(
-      store::ReleaseOp{std::string(id), usage},
-      [&](Engine& e) { return e.Release(id, usage); }, std::move(done));
+    std::function<void(StatusOr<AllocationInfo>)> done, const Defer& defer) {
+  auto call = [&](Engine& e) { return e.Release(id, usage); };
+  if (!defer) {
+    impl_->MutateAsync(store::ReleaseOp{std::string(id), usage}, call,
+                       std::move(done));
+  } else if (!impl_->TryMutateAsync(
+                 [&] {
+                   return store::ReleaseOp{std::string(id), usage};
+                 },
+                 call, done)) {
+    defer(
+        [this, id = std::string(id), usage, done = std::move(done)]() mutable {
+          ReleaseAsync(id, usage, std::move(done));
+        });
+  }
 }
 void DurableEngine::RenewAsync(
     std::string_view id, std::optional<Duration> ttl,
-    std::function<void(StatusOr<AllocationInfo>)> done) {
-  impl_->MutateAsync(
-      store::RenewOp{std::string(id), ttl},
-      [&](Engine& e) { return e.Renew(id, ttl); }, std::move(done));
+    std::function<void(StatusOr<AllocationInfo>)> done, const Defer& defer) {
+  auto call = [&](Engine& e) { return e.Renew(id, ttl); };
+  if (!defer) {
+    impl_->MutateAsync(store::RenewOp{std::string(id), ttl}, call,
+                       std::move(done));
+  } else if (!impl_->TryMutateAsync(
+                 [&] {
+                   return store::RenewOp{std::string(id), ttl};
+                 },
+                 call, done)) {
+    defer([this, id = std::string(id), ttl, done = std::move(done)]() mutable {
+      RenewAsync(id, ttl, std::move(done));
+    });
+  }
 }
 StatusOr<AllocationInfo> DurableEngine::Renew(std::string_view id,
                                               std::optional<Duration> ttl) {

@@ -54,13 +54,45 @@ class EventLog : public EventSink {
 // A clock tests move by hand; safe across threads.
 class TestClock : public Clock {
  public:
-  Time Now() const override { return Time(Duration(ms_.load())); }
+  Time Now() const override {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (stall_) {
+        stall_ = false;
+        stalled_ = true;
+        cv_.notify_all();
+        cv_.wait(lock, [&] { return !stalled_; });
+      }
+    }
+    return Time(Duration(ms_.load()));
+  }
   void Set(Time t) { ms_ = t.time_since_epoch().count(); }
   void Advance(Duration d) { ms_ += d.count(); }
+
+  // The next Now(), on whichever thread, waits until Unstall(): the durable
+  // engine reads the clock with its mutex held, so a change stalled there
+  // keeps the engine busy for as long as a test needs.
+  void StallNextNow() {
+    std::lock_guard<std::mutex> lock(mu_);
+    stall_ = true;
+  }
+  // Waits until a Now() is stalled (false after `timeout`).
+  bool WaitStalled(Duration timeout) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, timeout, [&] { return stalled_; });
+  }
+  void Unstall() {
+    std::lock_guard<std::mutex> lock(mu_);
+    stall_ = stalled_ = false;
+    cv_.notify_all();
+  }
 
  private:
   // 2026-01-26T14:00:00Z.
   std::atomic<int64_t> ms_{1769436000000LL};
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  mutable bool stall_ = false, stalled_ = false;
 };
 
 // 8 agents. (The durable engine takes only configs a config file can
@@ -549,6 +581,90 @@ TEST_F(DurableEngineTest, AsyncCallsAnswerOnceCommitted) {
   auto d = OpenEngine(config);
   ASSERT_NE(d, nullptr);
   EXPECT_EQ(*d->StateDigest(), digest);
+}
+
+// With `defer` (a caller that must not wait: a server's event loop), the
+// async calls run at once while the engine is free; while another thread
+// holds it, each is handed to `defer` as a job, changes nothing until the
+// job runs, and then answers as it would have.
+TEST_F(DurableEngineTest, AsyncCallsDeferWhileTheEngineIsBusy) {
+  auto d = OpenEngine();
+  ASSERT_NE(d, nullptr);
+  std::vector<std::function<void()>> jobs;
+  const DurableEngine::Defer defer = [&](std::function<void()> job) {
+    jobs.push_back(std::move(job));
+  };
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<StatusOr<AllocateResult>> grants;
+  auto on_grant = [&](StatusOr<AllocateResult> r) {
+    std::lock_guard<std::mutex> lock(mu);
+    grants.push_back(std::move(r));
+    cv.notify_all();
+  };
+  auto answers = [&](size_t n) {
+    std::unique_lock<std::mutex> lock(mu);
+    return cv.wait_for(lock, 10s, [&] { return grants.size() >= n; });
+  };
+
+  // Free: made on this thread.
+  d->AllocateAsync(Request("first"), on_grant, defer);
+  ASSERT_TRUE(answers(1));
+  EXPECT_TRUE(jobs.empty());
+  ASSERT_TRUE(grants[0].ok()) << grants[0].status().ToString();
+  const std::string first = grants[0]->allocation.id;
+
+  // Busy: a blocking allocate on another thread stalls inside the engine.
+  clock_.StallNextNow();
+  StatusOr<AllocateResult> blocking = Unavailable("not answered");
+  std::thread holder([&] { blocking = d->Allocate(Request("holder")); });
+  ASSERT_TRUE(clock_.WaitStalled(10s));
+  StatusOr<AllocationInfo> renewed = Unavailable("not answered");
+  StatusOr<AllocationInfo> released = Unavailable("not answered");
+  d->AllocateAsync(Request("deferred"), on_grant, defer);
+  d->RenewAsync(
+      first, 10min,
+      [&](StatusOr<AllocationInfo> r) {
+        std::lock_guard<std::mutex> lock(mu);
+        renewed = std::move(r);
+        cv.notify_all();
+      },
+      defer);
+  d->ReleaseAsync(
+      first, UsageReport{},
+      [&](StatusOr<AllocationInfo> r) {
+        std::lock_guard<std::mutex> lock(mu);
+        released = std::move(r);
+        cv.notify_all();
+      },
+      defer);
+  // Handed over, not made: no answer, nothing applied.
+  ASSERT_EQ(jobs.size(), 3u);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_EQ(grants.size(), 1u);
+    EXPECT_FALSE(renewed.ok());
+    EXPECT_FALSE(released.ok());
+  }
+  clock_.Unstall();
+  holder.join();
+  ASSERT_TRUE(blocking.ok()) << blocking.status().ToString();
+  EXPECT_EQ(d->Get(first)->status, AllocStatus::kActive);
+
+  // The jobs make the calls (here on this thread, which may wait).
+  for (auto& job : jobs) job();
+  ASSERT_TRUE(answers(2));
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    ASSERT_TRUE(
+        cv.wait_for(lock, 10s, [&] { return renewed.ok() && released.ok(); }));
+  }
+  ASSERT_TRUE(grants[1].ok()) << grants[1].status().ToString();
+  EXPECT_EQ(grants[1]->allocation.status, AllocStatus::kActive);
+  EXPECT_EQ(grants[1]->allocation.workflow_id, "deferred");
+  EXPECT_EQ(released->status, AllocStatus::kReleased);
+  EXPECT_EQ(d->Get(first)->status, AllocStatus::kReleased);
+  EXPECT_EQ(d->Get(grants[1]->allocation.id)->status, AllocStatus::kActive);
 }
 
 TEST_F(DurableEngineTest, PeriodicSnapshotsTruncateTheJournal) {
