@@ -1,6 +1,9 @@
 // qm_load: a load generator for `qm serve`. N client threads, each with one
 // keep-alive connection, run allocate -> release pairs for a fixed time and
-// report allocations/s and the latency of each call (p50, p99).
+// report allocations/s and the latency of each call (p50, p99). The
+// clients are bench::PlainHttp (blocking calls straight on the socket, as
+// the peers' client libraries make theirs), so that the load generator
+// takes as little of the machine as it can.
 //
 //   qm_load [--url http://127.0.0.1:7070] [--clients 64] [--seconds 10]
 //   qm_load --handoff 200
@@ -29,6 +32,7 @@
 #include <thread>
 #include <vector>
 
+#include "load/plain_http.h"
 #include "qm/config_loader.h"
 #include "server/app.h"
 #include "server/http_client.h"
@@ -196,9 +200,7 @@ int main(int argc, char** argv) {
   const auto t0 = Clock::now();
   for (int t = 0; t < clients; ++t) {
     threads.emplace_back([&, t] {
-      qm::server::ClientOptions o;
-      o.url = url;
-      qm::server::HttpClient c(o);
+      qm::bench::PlainHttp c(url);
       std::vector<double> a_ms, r_ms;
       const std::string body = R"({"workflow_id": "load-)" + std::to_string(t) +
                                R"(", "agent_type": "worker"})";
@@ -212,7 +214,7 @@ int main(int argc, char** argv) {
         }
         const Json j = Json::parse(a->body, nullptr, false);
         const std::string id = j["result"].value("allocation_id", "");
-        auto r = c.Call("POST", "/v1/allocations/" + id + "/release");
+        auto r = c.Call("POST", "/v1/allocations/" + id + "/release", "");
         auto s2 = Clock::now();
         if (!r.ok() || r->status != 200) {
           ++errors;

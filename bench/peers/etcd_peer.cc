@@ -6,7 +6,9 @@
 // create_revision == 0), trying slots from a per-client offset until one
 // succeeds. Release revokes the lease (/v3/lease/revoke), which deletes the
 // key. Each of these is a Raft entry that etcd appends to its WAL and
-// fsyncs (its default) before it answers.
+// fsyncs (its default) before it answers. The calls go through qm_load's
+// own HTTP client (bench/load/plain_http.h), so both pay the same client
+// cost.
 //
 // Round trips per pair: 3 (lease grant, txn, revoke), one more than qm's
 // allocate + release: a TTL per grant needs a lease of its own, and etcd
@@ -18,8 +20,8 @@
 #include <string>
 
 #include "api/base64.h"
+#include "load/plain_http.h"
 #include "peers/peer.h"
-#include "server/http_client.h"
 
 namespace qm::bench {
 namespace {
@@ -28,8 +30,7 @@ using Json = nlohmann::json;
 
 // POSTs `body` to `target`; the parsed answer, or an error for a failed
 // call, a non-200 status or an answer that is no JSON object.
-StatusOr<Json> Post(server::HttpClient& http, const char* target,
-                    const Json& body) {
+StatusOr<Json> Post(PlainHttp& http, const char* target, const Json& body) {
   auto r = http.Call("POST", target, body.dump());
   if (!r.ok()) return r.status();
   if (r->status != 200) {
@@ -54,7 +55,7 @@ std::string IdText(const Json& v) {
 class EtcdClient : public PeerClient {
  public:
   EtcdClient(const PeerOptions& o, int index)
-      : http_(Options(o)), o_(o), start_(index % o.capacity) {}
+      : http_("http://" + o.addr), o_(o), start_(index % o.capacity) {}
 
   Status Acquire(const std::string& holder) override {
     auto grant = Post(http_, "/v3/lease/grant", {{"TTL", o_.ttl_seconds}});
@@ -95,19 +96,12 @@ class EtcdClient : public PeerClient {
   Status Release() override { return Revoke(lease_); }
 
  private:
-  static server::ClientOptions Options(const PeerOptions& o) {
-    server::ClientOptions c;
-    c.url = "http://" + o.addr;
-    c.follow_redirects = false;
-    return c;
-  }
-
   Status Revoke(const std::string& lease) {
     auto r = Post(http_, "/v3/lease/revoke", {{"ID", lease}});
     return r.ok() ? Status::Ok() : r.status();
   }
 
-  server::HttpClient http_;
+  PlainHttp http_;
   const PeerOptions o_;
   const int start_;
   std::string lease_;
@@ -118,9 +112,7 @@ class EtcdPeer : public Peer {
   explicit EtcdPeer(PeerOptions o) : o_(std::move(o)) {}
 
   Status Setup() override {
-    server::ClientOptions c;
-    c.url = "http://" + o_.addr;
-    server::HttpClient http(c);
+    PlainHttp http("http://" + o_.addr);
     // A fresh semaphore: no slot keys from an earlier run.
     const std::string from = api::Base64Encode("/qm-peer/slots/");
     const std::string to = api::Base64Encode("/qm-peer/slots0");  // '/' + 1
