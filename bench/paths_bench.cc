@@ -3,7 +3,6 @@
 //
 //   make bench   (Release build; medians of 5 repetitions)
 #include <benchmark/benchmark.h>
-#include <malloc.h>
 
 #include <algorithm>
 #include <random>
@@ -11,6 +10,7 @@
 #include <vector>
 
 #include "core/paths.h"
+#include "heap.h"
 
 namespace qm::paths {
 namespace {
@@ -46,9 +46,9 @@ struct Fixture {
     PathMaker maker(1);
     held.reserve(kHeld);
     for (int i = 0; i < kHeld; ++i) held.push_back(maker.Next());
-    const size_t strings = mallinfo2().uordblks;
+    const size_t strings = qm::bench::HeapBytes();
     for (int i = 0; i < kHeld; ++i) table.Add(held[i], i % 5 == 0, i + 1);
-    bytes = mallinfo2().uordblks - strings;
+    bytes = qm::bench::HeapBytes() - strings;
     std::vector<std::string> sorted = held;
     std::sort(sorted.begin(), sorted.end());
     while (queries.size() < 4096) {

@@ -1932,6 +1932,7 @@ AllocationInfo EngineImpl::Info(const Alloc& a) const {
   i.level = a.req.level;
   i.priority_value = a.req.priority_value;
   i.preemptible = a.req.preemptible;
+  i.resources.reserve(a.demand.size());
   for (const auto& [c, m] : a.demand) {
     const Counter& k = counters_[c];
     if (k.kind != Counter::Kind::kResource) continue;

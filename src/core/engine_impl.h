@@ -128,10 +128,18 @@ struct LockSpec {
   // ParsedRequest or AllocLocks holding this spec (one allocation for all
   // of a request's paths, which moving the holder keeps valid).
   std::string_view path;
-  // paths::LockTable::Key(path)'s hashes (computed once).
+  // paths::LockTable::Key(path)'s hashes and prefix size (computed once).
   size_t hash = 0, parent_hash = 0;
+  uint32_t prefix_size = 0;
   bool exclusive = false;
-  paths::LockTable::Key key() const { return {path, hash, parent_hash}; }
+  paths::LockTable::Key key() const {
+    return {path, hash, parent_hash, prefix_size};
+  }
+  void set_key(const paths::LockTable::Key& k) {
+    hash = k.hash;
+    parent_hash = k.parent_hash;
+    prefix_size = k.prefix_size;
+  }
   // Where the lock sits in the table AllocLocks::where names (null when
   // nowhere).
   paths::LockTable::Handle at = nullptr;

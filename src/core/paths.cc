@@ -909,8 +909,9 @@ struct LockTable::Index {
 LockTable::LockTable() : index_(std::make_unique<Index>()) {}
 LockTable::~LockTable() = default;
 
-LockTable::Key::Key(std::string_view p) : path(p) {
-  const std::string_view prefix = p.substr(0, PlainPrefixSize(p));
+LockTable::Key::Key(std::string_view p)
+    : path(p), prefix_size(static_cast<uint32_t>(PlainPrefixSize(p))) {
+  const std::string_view prefix = this->prefix();
   hash = HashPath(prefix);
   if (const size_t last = prefix.rfind('/'); last != std::string_view::npos) {
     parent_hash = HashPath(prefix.substr(0, last));
@@ -920,8 +921,8 @@ LockTable::Key::Key(std::string_view p) : path(p) {
 LockTable::Handle LockTable::Add(const Key& key, bool exclusive, uint64_t owner,
                                  const Probe* probe) {
   const std::string_view path = key.path;
-  const size_t fixed = PlainPrefixSize(path);
-  const std::string_view prefix = path.substr(0, fixed);
+  const size_t fixed = key.prefix_size;
+  const std::string_view prefix = key.prefix();
   const size_t hash = key.hash;
   bool exact;
   Node* node;
@@ -999,8 +1000,8 @@ void LockTable::ForEachConflict(const Key& key, bool exclusive, uint64_t self,
   // Everything that can conflict lies in the root's subtree.
   const Node* root = index_->root;
   if (root->count == 0 || (!exclusive && root->exclusive == 0)) return;
-  const size_t fixed = PlainPrefixSize(path);
-  const std::string_view prefix = path.substr(0, fixed);
+  const size_t fixed = key.prefix_size;
+  const std::string_view prefix = key.prefix();
   bool exact;
   Node* const found =
       index_->Deepest(prefix, key.hash, key.parent_hash, &exact);
@@ -1031,7 +1032,7 @@ void LockTable::ForEachConflict(const Key& key, bool exclusive, uint64_t self,
 }
 
 void LockTable::Prefetch(const Key& key) const {
-  const std::string_view prefix = key.path.substr(0, PlainPrefixSize(key.path));
+  const std::string_view prefix = key.prefix();
   if (prefix.empty()) return;
   index_->nodes.prefetch(Index::Key{prefix, key.hash});
   const size_t last = prefix.rfind('/');

@@ -101,14 +101,18 @@ class LockTable {
   struct Key {
     Key() = default;
     explicit Key(std::string_view p);
-    // With the hashes Key(p) computed for the same path.
-    Key(std::string_view p, size_t h, size_t ph)
-        : path(p), hash(h), parent_hash(ph) {}
+    // With the hashes and prefix size Key(p) computed for the same path.
+    Key(std::string_view p, size_t h, size_t ph, uint32_t ps)
+        : path(p), hash(h), parent_hash(ph), prefix_size(ps) {}
+    // The plain prefix: all of a plain path; a glob's components before its
+    // first glob component.
+    std::string_view prefix() const { return path.substr(0, prefix_size); }
     std::string_view path;
-    size_t hash = 0;  // of the path's plain prefix (all of a plain path)
+    size_t hash = 0;  // of prefix()
     // Of that prefix's parent (a lookup that misses the prefix tries it
     // next); 0 when the prefix has one component or none.
     size_t parent_hash = 0;
+    uint32_t prefix_size = 0;  // of prefix() (paths are at most 4 KiB)
   };
 
   struct Node;  // one path component; defined in paths.cc

@@ -1540,11 +1540,11 @@ void StateCodec::SaveAlloc(const Alloc& a, Out& o) {
                                   l12, l13, l14, l15, l16, l17, l18, l19] = l;
     o.U(l.locks.size());
     for (const LockSpec& s : l.locks) {
-      [[maybe_unused]] const auto& [s1, s2, s3, s4, s5, s6] = s;
+      [[maybe_unused]] const auto& [s1, s2, s3, s4, s5, s6, s7] = s;
       o.S(s.path);
       o.B(s.exclusive);
-      // hashes: of the path; at: rebuilt with the lock tables; probe: a
-      // lookup cache. (The list is rebuilt from the paths.)
+      // hashes and prefix size: of the path; at: rebuilt with the lock
+      // tables; probe: a lookup cache. (The list is rebuilt from the paths.)
     }
     PutStrings(o, l.avoid);
     o.I(l.rank_level);
@@ -2425,9 +2425,7 @@ void StateCodec::LoadAlloc(EngineImpl& e, In& in, Alloc& a) {
           texts[i].empty() ? std::string_view(".") : texts[i];
       std::copy(show.begin(), show.end(), at);
       l.locks[i].path = std::string_view(at, texts[i].size());
-      const paths::LockTable::Key key(l.locks[i].path);
-      l.locks[i].hash = key.hash;
-      l.locks[i].parent_hash = key.parent_hash;
+      l.locks[i].set_key(paths::LockTable::Key(l.locks[i].path));
       shown[i] = {std::string_view(at, show.size()), l.locks[i].exclusive};
       at += show.size();
     }

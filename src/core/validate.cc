@@ -299,8 +299,10 @@ Status EngineImpl::ValidateConflictFields(const AllocationRequest& r,
       }
       char* const at = text.get() + used;
       std::copy(show.begin(), show.end(), at);
-      p->locks.push_back({std::string_view(at, norm->size()), key.hash,
-                          key.parent_hash, exclusive == 1});
+      LockSpec& spec = p->locks.emplace_back();
+      spec.path = std::string_view(at, norm->size());
+      spec.set_key(key);
+      spec.exclusive = exclusive == 1;
       shown.push_back({std::string_view(at, show.size()), exclusive == 1});
       used += show.size();
     }
