@@ -572,6 +572,46 @@ TEST_F(PgStoreTest, StreamsALongJournal) {
   EXPECT_TRUE(store->Check().ok());
 }
 
+// A reader's connection dropped between two FETCHes of its cursor: the
+// read fails with UNAVAILABLE after delivering the first FETCH's records,
+// each once, and the next read (on a new connection) delivers exactly the
+// rest: nothing skipped, nothing twice.
+TEST_F(PgStoreTest, ReadJournalDroppedBetweenFetchesResumesWhereItStopped) {
+  std::unique_ptr<Store> leader = OpenLeader("a");
+  ASSERT_NE(leader, nullptr);
+  for (int b = 0; b < 5; ++b) {
+    std::vector<JournalRecord> batch = Batch(1 + b * 500, 500);
+    ASSERT_TRUE(leader->Append(&batch).ok());
+  }
+  const std::string tagged = uri_ +
+                             (uri_.find('?') == std::string::npos ? "?" : "&") +
+                             "application_name=qm-reader";
+  StatusOr<std::unique_ptr<Store>> opened =
+      Store::Open(Options(tagged, "reader"));
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  Store& reader = **opened;
+  std::vector<uint64_t> seen;
+  std::string dropped;
+  const Status s = reader.ReadJournal(0, [&](const JournalRecord& r) {
+    seen.push_back(r.seq);
+    // The last record of the first FETCH (1,000 rows): the reader's
+    // connection waits, idle in its transaction, for the next.
+    if (r.seq == 1000) {
+      dropped =
+          Sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+              "WHERE datname = current_database() AND application_name = "
+              "'qm-reader' AND state = 'idle in transaction'");
+    }
+    return Status::Ok();
+  });
+  EXPECT_EQ(dropped, "1");
+  EXPECT_EQ(s.code(), Code::kUnavailable) << s.ToString();
+  EXPECT_EQ(seen, Range(1, 1000));
+  Status again;
+  EXPECT_EQ(Seqs(ReadAll(&reader, 1000, &again)), Range(1001, 2500));
+  EXPECT_TRUE(again.ok()) << again.ToString();
+}
+
 // ---- Snapshots ----
 
 TEST_F(PgStoreTest, SnapshotTruncatesTheJournal) {
