@@ -175,9 +175,13 @@ class DurableEngine {
   //
   // With `defer`, the caller must not wait on the engine (an event-loop
   // thread): when another thread holds the engine right now (a long read,
-  // a snapshot, a step-down), the call is not made here but handed to
-  // `defer` as a job (holding copies of the arguments) that makes it
-  // without `defer`. Without it, the call waits for the engine.
+  // a snapshot, a step-down, another caller's change), the call is not
+  // made here but handed to `defer` as a job (holding copies of the
+  // arguments) that makes it without `defer`; `done` then belongs to the
+  // job (a job dropped unrun never answers). Without `defer`, the call
+  // waits for the engine. Either way, a call refused before it is applied
+  // (the engine closed, not leading) answers `done` at once on the thread
+  // making it.
   void AllocateAsync(const AllocationRequest& request,
                      std::function<void(StatusOr<AllocateResult>)> done,
                      const Defer& defer = nullptr);

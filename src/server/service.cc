@@ -43,14 +43,17 @@ class WorkerPool {
   }
   ~WorkerPool() { Stop(); }
 
-  void Post(std::function<void()> job) {
+  // Queues `job`; false (and `job` untouched) once the pool has stopped.
+  bool Post(std::function<void()>& job) {
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (stopped_) return;
+      if (stopped_) return false;
       jobs_.push_back(std::move(job));
     }
     cv_.notify_one();
+    return true;
   }
+  void Post(std::function<void()>&& job) { (void)Post(job); }
 
   // Runs the jobs already queued, then joins the threads.
   void Stop() {
@@ -346,8 +349,11 @@ class Service::Impl {
   // (DurableEngine's `defer`) and otherwise hands the call to the small
   // async pool (ServiceOptions::async_workers): no thread hop per request
   // in the common case, and an event loop never waits behind a long read
-  // or a snapshot. Except for an agent's call on one allocation, whose
-  // ownership check reads the engine (and waits): a worker runs it.
+  // or a snapshot. (A call handed over may be overtaken by later ones
+  // that found the engine free: requests on different connections are
+  // decided in no promised order.) Except for an agent's call on one
+  // allocation, whose ownership check reads the engine (and waits): a
+  // worker runs it.
   enum class Where { kWorker, kInline, kRaw, kAsync };
   struct Route {
     std::string method;
@@ -489,9 +495,10 @@ class Service::Impl {
   WorkerPool pool_;
   WorkerPool async_pool_;
   // Hands an allocate, release or renew that found the engine busy from
-  // the I/O thread to async_pool_.
+  // the I/O thread to async_pool_; once that has stopped (shutting down),
+  // makes it here, so the request is still answered by the engine.
   const DurableEngine::Defer defer_ = [this](std::function<void()> job) {
-    async_pool_.Post(std::move(job));
+    if (!async_pool_.Post(job)) job();
   };
   Timers timers_;
 
@@ -2124,7 +2131,8 @@ void Service::Impl::Shutdown() {
   for (auto& w : waits) FinishWait(w, true);
   for (Stream* s : streams) EndWatch(s);
   // Workers may hand a change on to the async pool (a follower forwarding
-  // it): they stop first, so nothing is posted to a stopped pool.
+  // it): they stop first. An I/O thread that finds the engine busy after
+  // this makes the call itself (defer_).
   pool_.Stop();
   async_pool_.Stop();
 }

@@ -3,10 +3,11 @@
 // parameters, the call into the durable engine, and the answer in the
 // seeds' success / error envelope (docs/api.md, docs/openapi.yaml).
 //
-// Engine calls wait for their journal commit, so they run on a pool of
-// worker threads, never on the transport's event loop (allocate, release
-// and renew, answered from their commit, run on it while the engine is
-// free: ServiceOptions::async_workers). A request waiting
+// Engine calls that wait for their journal commit run on a pool of worker
+// threads, never on the transport's event loop. Allocate, release and
+// renew are answered from their commit without waiting: the event loop
+// makes them itself while the engine is free (ServiceOptions::
+// async_workers). A request waiting
 // for a grant (allocate with `wait`, or GET /v1/allocations/{id}?wait=)
 // holds no thread: it is answered by the event that changes its
 // allocation, or by a timer.
@@ -48,10 +49,12 @@ struct ServiceOptions {
   // Allocate, release and renew are answered from their commit and never
   // wait: the I/O thread that read one makes the engine call itself when
   // the engine is free, and hands it to these threads when another thread
-  // holds it (a long read, a snapshot), so an event loop never waits.
-  // (Serving them from 2 threads rather than the 64 workers raised
-  // qm_load's allocations/s by about 18%; from the I/O thread, by about
-  // 10% more.) Default 2.
+  // holds it (a long read, a snapshot, the other I/O thread's call), so an
+  // event loop never waits. (An agent's release or renew, whose ownership
+  // check reads the engine, runs on `workers`.) Serving these calls from 2
+  // threads rather than the 64 workers raised qm_load's allocations/s by
+  // about 18%; making them on the I/O thread, by 22% more (README, "The
+  // server"). Default 2.
   int async_workers = 2;
   // The longest `wait` an allocate or a get may ask for. Default 10 min.
   Duration max_wait = std::chrono::minutes(10);

@@ -618,6 +618,15 @@ TEST_F(DurableEngineTest, AsyncCallsDeferWhileTheEngineIsBusy) {
   clock_.StallNextNow();
   StatusOr<AllocateResult> blocking = Unavailable("not answered");
   std::thread holder([&] { blocking = d->Allocate(Request("holder")); });
+  // A failed assertion below must not leave the holder stalled or running.
+  struct Release {
+    TestClock& clock;
+    std::thread& thread;
+    ~Release() {
+      clock.Unstall();
+      if (thread.joinable()) thread.join();
+    }
+  } release{clock_, holder};
   ASSERT_TRUE(clock_.WaitStalled(10s));
   StatusOr<AllocationInfo> renewed = Unavailable("not answered");
   StatusOr<AllocationInfo> released = Unavailable("not answered");
@@ -649,6 +658,8 @@ TEST_F(DurableEngineTest, AsyncCallsDeferWhileTheEngineIsBusy) {
   clock_.Unstall();
   holder.join();
   ASSERT_TRUE(blocking.ok()) << blocking.status().ToString();
+  // The deferred allocate was not made while its job waited.
+  EXPECT_EQ(d->GetSnapshot()->active, 2);
   EXPECT_EQ(d->Get(first)->status, AllocStatus::kActive);
 
   // The jobs make the calls (here on this thread, which may wait).
@@ -662,6 +673,7 @@ TEST_F(DurableEngineTest, AsyncCallsDeferWhileTheEngineIsBusy) {
   ASSERT_TRUE(grants[1].ok()) << grants[1].status().ToString();
   EXPECT_EQ(grants[1]->allocation.status, AllocStatus::kActive);
   EXPECT_EQ(grants[1]->allocation.workflow_id, "deferred");
+  EXPECT_EQ(renewed->expires_at, clock_.Now() + 10min);
   EXPECT_EQ(released->status, AllocStatus::kReleased);
   EXPECT_EQ(d->Get(first)->status, AllocStatus::kReleased);
   EXPECT_EQ(d->Get(grants[1]->allocation.id)->status, AllocStatus::kActive);
