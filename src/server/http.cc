@@ -113,7 +113,19 @@ void SplitTarget(std::string_view target, HttpRequest* r) {
   size_t hash = target.find('#');
   if (hash != std::string_view::npos) target = target.substr(0, hash);
   size_t q = target.find('?');
-  r->path = PercentDecode(target.substr(0, q), /*plus_is_space=*/false);
+  const std::string_view raw = target.substr(0, q);
+  r->path = PercentDecode(raw, /*plus_is_space=*/false);
+  r->segments.clear();
+  for (size_t start = 1;;) {
+    const size_t slash = raw.find('/', start);
+    r->segments.push_back(PercentDecode(
+        raw.substr(std::min(start, raw.size()), slash == std::string_view::npos
+                                                    ? std::string_view::npos
+                                                    : slash - start),
+        /*plus_is_space=*/false));
+    if (slash == std::string_view::npos) break;
+    start = slash + 1;
+  }
   if (q == std::string_view::npos) return;
   std::string_view query = target.substr(q + 1);
   while (!query.empty()) {

@@ -35,6 +35,11 @@ struct HttpRequest {
   std::string method;  // "GET", "POST", ...
   std::string target;  // path and query as sent ("/v1/queue?limit=5")
   std::string path;    // the target's path, percent-decoded
+  // The path's segments after the leading '/' ("/" has one, empty): split
+  // at each '/' before decoding, then each decoded, so an encoded "%2F"
+  // stays inside its segment ("/v1/usage/team%2Fwf" has 3: the id is
+  // "team/wf"). Routes match on these.
+  std::vector<std::string> segments;
   // The query's parameters in order, percent-decoded ('+' is a space).
   std::vector<std::pair<std::string, std::string>> query;
   std::vector<std::pair<std::string, std::string>> headers;  // names lower-case

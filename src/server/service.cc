@@ -720,7 +720,8 @@ void Service::Impl::Handle(HttpRequest request, Responder responder) {
   c->start = Steady::now();
   c->req = std::move(request);
   c->responder = std::move(responder);
-  const std::vector<std::string> parts = SplitPath(c->req.path);
+  // Segments split before decoding: an id holding an encoded '/' stays one.
+  const std::vector<std::string>& parts = c->req.segments;
   const Route* found = nullptr;
   std::vector<std::string> allowed;
   for (const Route& r : routes_) {

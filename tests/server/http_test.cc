@@ -184,6 +184,8 @@ TEST(HttpServerTest, ParsesPathQueryHeadersAndPeer) {
   EXPECT_EQ(seen.method, "POST");
   EXPECT_EQ(seen.target, target);
   EXPECT_EQ(seen.path, "/v1/a b/c/d");
+  // Split before decoding: the encoded '/' stays inside its segment.
+  EXPECT_EQ(seen.segments, (std::vector<std::string>{"v1", "a b", "c/d"}));
   std::vector<std::pair<std::string, std::string>> want = {
       {"x", "1"},   {"y", "hello world"}, {"z", "&="},
       {"flag", ""}, {"empty", ""},        {"bad", "%zz"}};

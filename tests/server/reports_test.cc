@@ -10,6 +10,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -223,6 +224,22 @@ TEST_F(ReportsServiceTest, WorkflowUsageWithPhasesAndEfficiency) {
   EXPECT_FALSE(r.contains("baseline_comparison"));
 }
 
+// A workflow id holding '/' is reached with it encoded in the path
+// ("%2F"), as the CLI sends it.
+TEST_F(ReportsServiceTest, WorkflowIdWithASlashIsReachedEncoded) {
+  Allocate(kAdmin,
+           R"({"workflow_id": "team-a/w-1", "product": "web",)"
+           R"( "agent_type": "tester"})",
+           "active");
+  auto [status, j] = Call(kAdmin, "GET", "/v1/usage/team-a%2Fw-1");
+  ASSERT_EQ(status, 200) << j.dump();
+  EXPECT_EQ(j["result"]["workflow_id"], "team-a/w-1");
+  EXPECT_EQ(j["result"]["totals"]["allocations"], 1);
+  // Unencoded, it is another path: no such route.
+  std::tie(status, j) = Call(kAdmin, "GET", "/v1/usage/team-a/w-1");
+  EXPECT_EQ(status, 404) << j.dump();
+}
+
 TEST_F(ReportsServiceTest, BadInputIsRefusedNamingIt) {
   Script();
   const struct {
@@ -335,6 +352,13 @@ TEST(ReportsCliTest, StatusAndUsageCommandsReachTheReports) {
   r = Qm({"usage", R"({"workflow_id": "workflow_123"})"}, url);
   EXPECT_EQ(r.code, 0);
   EXPECT_EQ(r.envelope["result"]["totals"]["allocations"], 1);
+  // A workflow id holding '/' (the CLI encodes it in the path).
+  a = client.Call("POST", "/v1/allocations",
+                  R"({"workflow_id": "team/wf", "agent_type": "coder"})");
+  ASSERT_TRUE(a.ok() && a->status == 200) << (a.ok() ? a->body : "");
+  r = Qm({"usage", "team/wf"}, url);
+  ASSERT_EQ(r.code, 0) << r.envelope.dump();
+  EXPECT_EQ(r.envelope["result"]["workflow_id"], "team/wf");
 
   // Errors come back in the envelope, exit 1.
   r = Qm({"status", "agents", R"({"group_by": "colour"})"}, url);
